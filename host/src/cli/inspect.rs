@@ -1,0 +1,130 @@
+//! `weft send-event`, `status`, `list` and `history`: talk to the process
+//! holding the data dir, or read the journal directly when none does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use crate::control::{self, Request};
+use crate::journal::{Journal, JournalError, Status};
+use crate::runner;
+
+#[derive(clap::Args, Debug)]
+pub struct SendEventArgs {
+    /// The instance id.
+    pub id: String,
+    /// The event type the workflow waits for.
+    pub event_type: String,
+    /// The payload, as JSON (default: null).
+    #[arg(default_value = "null")]
+    pub payload: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct IdArgs {
+    /// The instance id.
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only instances with this status.
+    #[arg(long)]
+    pub status: Option<Status>,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a request against whoever holds the data dir: the process on the
+/// control socket, else the journal opened here.
+async fn request(data_dir: &Path, req: Request) -> Result<Value> {
+    if !data_dir.join("journal.redb").exists() {
+        bail!("no weft data dir at {} (set --data-dir or WEFT_DATA_DIR)", data_dir.display());
+    }
+    for _ in 0..50 {
+        if let Some(v) = control::call(data_dir, &req).await? {
+            return Ok(v);
+        }
+        match Journal::open(&data_dir.join("journal.redb")) {
+            Ok(journal) => {
+                return match req {
+                    Request::SendEvent {
+                        id,
+                        event_type,
+                        payload,
+                    } => {
+                        let event = runner::make_event(&event_type, &payload)?;
+                        journal.push_event(&id, event).await?;
+                        Ok(Value::Null)
+                    }
+                    other => control::read(&journal, other),
+                };
+            }
+            // A process holds the journal but its socket is not up yet.
+            Err(JournalError::InUse) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bail!(
+        "the data dir {} is held by a weft process that does not answer on {}",
+        data_dir.display(),
+        control::socket_path(data_dir).display()
+    )
+}
+
+pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
+    request(
+        data_dir,
+        Request::SendEvent {
+            id: a.id.clone(),
+            event_type: a.event_type.clone(),
+            payload: a.payload,
+        },
+    )
+    .await?;
+    super::term::status("Sent", &format!("event `{}` to instance {}", a.event_type, a.id));
+    Ok(0)
+}
+
+pub async fn status(data_dir: &Path, a: IdArgs) -> Result<i32> {
+    let v = request(data_dir, Request::Status { id: a.id }).await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
+
+pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
+    let v = request(data_dir, Request::List { status: a.status }).await?;
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if a.json {
+        for r in rows {
+            println!("{r}");
+        }
+        return Ok(0);
+    }
+    let s = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let w = rows.iter().map(|r| s(r, "id").len()).max().unwrap_or(2).max(2);
+    let ww = rows.iter().map(|r| s(r, "workflow").len()).max().unwrap_or(8).max(8);
+    println!("{:<w$}  {:<ww$}  {:<10}  VERSION", "ID", "WORKFLOW", "STATUS");
+    for r in &rows {
+        let version = s(r, "version");
+        println!(
+            "{:<w$}  {:<ww$}  {:<10}  {}",
+            s(r, "id"),
+            s(r, "workflow"),
+            s(r, "status"),
+            &version[..version.len().min(19)]
+        );
+    }
+    Ok(0)
+}
+
+pub async fn history(data_dir: &Path, a: IdArgs) -> Result<i32> {
+    let v = request(data_dir, Request::History { id: a.id }).await?;
+    for row in v.as_array().cloned().unwrap_or_default() {
+        println!("{row}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,137 @@
+//! The `weft` command line: one module per verb.
+
+mod inspect;
+mod run;
+pub mod term;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::journal::{ErrorInfo, InstanceRecord, Status};
+
+/// weft: run durable workflows compiled to WebAssembly components.
+#[derive(Parser, Debug)]
+#[command(name = "weft", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Where weft keeps its journal and components.
+    #[arg(long, global = true, env = "WEFT_DATA_DIR", default_value = ".weft")]
+    pub data_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a new workflow instance to its end and print its output.
+    Run(run::RunArgs),
+    /// Continue an instance after a crash or an interruption.
+    Resume(run::ResumeArgs),
+    /// Send an event to an instance (buffered until a wait takes it).
+    SendEvent(inspect::SendEventArgs),
+    /// Show an instance's status, output or error as JSON.
+    Status(inspect::IdArgs),
+    /// List instances.
+    List(inspect::ListArgs),
+    /// Print an instance's journal, one JSON object per line.
+    History(inspect::IdArgs),
+}
+
+/// Options shared by the commands that execute workflows.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecOptions {
+    /// Drop an instance from memory when everything it waits for is further
+    /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
+    #[arg(long, env = "WEFT_EVICT_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub evict_after: Duration,
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad duration `{s}`"))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => return Err(format!("bad duration `{s}` (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// What `weft status` prints for an instance.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusJson<'a> {
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a ErrorInfo>,
+    pub version: &'a str,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+pub fn status_json(rec: &InstanceRecord) -> StatusJson<'_> {
+    StatusJson {
+        id: &rec.id,
+        workflow: &rec.workflow,
+        status: rec.status,
+        output: rec.output.as_deref(),
+        error: rec.error.as_ref(),
+        version: &rec.digest,
+        created_ms: rec.created_ms,
+        updated_ms: rec.updated_ms,
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            term::error(&format!("cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run(a) => run::run(&cli.data_dir, a).await,
+            Command::Resume(a) => run::resume(&cli.data_dir, a).await,
+            Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
+            Command::Status(a) => inspect::status(&cli.data_dir, a).await,
+            Command::List(a) => inspect::list(&cli.data_dir, a).await,
+            Command::History(a) => inspect::history(&cli.data_dir, a).await,
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            term::error(&format!("{e:#}"));
+            1
+        }
+    }
+}

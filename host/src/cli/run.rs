@@ -1,0 +1,219 @@
+//! `weft run` and `weft resume`: execute an instance in this process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
+
+use super::{ExecOptions, term};
+use crate::control;
+use crate::host::Progress;
+use crate::journal::{Created, JournalError, Status, now_ms};
+use crate::runner::Runtime;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The workflow component (a `.wasm` file built for wasm32-wasip2).
+    pub component: PathBuf,
+    /// The instance's input payload, as JSON.
+    #[arg(long, default_value = "null")]
+    pub input: String,
+    /// The instance id (default: a random one). Running an id that exists
+    /// continues that instance instead of starting a second one.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The workflow name (default: the component's file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub exec: ExecOptions,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    /// The instance id.
+    pub id: String,
+    #[command(flatten)]
+    pub exec: ExecOptions,
+}
+
+/// Opens the data dir for executing, with a clear message when another
+/// process holds it.
+pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
+    match Runtime::open(data_dir, exec.evict_after) {
+        Ok(rt) => Ok(rt),
+        Err(e) if matches!(e.downcast_ref::<JournalError>(), Some(JournalError::InUse)) => bail!(
+            "the data dir {} is in use by another weft process; use another --data-dir, \
+             or talk to that process with `weft send-event`, `weft status` and `weft list`",
+            data_dir.display()
+        ),
+        Err(e) => Err(e),
+    }
+}
+
+pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .component
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "workflow".into()),
+    };
+    let rt = open_runtime(data_dir, &args.exec)?;
+    let digest = rt.components.store_bytes(&bytes)?;
+    let started = Instant::now();
+    rt.components
+        .load(&digest)
+        .with_context(|| format!("loading {}", args.component.display()))?;
+    term::status(
+        "Loaded",
+        &format!(
+            "{} ({}) in {}",
+            args.component.display(),
+            &digest[..19],
+            term::human_ms(started.elapsed().as_millis() as u64)
+        ),
+    );
+    let rec = match rt.create(&name, &digest, args.id.clone(), &args.input).await? {
+        Created::New(rec) => {
+            term::status("Started", &format!("instance {} of workflow {}", rec.id, rec.workflow));
+            rec
+        }
+        Created::Existing(rec) => {
+            term::warn(
+                "Existing",
+                &format!(
+                    "instance {} already exists ({}); continuing it instead of starting a second run",
+                    rec.id,
+                    rec.status.as_str()
+                ),
+            );
+            if rec.digest != digest {
+                term::warn(
+                    "Pinned",
+                    &format!("the instance keeps the version it started on ({})", &rec.digest[..19]),
+                );
+            }
+            rec
+        }
+    };
+    drive(rt, data_dir, &rec.id).await
+}
+
+pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
+    let rt = open_runtime(data_dir, &args.exec)?;
+    let Some(rec) = rt.journal.instance(&args.id)? else {
+        bail!("no instance with id `{}` in {}", args.id, data_dir.display());
+    };
+    if !rec.status.is_final() {
+        let n = rt.journal.entries(&rec.id)?.len();
+        term::status(
+            "Resuming",
+            &format!("instance {} of workflow {} ({n} journal entries)", rec.id, rec.workflow),
+        );
+    }
+    drive(rt, data_dir, &rec.id).await
+}
+
+/// Drives an instance to its end in this process, serving the control
+/// socket meanwhile, and prints the outcome. Returns the exit code.
+async fn drive(rt: Arc<Runtime>, data_dir: &Path, id: &str) -> Result<i32> {
+    let server = control::serve(rt.clone())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(print_progress(rx, id.to_owned(), data_dir.to_owned()));
+    let started = Instant::now();
+    let result = tokio::select! {
+        r = rt.drive(id, Some(tx)) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    server.abort();
+    let _ = std::fs::remove_file(control::socket_path(data_dir));
+    let _ = printer.await;
+    let Some(result) = result else {
+        term::warn(
+            "Interrupted",
+            &format!("instance {id} is saved; continue it with `weft resume {id}`"),
+        );
+        return Ok(130);
+    };
+    let rec = result?;
+    let took = term::human_ms(started.elapsed().as_millis() as u64);
+    match rec.status {
+        Status::Complete => {
+            term::status("Complete", &format!("instance {id} in {took}"));
+            println!("{}", rec.output.as_deref().map(|o| o.get()).unwrap_or("null"));
+            Ok(0)
+        }
+        status => {
+            let err = rec
+                .error
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no error recorded".into());
+            term::error(&format!("instance {id} {}: {err}", status.as_str()));
+            Ok(1)
+        }
+    }
+}
+
+async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, data_dir: PathBuf) {
+    let dir_flag = if data_dir == Path::new(".weft") {
+        String::new()
+    } else {
+        format!("--data-dir {} ", data_dir.display())
+    };
+    while let Some(p) = rx.recv().await {
+        match p {
+            Progress::StepDone {
+                name,
+                attempt,
+                elapsed_ms,
+            } => {
+                let tries = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                term::status("Step", &format!("{name} done in {}{tries}", term::human_ms(elapsed_ms)));
+            }
+            Progress::StepFailed {
+                name,
+                attempt,
+                error,
+                retry_in_ms: Some(ms),
+            } => term::warn(
+                "Retry",
+                &format!("{name} attempt {attempt} failed: {error}; retrying in {}", term::human_ms(ms)),
+            ),
+            Progress::StepFailed {
+                name,
+                attempt,
+                error,
+                retry_in_ms: None,
+            } => term::warn("Failed", &format!("{name} attempt {attempt} failed for good: {error}")),
+            Progress::Sleeping { name, wake_ms } => term::status(
+                "Sleeping",
+                &format!("{name} for {}", term::human_ms(wake_ms.saturating_sub(now_ms()))),
+            ),
+            Progress::Waiting {
+                name,
+                event_type,
+                deadline_ms,
+            } => term::status(
+                "Waiting",
+                &format!(
+                    "for event `{event_type}` ({name}, times out in {}); send it with:\n{:>12} weft {dir_flag}send-event {id} {event_type} '<json>'",
+                    term::human_ms(deadline_ms.saturating_sub(now_ms())),
+                    ""
+                ),
+            ),
+            Progress::EventReceived { name, event_type } => {
+                term::status("Received", &format!("event `{event_type}` ({name})"))
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The wasmtime engine and the component store.
+//!
+//! Components are stored in the data dir by content digest
+//! (`components/<hex>.wasm`), so an instance can always be resumed on the
+//! exact code it started with. Compiled code is cached next to them
+//! (`cache/<hex>-<engine>.cwasm`); loading a cached component takes
+//! milliseconds instead of a compilation. Each component is linked once into
+//! an `InstancePre`, shared by all its instances.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::WorkflowPre;
+use crate::host::HostState;
+
+/// How often the epoch ticks; guests yield to the host at each tick so that
+/// timeouts and shutdown can interrupt long computations.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A loaded, linked component.
+pub struct LoadedComponent {
+    pub digest: String,
+    pub pre: WorkflowPre<HostState>,
+}
+
+/// Engine, linker and the on-disk component store.
+pub struct Components {
+    engine: Engine,
+    linker: Linker<HostState>,
+    dir: PathBuf,
+    cache_dir: PathBuf,
+    fingerprint: String,
+    loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
+fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+fn new_engine() -> Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model_async(true);
+    config.epoch_interruption(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(1000)
+        .total_core_instances(10_000)
+        .total_memories(2000)
+        .total_tables(4000)
+        .total_stacks(1000)
+        .max_memory_size(1 << 30);
+    let mut pooled = config.clone();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            tracing::warn!("pooling allocator unavailable ({e}); allocating on demand");
+            Ok(Engine::new(&config)?)
+        }
+    }
+}
+
+impl Components {
+    /// Creates the engine and opens the component store under `data_dir`.
+    pub fn new(data_dir: &Path) -> Result<Components> {
+        let engine = new_engine()?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::host::add_to_linker(&mut linker)?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        let fingerprint = format!("{:016x}", h.finish());
+        let dir = data_dir.join("components");
+        let cache_dir = data_dir.join("cache");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&cache_dir)?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Components {
+            engine,
+            linker,
+            dir,
+            cache_dir,
+            fingerprint,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stores a component's bytes under their digest and returns the digest.
+    /// Nothing is compiled yet.
+    pub fn store_bytes(&self, bytes: &[u8]) -> Result<String> {
+        let digest = digest_of(bytes);
+        let path = self.dir.join(format!("{}.wasm", hex_of(&digest)));
+        if !path.exists() {
+            let tmp = path.with_extension("wasm.tmp");
+            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path)?;
+        }
+        Ok(digest)
+    }
+
+    /// Loads (compiling or taking from cache) and links a stored component.
+    pub fn load(&self, digest: &str) -> Result<Arc<LoadedComponent>> {
+        if let Some(c) = self.loaded.lock().unwrap().get(digest) {
+            return Ok(c.clone());
+        }
+        let hex = hex_of(digest);
+        let cwasm = self.cache_dir.join(format!("{hex}-{}.cwasm", self.fingerprint));
+        let mut component = None;
+        if cwasm.exists() {
+            // SAFETY: the file was written by `Component::serialize` of an
+            // engine with the same fingerprint, into weft's own data dir.
+            match unsafe { Component::deserialize_file(&self.engine, &cwasm) } {
+                Ok(c) => component = Some(c),
+                Err(e) => tracing::warn!("ignoring stale compiled component {}: {e}", cwasm.display()),
+            }
+        }
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let path = self.dir.join(format!("{hex}.wasm"));
+                let bytes = std::fs::read(&path).with_context(|| {
+                    format!("component {digest} is not in the data dir ({})", path.display())
+                })?;
+                let c = compile(&self.engine, &bytes)?;
+                let tmp = cwasm.with_extension("tmp");
+                std::fs::write(&tmp, c.serialize()?)?;
+                std::fs::rename(&tmp, &cwasm)?;
+                c
+            }
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("the component imports something weft does not provide")?;
+        let pre = WorkflowPre::new(pre)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("the component is not a weft workflow (it must export `run` from weft:workflow/workflow)")?;
+        let loaded = Arc::new(LoadedComponent {
+            digest: digest.to_owned(),
+            pre,
+        });
+        self.loaded
+            .lock()
+            .unwrap()
+            .insert(digest.to_owned(), loaded.clone());
+        Ok(loaded)
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        bail!("not a WebAssembly file (no `\\0asm` header)");
+    }
+    // Byte 4..8: version and layer; layer 1 is a component, 0 a core module.
+    if bytes[6] == 0 && bytes[7] == 0 {
+        bail!(
+            "this is a core WebAssembly module, not a component; build it for `wasm32-wasip2` \
+             (or wrap it with `wasm-tools component new`)"
+        );
+    }
+    Component::new(engine, bytes)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("the file is not a valid WebAssembly component")
+}

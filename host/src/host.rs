@@ -1,0 +1,779 @@
+//! The `weft:workflow/durable` host interface and the per-instance state
+//! behind it: replay matching, journaling, waits and the journaled WASI
+//! clocks and randomness.
+//!
+//! Store data is [`HostState`]; the durable interface reads it through the
+//! [`Durable`] projection. Everything that must outlive one host call (the
+//! replay index, pending waits, running steps) lives in [`Instance`], shared
+//! with the runner's watchdog.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use wasmtime::Result;
+use tokio::sync::{Notify, mpsc, watch};
+use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::types::{
+    self as wit, Backoff as WitBackoff, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
+};
+use crate::bindings::weft::workflow::durable;
+use crate::journal::{
+    AttemptResult, Entry, ErrorInfo, Journal, MAX_PAYLOAD_BYTES, Nondet, UnixMs, WaitResult, now_ms,
+};
+use crate::replay::{Backoff, CallRecord, Kind, Replay, retry_delay_ms};
+
+/// Default wait-for-event timeout: 24 hours.
+pub const DEFAULT_EVENT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Longest sleep: 365 days.
+pub const MAX_SLEEP_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Progress of an instance, reported for new work only (never for replay).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    StepDone {
+        name: String,
+        attempt: u32,
+        elapsed_ms: u64,
+    },
+    StepFailed {
+        name: String,
+        attempt: u32,
+        error: ErrorInfo,
+        retry_in_ms: Option<u64>,
+    },
+    Sleeping {
+        name: String,
+        wake_ms: UnixMs,
+    },
+    Waiting {
+        name: String,
+        event_type: String,
+        deadline_ms: UnixMs,
+    },
+    EventReceived {
+        name: String,
+        event_type: String,
+    },
+}
+
+/// What a pending wait waits for.
+#[derive(Debug, Clone)]
+pub enum WaitFor {
+    Sleep,
+    Retry,
+    Event(String),
+}
+
+/// A host call that is waiting for time or an event.
+#[derive(Debug, Clone)]
+pub struct PendingWait {
+    pub wake_ms: UnixMs,
+    pub what: WaitFor,
+}
+
+/// A step attempt whose body is running.
+#[derive(Debug, Clone)]
+pub struct RunningStep {
+    pub name: String,
+    pub n: u32,
+    pub attempt: u32,
+    pub started_ms: UnixMs,
+    pub deadline: Instant,
+    pub retries: wit::RetryPolicy,
+}
+
+struct StepHandle {
+    name: String,
+    n: u32,
+    attempt: u32,
+    config: StepConfig,
+    not_before: Option<UnixMs>,
+    started_ms: UnixMs,
+}
+
+/// Mutable state of one instance run.
+#[derive(Default)]
+pub struct State {
+    replay: Replay,
+    handles: HashMap<u64, StepHandle>,
+    next_id: u64,
+    pub running: HashMap<u64, RunningStep>,
+    pub waits: HashMap<u64, PendingWait>,
+    /// Set when the instance must end as `errored` (non-determinism).
+    pub fatal: Option<ErrorInfo>,
+    /// Set when the host failed (journal I/O); the instance stays resumable.
+    pub host_error: Option<String>,
+}
+
+/// One instance run: shared by the store's host calls and the runner.
+pub struct Instance {
+    pub id: String,
+    pub journal: Journal,
+    pub state: Mutex<State>,
+    /// Signalled whenever running steps or pending waits change.
+    pub changed: Notify,
+    /// Counts events sent to this instance.
+    pub events: watch::Receiver<u64>,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl Instance {
+    pub fn new(
+        id: String,
+        journal: Journal,
+        replay: Replay,
+        events: watch::Receiver<u64>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Arc<Instance> {
+        Arc::new(Instance {
+            id,
+            journal,
+            state: Mutex::new(State {
+                replay,
+                ..State::default()
+            }),
+            changed: Notify::new(),
+            events,
+            progress,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether journaled calls remain to be replayed.
+    pub fn replaying(&self) -> bool {
+        self.lock().replay.is_replaying()
+    }
+
+    /// Checks that the replay made every journaled call (used when `run`
+    /// returns).
+    pub fn check_finished(&self) -> Result<(), ErrorInfo> {
+        self.lock()
+            .replay
+            .check_caught_up(None)
+            .map_err(|e| e.into_error())
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(tx) = &self.progress {
+            let _ = tx.send(p);
+        }
+    }
+
+    /// Records a workflow-ending error and returns the trap that unwinds the
+    /// guest.
+    fn fatal(&self, e: ErrorInfo) -> wasmtime::Error {
+        let msg = e.to_string();
+        let mut st = self.lock();
+        if st.fatal.is_none() {
+            st.fatal = Some(e);
+        }
+        wasmtime::format_err!(msg)
+    }
+
+    fn host_failure(&self, e: impl std::fmt::Display) -> wasmtime::Error {
+        let msg = format!("journal write failed: {e}");
+        self.lock().host_error.get_or_insert(msg.clone());
+        wasmtime::format_err!(msg)
+    }
+
+    /// Waits until `wake_ms`, registered as a pending wait so the runner can
+    /// evict the instance while it waits.
+    async fn wait_until(&self, wake_ms: UnixMs, what: WaitFor) {
+        let now = now_ms();
+        if wake_ms <= now {
+            return;
+        }
+        let _guard = self.register_wait(wake_ms, what);
+        tokio::time::sleep(Duration::from_millis(wake_ms - now)).await;
+    }
+
+    fn register_wait(&self, wake_ms: UnixMs, what: WaitFor) -> WaitGuard<'_> {
+        let id = {
+            let mut st = self.lock();
+            st.next_id += 1;
+            let id = st.next_id;
+            st.waits.insert(id, PendingWait { wake_ms, what });
+            id
+        };
+        self.changed.notify_one();
+        WaitGuard { inst: self, id }
+    }
+
+    /// Before new work: let the guest finish replaying what it can, then
+    /// check that no journaled call was skipped.
+    async fn catch_up(&self, kind: Kind, name: &str, n: u32) -> Result<()> {
+        // The first poll of a host call happens inside the guest's call;
+        // yielding once lets the guest run until all its tasks are blocked,
+        // which, on replay, means every journaled call reachable was made.
+        tokio::task::yield_now().await;
+        let r = self.lock().replay.check_caught_up(Some((kind, name, n)));
+        r.map_err(|e| self.fatal(e.into_error()))
+    }
+
+    fn nondet(&self, probe: fn(&Nondet) -> bool, live: impl FnOnce() -> Nondet) -> Nondet {
+        let mut st = self.lock();
+        if !st.running.is_empty() {
+            // Inside a step body: the step's result is what is journaled.
+            return live();
+        }
+        if let Some(v) = st.replay.next_nondet(probe) {
+            return v;
+        }
+        let v = live();
+        drop(st);
+        self.journal
+            .append_lazy(&self.id, vec![Entry::Nondet { value: v.clone() }]);
+        v
+    }
+}
+
+struct WaitGuard<'a> {
+    inst: &'a Instance,
+    id: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.inst.lock().waits.remove(&self.id);
+        self.inst.changed.notify_one();
+    }
+}
+
+/// The data of every store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    durable: DurableCtx,
+}
+
+impl HostState {
+    /// Builds the store data for one run of `inst`: WASI with journaled
+    /// clocks and randomness, guest output suppressed while replaying.
+    pub fn new(inst: Arc<Instance>, seed: u64) -> HostState {
+        let mut b = WasiCtx::builder();
+        b.stdout(GuestOutput(inst.clone()))
+            .stderr(GuestOutput(inst.clone()))
+            .wall_clock(JournaledClock(inst.clone()))
+            .monotonic_clock(JournaledMonotonic(inst.clone()))
+            .secure_random(JournaledRandom(inst.clone()))
+            .insecure_random(JournaledRandom(inst.clone()))
+            .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
+        HostState {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            durable: DurableCtx { inst },
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The durable interface's view of the store.
+pub struct DurableCtx {
+    inst: Arc<Instance>,
+}
+
+/// [`HasData`] projection for the durable interface.
+pub struct Durable;
+
+impl HasData for Durable {
+    type Data<'a> = &'a mut DurableCtx;
+}
+
+/// Adds `weft:workflow/durable` to a linker.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    durable::add_to_linker::<HostState, Durable>(linker, |s| &mut s.durable)?;
+    Ok(())
+}
+
+fn instance_of<T>(accessor: &Accessor<T, Durable>) -> Arc<Instance> {
+    accessor.with(|mut a| a.get().inst.clone())
+}
+
+fn to_wit(e: ErrorInfo) -> wit::ErrorInfo {
+    wit::ErrorInfo {
+        name: e.name,
+        message: e.message,
+    }
+}
+
+fn from_wit(e: wit::ErrorInfo) -> ErrorInfo {
+    ErrorInfo::new(e.name, e.message)
+}
+
+fn wait_result(r: WaitResult) -> Result<wit::Event, wit::WaitError> {
+    match r {
+        WaitResult::Delivered { event } => Ok(wit::Event {
+            event_type: event.event_type,
+            payload: event.payload.get().to_owned(),
+            timestamp_ms: event.timestamp_ms,
+        }),
+        WaitResult::TimedOut => Err(wit::WaitError::Timeout),
+    }
+}
+
+fn backoff(b: WitBackoff) -> Backoff {
+    match b {
+        WitBackoff::Constant => Backoff::Constant,
+        WitBackoff::Linear => Backoff::Linear,
+        WitBackoff::Exponential => Backoff::Exponential,
+    }
+}
+
+/// When the next attempt after failed attempt `attempt` may start, or
+/// `None` when the retries are used up.
+pub fn next_retry_ms(retries: &wit::RetryPolicy, attempt: u32, now: UnixMs) -> Option<UnixMs> {
+    (attempt <= retries.limit)
+        .then(|| now.saturating_add(retry_delay_ms(retries.delay_ms, backoff(retries.backoff), attempt)))
+}
+
+impl durable::Host for DurableCtx {
+    fn step_begin(&mut self, name: String, config: StepConfig) -> Result<StepStart> {
+        let inst = &self.inst;
+        let mut st = inst.lock();
+        let n = st.replay.occurrence(&name);
+        let (attempt, not_before) = match st.replay.take(Kind::Step, &name, n) {
+            Err(e) => {
+                drop(st);
+                return Err(inst.fatal(e.into_error()));
+            }
+            Ok(Some(CallRecord::Step {
+                outcome: Some(outcome),
+                ..
+            })) => {
+                return Ok(StepStart::Cached(
+                    outcome.map(|v| v.get().to_owned()).map_err(to_wit),
+                ));
+            }
+            Ok(Some(CallRecord::Step {
+                attempts, retry_ms, ..
+            })) => (attempts + 1, retry_ms),
+            Ok(_) => (1, None),
+        };
+        st.next_id += 1;
+        let handle = st.next_id;
+        st.handles.insert(
+            handle,
+            StepHandle {
+                name,
+                n,
+                attempt,
+                config,
+                not_before,
+                started_ms: 0,
+            },
+        );
+        Ok(StepStart::Run(StepRun { handle, attempt }))
+    }
+}
+
+impl<T> durable::HostWithStore<T> for Durable {
+    async fn step_ready(accessor: &Accessor<T, Self>, handle: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        let (name, n, not_before) = {
+            let st = inst.lock();
+            let h = st
+                .handles
+                .get(&handle)
+                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
+            (h.name.clone(), h.n, h.not_before)
+        };
+        inst.catch_up(Kind::Step, &name, n).await?;
+        if let Some(at) = not_before {
+            inst.wait_until(at, WaitFor::Retry).await;
+        }
+        start_attempt(&inst, handle);
+        Ok(())
+    }
+
+    async fn step_end(
+        accessor: &Accessor<T, Self>,
+        handle: u64,
+        outcome: StepOutcome,
+    ) -> Result<StepVerdict> {
+        let inst = instance_of(accessor);
+        let (name, n, attempt, started_ms, retries) = {
+            let mut st = inst.lock();
+            st.running.remove(&handle);
+            let h = st
+                .handles
+                .get(&handle)
+                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
+            (h.name.clone(), h.n, h.attempt, h.started_ms, h.config.retries)
+        };
+        inst.changed.notify_one();
+        let ended_ms = now_ms();
+        let (result, retry_in) = match outcome {
+            StepOutcome::Ok(json) => match check_result(&name, json) {
+                Ok(value) => (AttemptResult::Ok { value }, None),
+                Err(error) => (AttemptResult::Err { error, retry_ms: None }, None),
+            },
+            StepOutcome::NonRetryable(e) => (
+                AttemptResult::Err {
+                    error: from_wit(e),
+                    retry_ms: None,
+                },
+                None,
+            ),
+            StepOutcome::Err(e) => {
+                let retry_ms = next_retry_ms(&retries, attempt, ended_ms);
+                (
+                    AttemptResult::Err {
+                        error: from_wit(e),
+                        retry_ms,
+                    },
+                    retry_ms.map(|at| at - ended_ms),
+                )
+            }
+        };
+        let entry = Entry::Step {
+            name: name.clone(),
+            n,
+            attempt,
+            started_ms,
+            ended_ms,
+            result: result.clone(),
+        };
+        inst.journal
+            .append(&inst.id, vec![entry])
+            .await
+            .map_err(|e| inst.host_failure(e))?;
+        match result {
+            AttemptResult::Ok { value } => {
+                inst.report(Progress::StepDone {
+                    name,
+                    attempt,
+                    elapsed_ms: ended_ms.saturating_sub(started_ms),
+                });
+                inst.lock().handles.remove(&handle);
+                Ok(StepVerdict::Done(Ok(value.get().to_owned())))
+            }
+            AttemptResult::Err { error, retry_ms } => {
+                inst.report(Progress::StepFailed {
+                    name,
+                    attempt,
+                    error: error.clone(),
+                    retry_in_ms: retry_in,
+                });
+                match retry_ms {
+                    Some(at) => {
+                        inst.wait_until(at, WaitFor::Retry).await;
+                        if let Some(h) = inst.lock().handles.get_mut(&handle) {
+                            h.attempt += 1;
+                        }
+                        start_attempt(&inst, handle);
+                        Ok(StepVerdict::Retry(attempt + 1))
+                    }
+                    None => {
+                        inst.lock().handles.remove(&handle);
+                        Ok(StepVerdict::Done(Err(to_wit(error))))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        durable_sleep(&inst, name, |now| now.saturating_add(duration_ms.min(MAX_SLEEP_MS))).await
+    }
+
+    async fn sleep_until(accessor: &Accessor<T, Self>, name: String, unix_ms: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        durable_sleep(&inst, name, |now| unix_ms.min(now.saturating_add(MAX_SLEEP_MS))).await
+    }
+
+    async fn wait_for_event(
+        accessor: &Accessor<T, Self>,
+        name: String,
+        event_type: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<Result<wit::Event, wit::WaitError>> {
+        let inst = instance_of(accessor);
+        let (n, rec) = {
+            let mut st = inst.lock();
+            let n = st.replay.occurrence(&name);
+            (n, st.replay.take(Kind::Wait, &name, n))
+        };
+        let deadline_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+            Some(CallRecord::Wait {
+                result: Some(r), ..
+            }) => return Ok(wait_result(r)),
+            Some(CallRecord::Wait { deadline_ms, .. }) => deadline_ms,
+            _ => {
+                inst.catch_up(Kind::Wait, &name, n).await?;
+                let now = now_ms();
+                let deadline_ms = now.saturating_add(timeout_ms.unwrap_or(DEFAULT_EVENT_TIMEOUT_MS));
+                inst.journal
+                    .append(
+                        &inst.id,
+                        vec![Entry::WaitStart {
+                            name: name.clone(),
+                            n,
+                            event_type: event_type.clone(),
+                            started_ms: now,
+                            deadline_ms,
+                        }],
+                    )
+                    .await
+                    .map_err(|e| inst.host_failure(e))?;
+                inst.report(Progress::Waiting {
+                    name: name.clone(),
+                    event_type: event_type.clone(),
+                    deadline_ms,
+                });
+                deadline_ms
+            }
+        };
+        let mut events = inst.events.clone();
+        loop {
+            events.borrow_and_update();
+            let timed_out = now_ms() >= deadline_ms;
+            let buffered = inst
+                .journal
+                .inbox(&inst.id)
+                .map_err(|e| inst.host_failure(e))?
+                .iter()
+                .any(|e| e.event_type == event_type);
+            if buffered || timed_out {
+                let r = inst
+                    .journal
+                    .take_event(&inst.id, &name, n, &event_type, timed_out)
+                    .await
+                    .map_err(|e| inst.host_failure(e))?;
+                if let Some(r) = r {
+                    if matches!(r, WaitResult::Delivered { .. }) {
+                        inst.report(Progress::EventReceived {
+                            name: name.clone(),
+                            event_type: event_type.clone(),
+                        });
+                    }
+                    return Ok(wait_result(r));
+                }
+            }
+            let _guard = inst.register_wait(deadline_ms, WaitFor::Event(event_type.clone()));
+            let left = deadline_ms.saturating_sub(now_ms());
+            tokio::select! {
+                _ = events.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(left)) => {}
+            }
+        }
+    }
+}
+
+fn start_attempt(inst: &Instance, handle: u64) {
+    let mut st = inst.lock();
+    let now = now_ms();
+    let Some(h) = st.handles.get_mut(&handle) else {
+        return;
+    };
+    h.started_ms = now;
+    let running = RunningStep {
+        name: h.name.clone(),
+        n: h.n,
+        attempt: h.attempt,
+        started_ms: now,
+        deadline: Instant::now() + Duration::from_millis(h.config.timeout_ms),
+        retries: h.config.retries,
+    };
+    st.running.insert(handle, running);
+    drop(st);
+    inst.changed.notify_one();
+}
+
+/// Validates a step's result: JSON, at most 1 MiB.
+fn check_result(name: &str, json: String) -> Result<Box<serde_json::value::RawValue>, ErrorInfo> {
+    if json.len() > MAX_PAYLOAD_BYTES {
+        return Err(ErrorInfo::new(
+            "StepResultTooLarge",
+            format!(
+                "step \"{name}\" returned {} bytes; a step result may be at most {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+                json.len()
+            ),
+        ));
+    }
+    crate::journal::raw_json(&json).map_err(|e| {
+        ErrorInfo::new(
+            "InvalidStepResult",
+            format!("step \"{name}\" returned invalid JSON: {e}"),
+        )
+    })
+}
+
+async fn durable_sleep(inst: &Instance, name: String, wake: impl FnOnce(UnixMs) -> UnixMs) -> Result<()> {
+    let (n, rec) = {
+        let mut st = inst.lock();
+        let n = st.replay.occurrence(&name);
+        (n, st.replay.take(Kind::Sleep, &name, n))
+    };
+    let wake_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+        Some(CallRecord::Sleep { wake_ms }) => wake_ms,
+        _ => {
+            inst.catch_up(Kind::Sleep, &name, n).await?;
+            let now = now_ms();
+            let wake_ms = wake(now);
+            inst.journal
+                .append(
+                    &inst.id,
+                    vec![Entry::Sleep {
+                        name: name.clone(),
+                        n,
+                        started_ms: now,
+                        wake_ms,
+                    }],
+                )
+                .await
+                .map_err(|e| inst.host_failure(e))?;
+            inst.report(Progress::Sleeping { name, wake_ms });
+            wake_ms
+        }
+    };
+    inst.wait_until(wake_ms, WaitFor::Sleep).await;
+    Ok(())
+}
+
+// ---- journaled WASI clocks, randomness and replay-aware output ----
+
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+struct JournaledClock(Arc<Instance>);
+
+impl wasmtime_wasi::HostWallClock for JournaledClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        match self.0.nondet(
+            |v| matches!(v, Nondet::WallClock { .. }),
+            || Nondet::WallClock { nanos: wall_nanos() },
+        ) {
+            Nondet::WallClock { nanos } => Duration::from_nanos(nanos),
+            _ => Duration::from_nanos(wall_nanos()),
+        }
+    }
+}
+
+/// Monotonic time as nanoseconds since the Unix epoch, so that it keeps
+/// increasing across host restarts and replays.
+struct JournaledMonotonic(Arc<Instance>);
+
+impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        match self.0.nondet(
+            |v| matches!(v, Nondet::MonotonicClock { .. }),
+            || Nondet::MonotonicClock { nanos: wall_nanos() },
+        ) {
+            Nondet::MonotonicClock { nanos } => nanos,
+            _ => wall_nanos(),
+        }
+    }
+}
+
+struct JournaledRandom(Arc<Instance>);
+
+impl JournaledRandom {
+    fn fill(&mut self, buf: &mut [u8]) {
+        let len = buf.len();
+        let v = self.0.nondet(
+            |v| matches!(v, Nondet::Random { .. }),
+            || {
+                let mut bytes = vec![0u8; len];
+                rand::fill(&mut bytes[..]);
+                Nondet::Random {
+                    hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                }
+            },
+        );
+        match v {
+            Nondet::Random { hex } if hex.len() == len * 2 => {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap_or(0);
+                }
+            }
+            _ => rand::fill(buf),
+        }
+    }
+}
+
+impl rand::TryRng for JournaledRandom {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.fill(&mut b);
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.fill(dst);
+        Ok(())
+    }
+}
+
+/// Guest stdout and stderr: forwarded to the host's stderr (weft's stdout
+/// carries the workflow output), dropped while the guest is replaying.
+struct GuestOutput(Arc<Instance>);
+
+impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(ReplayAwareWriter(self.0.clone()))
+    }
+}
+
+struct ReplayAwareWriter(Arc<Instance>);
+
+impl tokio::io::AsyncWrite for ReplayAwareWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if !self.0.replaying() {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(buf);
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,545 @@
+//! The journal: weft's only access to redb.
+//!
+//! One writer thread owns every write transaction. Callers send it requests
+//! over a channel; it applies all requests waiting at that moment in one
+//! transaction and commits once (group commit), and only then answers each
+//! request, so a result is durable before anyone acts on it. Reads use their
+//! own read transactions and may run on any thread.
+//!
+//! Tables:
+//! - `instances`: id → [`InstanceRecord`]
+//! - `journal`: (id, seq) → [`Entry`], the ordered history of an instance
+//! - `inbox`: (id, seq) → [`EventRecord`], events not yet delivered
+//! - `timers`: (wake ms, id) → (), when an instance must be woken
+//! - `meta`: format version and counters
+
+mod types;
+
+pub use types::*;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+use tokio::sync::oneshot;
+
+const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
+const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
+const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+const TIMERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("timers");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Largest step result or event payload, in bytes.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    #[error("the data dir is in use by another weft process")]
+    InUse,
+    #[error("journal storage error: {0}")]
+    Storage(String),
+    #[error("journal format error: {0}")]
+    Format(String),
+    #[error("no instance with id `{0}`")]
+    UnknownInstance(String),
+    #[error("instance `{id}` is {status}; it accepts no more events")]
+    Finished { id: String, status: &'static str },
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for JournalError {
+            fn from(e: $t) -> Self {
+                JournalError::Storage(e.to_string())
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+impl From<redb::DatabaseError> for JournalError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse,
+            other => JournalError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// What creating an instance did.
+#[derive(Debug)]
+pub enum Created {
+    New(InstanceRecord),
+    /// An instance with that id already existed; it is returned unchanged.
+    Existing(InstanceRecord),
+}
+
+/// A change of an instance's state.
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub status: Status,
+    pub output: Option<Box<serde_json::value::RawValue>>,
+    pub error: Option<ErrorInfo>,
+}
+
+enum Op {
+    Create(InstanceRecord, oneshot::Sender<Result<Created, JournalError>>),
+    Update(String, StatusUpdate, oneshot::Sender<Result<(), JournalError>>),
+    Append {
+        id: String,
+        entries: Vec<Entry>,
+        durable: bool,
+        reply: Option<oneshot::Sender<Result<(), JournalError>>>,
+    },
+    PushEvent(String, EventRecord, oneshot::Sender<Result<(), JournalError>>),
+    TakeEvent {
+        id: String,
+        name: String,
+        n: u32,
+        event_type: String,
+        or_timeout: bool,
+        reply: oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
+    },
+}
+
+impl Op {
+    fn durable(&self) -> bool {
+        match self {
+            Op::Append { durable, .. } => *durable,
+            _ => true,
+        }
+    }
+}
+
+/// A handle to the journal. Cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    db: Arc<Database>,
+    tx: mpsc::Sender<Op>,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal file. Fails with
+    /// [`JournalError::InUse`] when another process has it open.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get("format")?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert("format", FORMAT_VERSION as u64)?;
+                }
+                Some(v) if v == FORMAT_VERSION as u64 => {}
+                Some(v) => {
+                    return Err(JournalError::Format(format!(
+                        "the data dir was written in journal format {v}; this weft reads format {FORMAT_VERSION}"
+                    )));
+                }
+            }
+            txn.open_table(INSTANCES)?;
+            txn.open_table(JOURNAL)?;
+            txn.open_table(INBOX)?;
+            txn.open_table(TIMERS)?;
+        }
+        txn.commit()?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel();
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("weft-journal".into())
+            .spawn(move || Writer::new(writer_db).run(rx))
+            .map_err(|e| JournalError::Storage(e.to_string()))?;
+        Ok(Journal { db, tx })
+    }
+
+    fn send(&self, op: Op) -> Result<(), JournalError> {
+        self.tx.send(op).map_err(|_| JournalError::Closed)
+    }
+
+    /// Creates an instance unless one with the same id exists.
+    pub async fn create(&self, rec: InstanceRecord) -> Result<Created, JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Create(rec, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Sets an instance's status (and output or error).
+    pub async fn update(&self, id: &str, update: StatusUpdate) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Update(id.to_owned(), update, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Appends entries and waits until they are durable.
+    pub async fn append(&self, id: &str, entries: Vec<Entry>) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Append {
+            id: id.to_owned(),
+            entries,
+            durable: true,
+            reply: Some(tx),
+        })?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Appends entries without waiting. They become durable with the next
+    /// durable write (the writer keeps order), which is enough for values
+    /// that only matter once a later durable call depends on them.
+    pub fn append_lazy(&self, id: &str, entries: Vec<Entry>) {
+        let _ = self.send(Op::Append {
+            id: id.to_owned(),
+            entries,
+            durable: false,
+            reply: None,
+        });
+    }
+
+    /// Buffers an event in the instance's inbox.
+    pub async fn push_event(&self, id: &str, event: EventRecord) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::PushEvent(id.to_owned(), event, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Atomically takes the oldest buffered event of `event_type` and
+    /// journals its delivery to wait (`name`, `n`). Without such an event it
+    /// returns `None`, or, with `or_timeout`, journals a timeout instead.
+    pub async fn take_event(
+        &self,
+        id: &str,
+        name: &str,
+        n: u32,
+        event_type: &str,
+        or_timeout: bool,
+    ) -> Result<Option<WaitResult>, JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::TakeEvent {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            n,
+            event_type: event_type.to_owned(),
+            or_timeout,
+            reply: tx,
+        })?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Reads one instance.
+    pub fn instance(&self, id: &str) -> Result<Option<InstanceRecord>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INSTANCES)?;
+        match table.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Lists instances, optionally only those with `status`, ordered by id.
+    pub fn list(&self, status: Option<Status>) -> Result<Vec<InstanceRecord>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INSTANCES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            let rec: InstanceRecord = decode(v.value())?;
+            if status.is_none_or(|s| s == rec.status) {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads an instance's journal in order.
+    pub fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOURNAL)?;
+        let mut out = Vec::new();
+        for row in table.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, v) = row?;
+            out.push((k.value().1, decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Events buffered for an instance and not yet delivered.
+    pub fn inbox(&self, id: &str) -> Result<Vec<EventRecord>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for row in table.range((id, 0u64)..=(id, u64::MAX))? {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Timers due at or before `now`, oldest first.
+    pub fn due_timers(&self, now: UnixMs) -> Result<Vec<(UnixMs, String)>, JournalError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TIMERS)?;
+        let mut out = Vec::new();
+        for row in table.range((0u64, "")..(now.saturating_add(1), ""))? {
+            let (k, _) = row?;
+            let (at, id) = k.value();
+            out.push((at, id.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Number of journal entries over all instances.
+    pub fn entry_count(&self) -> Result<u64, JournalError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(JOURNAL)?.len()?)
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    next_seq: HashMap<String, u64>,
+    next_event: Option<u64>,
+}
+
+impl Writer {
+    fn new(db: Arc<Database>) -> Self {
+        Writer {
+            db,
+            next_seq: HashMap::new(),
+            next_event: None,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Op>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply(batch);
+        }
+    }
+
+    /// Applies a batch in one transaction. Each op's effects are staged; on
+    /// a failed commit every op gets the error, and the sequence caches are
+    /// dropped so they are reloaded from the database.
+    fn apply(&mut self, batch: Vec<Op>) {
+        let durable = batch.iter().any(Op::durable);
+        let result = (|| -> Result<Vec<Reply>, JournalError> {
+            let mut txn = self.db.begin_write()?;
+            if !durable {
+                txn.set_durability(Durability::None)?;
+            }
+            let mut replies = Vec::with_capacity(batch.len());
+            for op in batch {
+                replies.push(self.stage(&txn, op));
+            }
+            txn.commit()?;
+            Ok(replies)
+        })();
+        match result {
+            Ok(replies) => replies.into_iter().for_each(Reply::send),
+            Err(e) => {
+                tracing::error!("journal commit failed: {e}");
+                self.next_seq.clear();
+                self.next_event = None;
+                // The ops were consumed by staging; their senders were moved
+                // into replies that are dropped here, which the callers see
+                // as `Closed`. A failed commit is fatal to those calls.
+            }
+        }
+    }
+
+    fn stage(&mut self, txn: &WriteTransaction, op: Op) -> Reply {
+        match op {
+            Op::Create(rec, reply) => Reply::Created(reply, self.create(txn, rec)),
+            Op::Update(id, update, reply) => Reply::Unit(Some(reply), self.update(txn, &id, update)),
+            Op::Append { id, entries, reply, .. } => {
+                Reply::Unit(reply, self.append(txn, &id, &entries))
+            }
+            Op::PushEvent(id, event, reply) => Reply::Unit(Some(reply), self.push_event(txn, &id, event)),
+            Op::TakeEvent {
+                id,
+                name,
+                n,
+                event_type,
+                or_timeout,
+                reply,
+            } => Reply::Wait(
+                reply,
+                self.take_event(txn, &id, &name, n, &event_type, or_timeout),
+            ),
+        }
+    }
+
+    fn create(&mut self, txn: &WriteTransaction, rec: InstanceRecord) -> Result<Created, JournalError> {
+        let mut table = txn.open_table(INSTANCES)?;
+        if let Some(existing) = table.get(rec.id.as_str())? {
+            return Ok(Created::Existing(decode(existing.value())?));
+        }
+        table.insert(rec.id.as_str(), encode(&rec).as_slice())?;
+        Ok(Created::New(rec))
+    }
+
+    fn update(&mut self, txn: &WriteTransaction, id: &str, u: StatusUpdate) -> Result<(), JournalError> {
+        let mut table = txn.open_table(INSTANCES)?;
+        let mut rec: InstanceRecord = match table.get(id)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(JournalError::UnknownInstance(id.to_owned())),
+        };
+        rec.status = u.status;
+        rec.output = u.output;
+        rec.error = u.error;
+        rec.updated_ms = now_ms();
+        table.insert(id, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    fn seq(&mut self, txn: &WriteTransaction, id: &str) -> Result<u64, JournalError> {
+        if let Some(s) = self.next_seq.get(id) {
+            return Ok(*s);
+        }
+        let table = txn.open_table(JOURNAL)?;
+        let next = match table.range((id, 0u64)..=(id, u64::MAX))?.next_back() {
+            Some(row) => row?.0.value().1 + 1,
+            None => 0,
+        };
+        Ok(next)
+    }
+
+    fn append(&mut self, txn: &WriteTransaction, id: &str, entries: &[Entry]) -> Result<(), JournalError> {
+        let mut seq = self.seq(txn, id)?;
+        let mut table = txn.open_table(JOURNAL)?;
+        let mut timers = txn.open_table(TIMERS)?;
+        for e in entries {
+            table.insert((id, seq), encode(e).as_slice())?;
+            seq += 1;
+            let wake = match e {
+                Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
+                Entry::WaitStart { deadline_ms, .. } => Some(*deadline_ms),
+                Entry::Step {
+                    result: AttemptResult::Err { retry_ms, .. },
+                    ..
+                } => *retry_ms,
+                _ => None,
+            };
+            if let Some(at) = wake {
+                timers.insert((at, id), ())?;
+            }
+        }
+        self.next_seq.insert(id.to_owned(), seq);
+        Ok(())
+    }
+
+    fn push_event(&mut self, txn: &WriteTransaction, id: &str, event: EventRecord) -> Result<(), JournalError> {
+        {
+            let instances = txn.open_table(INSTANCES)?;
+            let rec: InstanceRecord = match instances.get(id)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(JournalError::UnknownInstance(id.to_owned())),
+            };
+            if rec.status.is_final() {
+                return Err(JournalError::Finished {
+                    id: id.to_owned(),
+                    status: rec.status.as_str(),
+                });
+            }
+        }
+        let seq = match self.next_event {
+            Some(s) => s,
+            None => {
+                let meta = txn.open_table(META)?;
+                meta.get("next_event")?.map(|v| v.value()).unwrap_or(0)
+            }
+        };
+        txn.open_table(INBOX)?
+            .insert((id, seq), encode(&event).as_slice())?;
+        txn.open_table(META)?.insert("next_event", seq + 1)?;
+        self.next_event = Some(seq + 1);
+        Ok(())
+    }
+
+    fn take_event(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        name: &str,
+        n: u32,
+        event_type: &str,
+        or_timeout: bool,
+    ) -> Result<Option<WaitResult>, JournalError> {
+        let mut found = None;
+        {
+            let inbox = txn.open_table(INBOX)?;
+            for row in inbox.range((id, 0u64)..=(id, u64::MAX))? {
+                let (k, v) = row?;
+                let event: EventRecord = decode(v.value())?;
+                if event.event_type == event_type {
+                    found = Some((k.value().1, event));
+                    break;
+                }
+            }
+        }
+        let result = match found {
+            Some((seq, event)) => {
+                txn.open_table(INBOX)?.remove((id, seq))?;
+                WaitResult::Delivered { event }
+            }
+            None if or_timeout => WaitResult::TimedOut,
+            None => return Ok(None),
+        };
+        self.append(
+            txn,
+            id,
+            &[Entry::WaitEnd {
+                name: name.to_owned(),
+                n,
+                ended_ms: now_ms(),
+                result: result.clone(),
+            }],
+        )?;
+        Ok(Some(result))
+    }
+}
+
+enum Reply {
+    Created(oneshot::Sender<Result<Created, JournalError>>, Result<Created, JournalError>),
+    Unit(Option<oneshot::Sender<Result<(), JournalError>>>, Result<(), JournalError>),
+    Wait(
+        oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
+        Result<Option<WaitResult>, JournalError>,
+    ),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Created(tx, r) => drop(tx.send(r)),
+            Reply::Unit(Some(tx), r) => drop(tx.send(r)),
+            Reply::Unit(None, r) => {
+                if let Err(e) = r {
+                    tracing::error!("journal write failed: {e}");
+                }
+            }
+            Reply::Wait(tx, r) => drop(tx.send(r)),
+        }
+    }
+}

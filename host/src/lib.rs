@@ -1,0 +1,15 @@
+//! weft: a durable workflow engine for WebAssembly components.
+//!
+//! A workflow is a component exporting `run` and importing the durable
+//! calls of `wit/workflow.wit`. The [`runner::Runtime`] runs instances,
+//! journals every durable result in redb ([`journal`]) and replays the guest
+//! from the journal after a crash or a long wait ([`replay`]).
+
+pub mod bindings;
+pub mod cli;
+pub mod control;
+pub mod engine;
+pub mod host;
+pub mod journal;
+pub mod replay;
+pub mod runner;

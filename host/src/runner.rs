@@ -1,0 +1,349 @@
+//! Runs one instance to its end: instantiate, replay, do new work, evict
+//! while waiting long, and journal the final state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::{mpsc, watch};
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings::types::WorkflowEvent;
+use crate::engine::Components;
+use crate::host::{HostState, Instance, Progress, RunningStep, WaitFor, next_retry_ms};
+use crate::journal::{
+    AttemptResult, Created, Entry, ErrorInfo, EventRecord, InstanceRecord, Journal, JournalError,
+    MAX_PAYLOAD_BYTES, Status, StatusUpdate, UnixMs, now_ms, raw_json,
+};
+use crate::replay::Replay;
+
+/// Default time after which a waiting instance is dropped from memory.
+pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(5);
+
+/// The engine, the journal and the live instances of one data dir.
+pub struct Runtime {
+    pub journal: Journal,
+    pub components: Components,
+    pub data_dir: PathBuf,
+    events: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// An instance whose every pending call waits longer than this is
+    /// evicted and replayed when it wakes.
+    pub evict_after: Duration,
+}
+
+/// Why the runner stopped a live instance.
+#[derive(Debug)]
+enum Interrupt {
+    /// A step ran past its timeout.
+    Timeout(RunningStep),
+    /// Every pending call waits long: drop the instance until `wake_ms` or
+    /// an event.
+    Evict { wake_ms: UnixMs },
+}
+
+/// Checks an instance id against `^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$`.
+pub fn valid_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 100
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+}
+
+/// A fresh random instance id.
+pub fn new_id() -> String {
+    let v: u64 = rand::random();
+    format!("{v:016x}")
+}
+
+impl Runtime {
+    /// Opens the data dir (creating it), its journal and component store.
+    pub fn open(data_dir: &Path, evict_after: Duration) -> Result<Arc<Runtime>> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let journal = Journal::open(&data_dir.join("journal.redb"))?;
+        let components = Components::new(data_dir)?;
+        Ok(Arc::new(Runtime {
+            journal,
+            components,
+            data_dir: data_dir.to_owned(),
+            events: Mutex::new(HashMap::new()),
+            evict_after,
+        }))
+    }
+
+    fn event_receiver(&self, id: &str) -> watch::Receiver<u64> {
+        let mut map = self.events.lock().unwrap();
+        map.entry(id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Creates an instance of the stored component `digest`, or returns the
+    /// existing one with that id.
+    pub async fn create(
+        &self,
+        workflow: &str,
+        digest: &str,
+        id: Option<String>,
+        input: &str,
+    ) -> Result<Created> {
+        let id = id.unwrap_or_else(new_id);
+        if !valid_id(&id) {
+            bail!(
+                "invalid instance id `{id}`: use 1 to 100 letters, digits, `_` or `-`, not starting with `-`"
+            );
+        }
+        let input = parse_payload("input", input)?;
+        let now = now_ms();
+        let rec = InstanceRecord {
+            id,
+            workflow: workflow.to_owned(),
+            digest: digest.to_owned(),
+            input,
+            status: Status::Queued,
+            output: None,
+            error: None,
+            created_ms: now,
+            updated_ms: now,
+            seed: rand::random(),
+        };
+        Ok(self.journal.create(rec).await?)
+    }
+
+    /// Buffers an event for an instance and wakes it if it is live.
+    pub async fn send_event(&self, id: &str, event_type: &str, payload: &str) -> Result<()> {
+        let event = make_event(event_type, payload)?;
+        self.journal.push_event(id, event).await?;
+        if let Some(tx) = self.events.lock().unwrap().get(id) {
+            tx.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    /// Runs an instance until it is complete or errored, replaying its
+    /// journal first. Returns its final record.
+    pub async fn drive(
+        &self,
+        id: &str,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<InstanceRecord> {
+        let mut events = self.event_receiver(id);
+        loop {
+            let rec = self
+                .journal
+                .instance(id)?
+                .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
+            if rec.status.is_final() {
+                return Ok(rec);
+            }
+            if rec.status != Status::Running {
+                self.set_status(id, Status::Running, None, None).await?;
+            }
+            match self.run_once(&rec, &events, progress.clone()).await? {
+                RunEnd::Final => continue,
+                RunEnd::Retry => continue,
+                RunEnd::Evicted { wake_ms } => {
+                    self.set_status(id, Status::Waiting, None, None).await?;
+                    let left = wake_ms.saturating_sub(now_ms());
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(left)) => {}
+                        _ = events.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn set_status(
+        &self,
+        id: &str,
+        status: Status,
+        output: Option<Box<serde_json::value::RawValue>>,
+        error: Option<ErrorInfo>,
+    ) -> Result<()> {
+        self.journal
+            .update(id, StatusUpdate { status, output, error })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_once(
+        &self,
+        rec: &InstanceRecord,
+        events: &watch::Receiver<u64>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<RunEnd> {
+        let component = self.components.load(&rec.digest)?;
+        let replay = Replay::new(self.journal.entries(&rec.id)?);
+        let inst = Instance::new(
+            rec.id.clone(),
+            self.journal.clone(),
+            replay,
+            events.clone(),
+            progress.clone(),
+        );
+        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), rec.seed));
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let event = WorkflowEvent {
+            payload: rec.input.get().to_owned(),
+            timestamp_ms: rec.created_ms,
+            instance_id: rec.id.clone(),
+            workflow_name: rec.workflow.clone(),
+        };
+        let run = async {
+            let wf = component.pre.instantiate_async(&mut store).await?;
+            store
+                .run_concurrent(async |acc| wf.call_run(acc, event).await)
+                .await?
+        };
+        let ended = tokio::select! {
+            r = run => Ok(r),
+            i = watchdog(&inst, self.evict_after) => Err(i),
+        };
+        drop(store);
+        let id = rec.id.as_str();
+        let (fatal, host_error) = {
+            let st = inst.lock();
+            (st.fatal.clone(), st.host_error.clone())
+        };
+        if let Some(e) = host_error {
+            bail!("instance {id}: {e}");
+        }
+        if let Some(e) = fatal {
+            self.set_status(id, Status::Errored, None, Some(e)).await?;
+            return Ok(RunEnd::Final);
+        }
+        match ended {
+            Ok(Ok(Ok(json))) => {
+                if let Err(e) = inst.check_finished() {
+                    self.set_status(id, Status::Errored, None, Some(e)).await?;
+                } else {
+                    match parse_payload("workflow output", &json) {
+                        Ok(out) => self.set_status(id, Status::Complete, Some(out), None).await?,
+                        Err(e) => {
+                            let e = ErrorInfo::new("InvalidOutput", format!("{e:#}"));
+                            self.set_status(id, Status::Errored, None, Some(e)).await?
+                        }
+                    }
+                }
+                Ok(RunEnd::Final)
+            }
+            Ok(Ok(Err(e))) => {
+                let e = ErrorInfo::new(e.name, e.message);
+                self.set_status(id, Status::Errored, None, Some(e)).await?;
+                Ok(RunEnd::Final)
+            }
+            Ok(Err(trap)) => {
+                let e = ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {trap:#}"));
+                self.set_status(id, Status::Errored, None, Some(e)).await?;
+                Ok(RunEnd::Final)
+            }
+            Err(Interrupt::Timeout(step)) => {
+                let now = now_ms();
+                let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
+                let error = ErrorInfo::new(
+                    "StepTimeout",
+                    format!(
+                        "step \"{}\" attempt {} ran past its timeout of {} ms",
+                        step.name,
+                        step.attempt,
+                        now.saturating_sub(step.started_ms)
+                    ),
+                );
+                if let Some(tx) = &progress {
+                    let _ = tx.send(Progress::StepFailed {
+                        name: step.name.clone(),
+                        attempt: step.attempt,
+                        error: error.clone(),
+                        retry_in_ms: retry_ms.map(|at| at - now),
+                    });
+                }
+                self.journal
+                    .append(
+                        id,
+                        vec![Entry::Step {
+                            name: step.name,
+                            n: step.n,
+                            attempt: step.attempt,
+                            started_ms: step.started_ms,
+                            ended_ms: now,
+                            result: AttemptResult::Err { error, retry_ms },
+                        }],
+                    )
+                    .await?;
+                Ok(RunEnd::Retry)
+            }
+            Err(Interrupt::Evict { wake_ms }) => Ok(RunEnd::Evicted { wake_ms }),
+        }
+    }
+}
+
+enum RunEnd {
+    Final,
+    Retry,
+    Evicted { wake_ms: UnixMs },
+}
+
+/// Builds an event from its type and JSON payload, checking both.
+pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
+    if event_type.is_empty() || event_type.len() > 100 {
+        bail!("an event type must be 1 to 100 characters");
+    }
+    Ok(EventRecord {
+        event_type: event_type.to_owned(),
+        payload: parse_payload("event payload", payload)?,
+        timestamp_ms: now_ms(),
+    })
+}
+
+/// Validates a JSON payload of at most 1 MiB.
+pub fn parse_payload(what: &str, text: &str) -> Result<Box<serde_json::value::RawValue>> {
+    if text.len() > MAX_PAYLOAD_BYTES {
+        bail!(
+            "the {what} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+            text.len()
+        );
+    }
+    raw_json(text.trim()).with_context(|| format!("the {what} is not valid JSON"))
+}
+
+/// Watches a live instance: returns when a step passes its deadline or when
+/// every pending call waits longer than `evict_after`.
+async fn watchdog(inst: &Instance, evict_after: Duration) -> Interrupt {
+    loop {
+        let notified = inst.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next_check = {
+            let st = inst.lock();
+            if let Some(step) = st.running.values().min_by_key(|s| s.deadline) {
+                if step.deadline <= Instant::now() {
+                    return Interrupt::Timeout(step.clone());
+                }
+                Some(step.deadline)
+            } else if let Some(wake_ms) = st.waits.values().map(|w| w.wake_ms).min() {
+                let left = Duration::from_millis(wake_ms.saturating_sub(now_ms()));
+                if left > evict_after {
+                    let _ = st.waits.values().any(|w| matches!(w.what, WaitFor::Event(_)));
+                    return Interrupt::Evict { wake_ms };
+                }
+                None
+            } else {
+                None
+            }
+        };
+        match next_check {
+            Some(at) => {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                }
+            }
+            None => notified.await,
+        }
+    }
+}
