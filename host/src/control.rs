@@ -111,14 +111,15 @@ pub fn read(journal: &Journal, req: Request) -> Result<Value> {
             }
             let mut rows = Vec::new();
             for (seq, entry) in journal.entries(&id)? {
-                let mut v = serde_json::to_value(&entry)?;
+                // RawValue fields only serialize to text, not to a Value.
+                let mut v: Value = serde_json::from_str(&serde_json::to_string(&entry)?)?;
                 if let Value::Object(m) = &mut v {
                     m.insert("seq".into(), seq.into());
                 }
                 rows.push(v);
             }
             for event in journal.inbox(&id)? {
-                let mut v = serde_json::to_value(&event)?;
+                let mut v: Value = serde_json::from_str(&serde_json::to_string(&event)?)?;
                 if let Value::Object(m) = &mut v {
                     m.insert("kind".into(), "bufferedEvent".into());
                 }

@@ -57,6 +57,10 @@ pub enum Progress {
         name: String,
         event_type: String,
     },
+    /// The instance was dropped from memory until `wake_ms` or an event.
+    Evicted { wake_ms: UnixMs },
+    /// The instance is being replayed from `entries` journal entries.
+    Replaying { entries: usize },
 }
 
 /// What a pending wait waits for.
@@ -318,7 +322,7 @@ fn wait_result(r: WaitResult) -> Result<wit::Event, wit::WaitError> {
     match r {
         WaitResult::Delivered { event } => Ok(wit::Event {
             event_type: event.event_type,
-            payload: event.payload.get().to_owned(),
+            payload: event.payload.to_string(),
             timestamp_ms: event.timestamp_ms,
         }),
         WaitResult::TimedOut => Err(wit::WaitError::Timeout),
@@ -355,7 +359,7 @@ impl durable::Host for DurableCtx {
                 ..
             })) => {
                 return Ok(StepStart::Cached(
-                    outcome.map(|v| v.get().to_owned()).map_err(to_wit),
+                    outcome.map(|v| v.to_string()).map_err(to_wit),
                 ));
             }
             Ok(Some(CallRecord::Step {
@@ -459,7 +463,7 @@ impl<T> durable::HostWithStore<T> for Durable {
                     elapsed_ms: ended_ms.saturating_sub(started_ms),
                 });
                 inst.lock().handles.remove(&handle);
-                Ok(StepVerdict::Done(Ok(value.get().to_owned())))
+                Ok(StepVerdict::Done(Ok(value.to_string())))
             }
             AttemptResult::Err { error, retry_ms } => {
                 inst.report(Progress::StepFailed {
@@ -595,7 +599,7 @@ fn start_attempt(inst: &Instance, handle: u64) {
 }
 
 /// Validates a step's result: JSON, at most 1 MiB.
-fn check_result(name: &str, json: String) -> Result<Box<serde_json::value::RawValue>, ErrorInfo> {
+fn check_result(name: &str, json: String) -> Result<serde_json::Value, ErrorInfo> {
     if json.len() > MAX_PAYLOAD_BYTES {
         return Err(ErrorInfo::new(
             "StepResultTooLarge",
@@ -605,7 +609,7 @@ fn check_result(name: &str, json: String) -> Result<Box<serde_json::value::RawVa
             ),
         ));
     }
-    crate::journal::raw_json(&json).map_err(|e| {
+    serde_json::from_str(&json).map_err(|e| {
         ErrorInfo::new(
             "InvalidStepResult",
             format!("step \"{name}\" returned invalid JSON: {e}"),

@@ -146,6 +146,9 @@ impl Runtime {
                 RunEnd::Final => continue,
                 RunEnd::Retry => continue,
                 RunEnd::Evicted { wake_ms } => {
+                    if let Some(tx) = &progress {
+                        let _ = tx.send(Progress::Evicted { wake_ms });
+                    }
                     self.set_status(id, Status::Waiting, None, None).await?;
                     let left = wake_ms.saturating_sub(now_ms());
                     tokio::select! {
@@ -177,7 +180,15 @@ impl Runtime {
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<RunEnd> {
         let component = self.components.load(&rec.digest)?;
-        let replay = Replay::new(self.journal.entries(&rec.id)?);
+        let entries = self.journal.entries(&rec.id)?;
+        if !entries.is_empty()
+            && let Some(tx) = &progress
+        {
+            let _ = tx.send(Progress::Replaying {
+                entries: entries.len(),
+            });
+        }
+        let replay = Replay::new(entries);
         let inst = Instance::new(
             rec.id.clone(),
             self.journal.clone(),
@@ -238,7 +249,12 @@ impl Runtime {
                 Ok(RunEnd::Final)
             }
             Ok(Err(trap)) => {
-                let e = ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {trap:#}"));
+                tracing::debug!("instance {id} trapped: {trap:?}");
+                let what = match trap.downcast_ref::<wasmtime::Trap>() {
+                    Some(t) => t.to_string(),
+                    None => trap.to_string(),
+                };
+                let e = ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {what}"));
                 self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final)
             }
@@ -295,7 +311,7 @@ pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
     }
     Ok(EventRecord {
         event_type: event_type.to_owned(),
-        payload: parse_payload("event payload", payload)?,
+        payload: serde_json::from_str(parse_payload("event payload", payload)?.get())?,
         timestamp_ms: now_ms(),
     })
 }

@@ -35,6 +35,11 @@ pub struct RunArgs {
 pub struct ResumeArgs {
     /// The instance id.
     pub id: String,
+    /// Move the instance to this component (a new version of its workflow)
+    /// before resuming: its journal is replayed against the new code, and a
+    /// replay that does not match stops it with a non-determinism error.
+    #[arg(long)]
+    pub component: Option<PathBuf>,
     #[command(flatten)]
     pub exec: ExecOptions,
 }
@@ -110,6 +115,23 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
     let Some(rec) = rt.journal.instance(&args.id)? else {
         bail!("no instance with id `{}` in {}", args.id, data_dir.display());
     };
+    if let Some(path) = &args.component {
+        if rec.status.is_final() {
+            bail!("instance {} is {}; it cannot move to another version", rec.id, rec.status.as_str());
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let digest = rt.components.store_bytes(&bytes)?;
+        rt.components
+            .load(&digest)
+            .with_context(|| format!("loading {}", path.display()))?;
+        if digest != rec.digest {
+            rt.journal.set_version(&rec.id, &digest).await?;
+            term::warn(
+                "Upgraded",
+                &format!("instance {} from {} to {}", rec.id, &rec.digest[..19], &digest[..19]),
+            );
+        }
+    }
     if !rec.status.is_final() {
         let n = rt.journal.entries(&rec.id)?.len();
         term::status(
@@ -213,6 +235,16 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, d
             ),
             Progress::EventReceived { name, event_type } => {
                 term::status("Received", &format!("event `{event_type}` ({name})"))
+            }
+            Progress::Evicted { wake_ms } => term::status(
+                "Evicted",
+                &format!(
+                    "instance {id} from memory while it waits (wakes in {} or on an event)",
+                    term::human_ms(wake_ms.saturating_sub(now_ms()))
+                ),
+            ),
+            Progress::Replaying { entries } => {
+                term::status("Replaying", &format!("instance {id} from {entries} journal entries"))
             }
         }
     }

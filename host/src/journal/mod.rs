@@ -98,6 +98,7 @@ pub struct StatusUpdate {
 }
 
 enum Op {
+    SetVersion(String, String, oneshot::Sender<Result<(), JournalError>>),
     Create(InstanceRecord, oneshot::Sender<Result<Created, JournalError>>),
     Update(String, StatusUpdate, oneshot::Sender<Result<(), JournalError>>),
     Append {
@@ -184,6 +185,13 @@ impl Journal {
     pub async fn update(&self, id: &str, update: StatusUpdate) -> Result<(), JournalError> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Update(id.to_owned(), update, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Pins an instance to another component version.
+    pub async fn set_version(&self, id: &str, digest: &str) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::SetVersion(id.to_owned(), digest.to_owned(), tx))?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -371,6 +379,9 @@ impl Writer {
     fn stage(&mut self, txn: &WriteTransaction, op: Op) -> Reply {
         match op {
             Op::Create(rec, reply) => Reply::Created(reply, self.create(txn, rec)),
+            Op::SetVersion(id, digest, reply) => {
+                Reply::Unit(Some(reply), self.modify(txn, &id, |rec| rec.digest = digest))
+            }
             Op::Update(id, update, reply) => Reply::Unit(Some(reply), self.update(txn, &id, update)),
             Op::Append { id, entries, reply, .. } => {
                 Reply::Unit(reply, self.append(txn, &id, &entries))
@@ -400,14 +411,25 @@ impl Writer {
     }
 
     fn update(&mut self, txn: &WriteTransaction, id: &str, u: StatusUpdate) -> Result<(), JournalError> {
+        self.modify(txn, id, |rec| {
+            rec.status = u.status;
+            rec.output = u.output;
+            rec.error = u.error;
+        })
+    }
+
+    fn modify(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        f: impl FnOnce(&mut InstanceRecord),
+    ) -> Result<(), JournalError> {
         let mut table = txn.open_table(INSTANCES)?;
         let mut rec: InstanceRecord = match table.get(id)? {
             Some(v) => decode(v.value())?,
             None => return Err(JournalError::UnknownInstance(id.to_owned())),
         };
-        rec.status = u.status;
-        rec.output = u.output;
-        rec.error = u.error;
+        f(&mut rec);
         rec.updated_ms = now_ms();
         table.insert(id, encode(&rec).as_slice())?;
         Ok(())

@@ -133,7 +133,7 @@ pub struct InstanceRecord {
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum AttemptResult {
     /// The step finished with this value.
-    Ok { value: Box<RawValue> },
+    Ok { value: serde_json::Value },
     /// The attempt failed. With `retry_ms` the step is retried at that time;
     /// without it the failure is final.
     #[serde(rename_all = "camelCase")]
@@ -158,7 +158,7 @@ pub enum WaitResult {
 pub struct EventRecord {
     #[serde(rename = "type")]
     pub event_type: String,
-    pub payload: Box<RawValue>,
+    pub payload: serde_json::Value,
     pub timestamp_ms: UnixMs,
 }
 

@@ -1,0 +1,536 @@
+//! Write durable [weft](https://github.com/weft) workflows in Rust.
+//!
+//! A workflow is an `async fn` taking the instance's input and returning its
+//! output. Inside it, [`step`] runs a piece of work whose result is
+//! journaled by the host: after a crash or a long wait the host runs the
+//! workflow again from the start, and every step that already finished
+//! returns its recorded result without running again. [`sleep`] and
+//! [`wait_for_event`] wait durably, for minutes or months, holding no memory
+//! while they wait.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use serde::{Deserialize, Serialize};
+//! use weft_sdk::{Error, WorkflowEvent, step, sleep, wait_for_event};
+//!
+//! #[derive(Deserialize)]
+//! struct Order { id: u64, amount: u64 }
+//!
+//! #[derive(Serialize)]
+//! struct Receipt { charged: u64, approved_by: String }
+//!
+//! #[derive(Deserialize)]
+//! struct Approval { by: String }
+//!
+//! async fn checkout(event: WorkflowEvent<Order>) -> Result<Receipt, Error> {
+//!     let order = event.payload;
+//!     // Retried up to 3 times, 1 s apart, doubling; each try may take 30 s.
+//!     let charged: u64 = step("charge", || async { Ok(order.amount) })
+//!         .retries(3)
+//!         .delay(Duration::from_secs(1))
+//!         .timeout(Duration::from_secs(30))
+//!         .await?;
+//!     sleep("cool-off", Duration::from_secs(10)).await;
+//!     let approval = wait_for_event::<Approval>("approval", "approved")
+//!         .timeout(Duration::from_secs(3600))
+//!         .await?;
+//!     Ok(Receipt { charged, approved_by: approval.payload.by })
+//! }
+//!
+//! weft_sdk::workflow!(checkout);
+//! ```
+//!
+//! # Rules of durable code
+//!
+//! The workflow body (everything outside step bodies) runs again on every
+//! replay and must make the same durable calls in the same way each time:
+//! derive step names from the input or from step results, never from the
+//! clock or randomness read outside a step. Clocks and randomness read
+//! outside steps are journaled by the host, so they replay the same values;
+//! inside a step they are live, and the step's result is what is kept.
+//! Side effects (HTTP calls, writes) belong inside steps.
+//!
+//! # Concurrency
+//!
+//! Durable calls are futures, so several run at once with [`join!`] or
+//! [`join_all`]: two concurrent sleeps of one second take one second.
+
+// Lets the generated bindings name this crate `weft_sdk` from inside it.
+extern crate self as weft_sdk;
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use futures::future::{join_all, try_join_all};
+pub use futures::{join, try_join};
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// The generated bindings of the `weft:workflow` WIT package. Not part of
+/// the stable API; use the functions of this crate instead.
+#[doc(hidden)]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "weft:workflow/workflow",
+        pub_export_macro: true,
+        export_macro_name: "__export_weft_workflow",
+        default_bindings_module: "weft_sdk::wit",
+        runtime_path: "weft_sdk::__wit_bindgen::rt",
+    });
+}
+
+use wit::weft::workflow::durable;
+use wit::weft::workflow::types as w;
+
+/// Exports an `async fn(WorkflowEvent<I>) -> Result<O, Error>` as the
+/// component's workflow. Use it once per component.
+///
+/// ```no_run
+/// async fn hello(event: weft_sdk::WorkflowEvent<String>) -> Result<String, weft_sdk::Error> {
+///     Ok(format!("hello, {}", event.payload))
+/// }
+/// weft_sdk::workflow!(hello);
+/// ```
+#[macro_export]
+macro_rules! workflow {
+    ($f:path) => {
+        #[doc(hidden)]
+        pub struct __WeftWorkflow;
+
+        impl $crate::wit::Guest for __WeftWorkflow {
+            async fn run(
+                event: $crate::wit::weft::workflow::types::WorkflowEvent,
+            ) -> ::core::result::Result<
+                ::std::string::String,
+                $crate::wit::weft::workflow::types::ErrorInfo,
+            > {
+                $crate::__run_workflow(event, $f).await
+            }
+        }
+
+        $crate::wit::__export_weft_workflow!(__WeftWorkflow with_types_in $crate::wit);
+    };
+}
+
+/// The input of a workflow run.
+#[derive(Debug, Clone)]
+pub struct WorkflowEvent<T> {
+    /// The payload the instance was created with.
+    pub payload: T,
+    /// When the instance was created (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+    /// The instance id.
+    pub instance_id: String,
+    /// The name the workflow runs under.
+    pub workflow_name: String,
+}
+
+impl<T> WorkflowEvent<T> {
+    /// When the instance was created.
+    pub fn timestamp(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.timestamp_ms)
+    }
+}
+
+#[doc(hidden)]
+pub async fn __run_workflow<I, O, F, Fut>(
+    event: w::WorkflowEvent,
+    f: F,
+) -> Result<String, w::ErrorInfo>
+where
+    I: DeserializeOwned,
+    O: Serialize,
+    F: FnOnce(WorkflowEvent<I>) -> Fut,
+    Fut: Future<Output = Result<O, Error>>,
+{
+    let payload: I = serde_json::from_str(&event.payload).map_err(|e| w::ErrorInfo {
+        name: "InvalidInput".into(),
+        message: format!("the workflow input does not match the expected type: {e}"),
+    })?;
+    let input = WorkflowEvent {
+        payload,
+        timestamp_ms: event.timestamp_ms,
+        instance_id: event.instance_id,
+        workflow_name: event.workflow_name,
+    };
+    match f(input).await {
+        Ok(out) => serde_json::to_string(&out).map_err(|e| w::ErrorInfo {
+            name: "InvalidOutput".into(),
+            message: format!("the workflow output cannot be serialized: {e}"),
+        }),
+        Err(e) => Err(e.into_info()),
+    }
+}
+
+/// An error of a step, a wait or a workflow: a type name and a message.
+///
+/// Any `std::error::Error` converts into it with `?`, taking its message.
+/// [`Error::non_retryable`] makes a step fail at once, without retries.
+pub struct Error {
+    name: String,
+    message: String,
+    retryable: bool,
+}
+
+impl Error {
+    /// A retryable error named `Error`.
+    pub fn new(message: impl Into<String>) -> Error {
+        Error::named("Error", message)
+    }
+
+    /// A retryable error with a type name of your choosing.
+    pub fn named(name: impl Into<String>, message: impl Into<String>) -> Error {
+        Error {
+            name: name.into(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// An error that ends a step's retries at once (`NonRetryableError`).
+    pub fn non_retryable(message: impl Into<String>) -> Error {
+        Error {
+            name: "NonRetryableError".into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// The error's type name, e.g. `NonRetryableError` or `WaitTimeout`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether a step failing with this error is retried.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// Whether this is a [`wait_for_event`] timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.name == "WaitTimeout"
+    }
+
+    fn from_info(e: w::ErrorInfo) -> Error {
+        Error {
+            retryable: e.name != "NonRetryableError",
+            name: e.name,
+            message: e.message,
+        }
+    }
+
+    fn into_info(self) -> w::ErrorInfo {
+        w::ErrorInfo {
+            name: self.name,
+            message: self.message,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
+    fn from(e: E) -> Error {
+        let full = std::any::type_name::<E>();
+        let short = full.split('<').next().unwrap_or(full);
+        let short = short.rsplit("::").next().unwrap_or(short);
+        Error::named(short, e.to_string())
+    }
+}
+
+/// How the delay between step attempts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// Always the base delay.
+    Constant,
+    /// Base delay times the retry number.
+    Linear,
+    /// Base delay doubled with each retry (the default).
+    Exponential,
+}
+
+/// A step's retry policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 5; 0 never retries).
+    pub limit: u32,
+    /// Base delay between attempts (default 10 s).
+    pub delay: Duration,
+    /// Growth of the delay (default exponential).
+    pub backoff: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            limit: 5,
+            delay: Duration::from_secs(10),
+            backoff: Backoff::Exponential,
+        }
+    }
+}
+
+/// Default timeout of one step attempt: 10 minutes.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+/// A durable step; created by [`step`], configured with its methods, run by
+/// `.await`.
+#[must_use = "a step does nothing until it is awaited"]
+pub struct Step<T, F> {
+    name: String,
+    retries: RetryPolicy,
+    timeout: Duration,
+    body: F,
+    _out: PhantomData<fn() -> T>,
+}
+
+/// Runs `body` as a durable step named `name`.
+///
+/// The body's result is journaled before the workflow goes on; on replay the
+/// journaled result is returned and the body does not run. A failed attempt
+/// is retried according to the retry policy (default: 5 retries, 10 s
+/// apart, doubling). The journal key is the name plus its occurrence count,
+/// so the same name may be used in a loop.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), weft_sdk::Error> {
+/// use std::time::Duration;
+/// use weft_sdk::{step, Backoff, Error};
+/// let total: u64 = step("sum", || async { Ok(1 + 2) }).await?;
+/// let page: String = step("fetch", || async {
+///         Err::<String, _>(Error::new("upstream is down"))
+///     })
+///     .retries(2)
+///     .delay(Duration::from_millis(500))
+///     .backoff(Backoff::Linear)
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub fn step<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, F>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    Step {
+        name: name.into(),
+        retries: RetryPolicy::default(),
+        timeout: DEFAULT_STEP_TIMEOUT,
+        body,
+        _out: PhantomData,
+    }
+}
+
+impl<T, F> Step<T, F> {
+    /// How many times a failed attempt is retried (default 5).
+    pub fn retries(mut self, limit: u32) -> Self {
+        self.retries.limit = limit;
+        self
+    }
+
+    /// Base delay between attempts (default 10 s).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.retries.delay = delay;
+        self
+    }
+
+    /// How the delay grows (default [`Backoff::Exponential`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.retries.backoff = backoff;
+        self
+    }
+
+    /// The whole retry policy at once.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retries = policy;
+        self
+    }
+
+    /// Longest duration of one attempt (default 10 min). An attempt past it
+    /// is abandoned and counts as failed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl<T, F, Fut> IntoFuture for Step<T, F>
+where
+    T: Serialize + DeserializeOwned + 'static,
+    F: FnMut() -> Fut + 'static,
+    Fut: Future<Output = Result<T, Error>> + 'static,
+{
+    type Output = Result<T, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(run_step(self))
+    }
+}
+
+fn decode<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::named(
+            "DecodeError",
+            format!("the journaled result of {what} does not match the expected type: {e}"),
+        )
+    })
+}
+
+async fn run_step<T, F, Fut>(mut s: Step<T, F>) -> Result<T, Error>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let config = w::StepConfig {
+        retries: w::RetryPolicy {
+            limit: s.retries.limit,
+            delay_ms: ms(s.retries.delay),
+            backoff: match s.retries.backoff {
+                Backoff::Constant => w::Backoff::Constant,
+                Backoff::Linear => w::Backoff::Linear,
+                Backoff::Exponential => w::Backoff::Exponential,
+            },
+        },
+        timeout_ms: ms(s.timeout),
+    };
+    let what = format!("step \"{}\"", s.name);
+    let run = match durable::step_begin(&s.name, config) {
+        w::StepStart::Cached(Ok(json)) => return decode(&what, &json),
+        w::StepStart::Cached(Err(e)) => return Err(Error::from_info(e)),
+        w::StepStart::Run(run) => run,
+    };
+    durable::step_ready(run.handle).await;
+    loop {
+        let outcome = match (s.body)().await {
+            Ok(value) => match serde_json::to_string(&value) {
+                Ok(json) => w::StepOutcome::Ok(json),
+                Err(e) => w::StepOutcome::NonRetryable(w::ErrorInfo {
+                    name: "SerializationError".into(),
+                    message: format!("{what} returned a value that cannot be serialized: {e}"),
+                }),
+            },
+            Err(e) if !e.retryable => w::StepOutcome::NonRetryable(e.into_info()),
+            Err(e) => w::StepOutcome::Err(e.into_info()),
+        };
+        match durable::step_end(run.handle, outcome).await {
+            w::StepVerdict::Done(Ok(json)) => return decode(&what, &json),
+            w::StepVerdict::Done(Err(e)) => return Err(Error::from_info(e)),
+            w::StepVerdict::Retry(_) => continue,
+        }
+    }
+}
+
+/// Sleeps durably for `duration` (at most 365 days). The wake time is
+/// journaled when the sleep starts, so a restart does not make it longer.
+pub async fn sleep(name: impl Into<String>, duration: Duration) {
+    durable::sleep(name.into(), ms(duration)).await
+}
+
+/// Sleeps durably until `time`.
+pub async fn sleep_until(name: impl Into<String>, time: SystemTime) {
+    let unix_ms = time
+        .duration_since(UNIX_EPOCH)
+        .map(ms)
+        .unwrap_or(0);
+    durable::sleep_until(name.into(), unix_ms).await
+}
+
+/// An event received by [`wait_for_event`].
+#[derive(Debug, Clone)]
+pub struct Event<T> {
+    /// The type it was sent with.
+    pub event_type: String,
+    /// Its payload.
+    pub payload: T,
+    /// When the host accepted it (milliseconds since the Unix epoch).
+    pub timestamp_ms: u64,
+}
+
+/// A durable wait for an event; created by [`wait_for_event`].
+#[must_use = "a wait does nothing until it is awaited"]
+pub struct WaitForEvent<T> {
+    name: String,
+    event_type: String,
+    timeout: Option<Duration>,
+    _out: PhantomData<fn() -> T>,
+}
+
+/// Waits for an event of `event_type` sent to this instance
+/// (`weft send-event <id> <type> <json>`), and decodes its payload as `T`.
+///
+/// Events sent before the wait starts are kept until a wait takes them;
+/// each event goes to exactly one wait. Without an event before the timeout
+/// (default 24 hours) this returns an error for which
+/// [`Error::is_timeout`] is true; the workflow may catch it.
+pub fn wait_for_event<T: DeserializeOwned>(
+    name: impl Into<String>,
+    event_type: impl Into<String>,
+) -> WaitForEvent<T> {
+    WaitForEvent {
+        name: name.into(),
+        event_type: event_type.into(),
+        timeout: None,
+        _out: PhantomData,
+    }
+}
+
+impl<T> WaitForEvent<T> {
+    /// How long to wait (default 24 hours).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<T: DeserializeOwned + 'static> IntoFuture for WaitForEvent<T> {
+    type Output = Result<Event<T>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Event<T>, Error>>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let r = durable::wait_for_event(self.name.clone(), self.event_type.clone(), self.timeout.map(ms)).await;
+            match r {
+                Ok(e) => Ok(Event {
+                    payload: decode(&format!("event `{}`", e.event_type), &e.payload)?,
+                    event_type: e.event_type,
+                    timestamp_ms: e.timestamp_ms,
+                }),
+                Err(w::WaitError::Timeout) => Err(Error::named(
+                    "WaitTimeout",
+                    format!(
+                        "no event of type `{}` arrived for wait \"{}\" before its timeout",
+                        self.event_type, self.name
+                    ),
+                )),
+            }
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! A test workflow whose behaviour is chosen by `payload.scenario`. Each
+//! scenario exercises one semantic of weft; tests/e2e drives them.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weft_sdk::{Backoff, Error, WorkflowEvent, join, sleep, step, wait_for_event};
+
+#[derive(Deserialize)]
+struct Input {
+    scenario: String,
+    #[serde(default)]
+    n: u64,
+    #[serde(default)]
+    ms: u64,
+}
+
+async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
+    let input = event.payload;
+    match input.scenario.as_str() {
+        "basic" => basic(&event.instance_id).await,
+        "retries" => retries().await,
+        "backoff" => backoff().await,
+        "exhausted" => exhausted().await,
+        "non-retryable" => non_retryable().await,
+        "timeout" => timeout().await,
+        "too-large" => too_large().await,
+        "sleep" => sleep_then_step(input.ms).await,
+        "events" => events().await,
+        "event-timeout" => event_timeout(input.ms).await,
+        "concurrent" => concurrent(input.ms).await,
+        "nondet" => nondet(input.ms).await,
+        "long" => long(input.n, input.ms).await,
+        "loop-names" => loop_names(input.n).await,
+        "fail" => Err(Error::named("InvalidOrder", "order 42 has no items")),
+        "trap" => {
+            step("before-trap", || async { Ok(1) }).await?;
+            panic!("deliberate guest panic")
+        }
+        other => Err(Error::non_retryable(format!("unknown scenario {other}"))),
+    }
+}
+
+weft_sdk::workflow!(run);
+
+async fn basic(id: &str) -> Result<Value, Error> {
+    let a: u64 = step("a", || async { Ok(20) }).await?;
+    let b: u64 = step("b", move || async move { Ok(a + 22) }).await?;
+    let who = id.to_owned();
+    let greeting: String = step("greet", move || {
+        let who = who.clone();
+        async move { Ok(format!("hello {who}")) }
+    })
+    .await?;
+    Ok(json!({ "a": a, "b": b, "greeting": greeting }))
+}
+
+/// Fails twice, then succeeds: three attempts, 100 ms apart.
+async fn retries() -> Result<Value, Error> {
+    let mut tries = 0;
+    let v: u32 = step("flaky", move || {
+        tries += 1;
+        let t = tries;
+        async move {
+            if t < 3 {
+                Err(Error::new(format!("flaky failure {t}")))
+            } else {
+                Ok(t)
+            }
+        }
+    })
+    .retries(5)
+    .delay(Duration::from_millis(100))
+    .backoff(Backoff::Constant)
+    .await?;
+    Ok(json!({ "attempts": v }))
+}
+
+/// Three steps failing three times each with linear and exponential
+/// backoff; the journal shows the delays.
+async fn backoff() -> Result<Value, Error> {
+    for (name, backoff) in [("linear", Backoff::Linear), ("exponential", Backoff::Exponential)] {
+        let mut tries = 0;
+        step(name, move || {
+            tries += 1;
+            let t = tries;
+            async move {
+                if t <= 3 {
+                    Err(Error::new("not yet"))
+                } else {
+                    Ok(t)
+                }
+            }
+        })
+        .retries(3)
+        .delay(Duration::from_millis(40))
+        .backoff(backoff)
+        .await?;
+    }
+    Ok(json!("ok"))
+}
+
+/// Always fails: the workflow catches the final error.
+async fn exhausted() -> Result<Value, Error> {
+    let r: Result<u32, Error> = step("doomed", || async { Err(Error::named("UpstreamDown", "503 from upstream")) })
+        .retries(2)
+        .delay(Duration::from_millis(10))
+        .backoff(Backoff::Constant)
+        .await;
+    let e = r.unwrap_err();
+    Ok(json!({ "caught": e.name(), "message": e.message() }))
+}
+
+async fn non_retryable() -> Result<Value, Error> {
+    let r: Result<u32, Error> = step("card", || async { Err(Error::non_retryable("card declined")) })
+        .retries(5)
+        .delay(Duration::from_millis(10))
+        .await;
+    let e = r.unwrap_err();
+    Ok(json!({ "caught": e.name(), "message": e.message() }))
+}
+
+/// A step that never finishes; times out on both attempts.
+async fn timeout() -> Result<Value, Error> {
+    let r: Result<u32, Error> = step("spin", || async {
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+            if x == u64::MAX {
+                break;
+            }
+        }
+        Ok(1)
+    })
+    .retries(1)
+    .delay(Duration::from_millis(10))
+    .timeout(Duration::from_millis(300))
+    .await;
+    let e = r.unwrap_err();
+    let after: u32 = step("after", || async { Ok(7) }).await?;
+    Ok(json!({ "caught": e.name(), "after": after }))
+}
+
+async fn too_large() -> Result<Value, Error> {
+    let r: Result<String, Error> = step("huge", || async { Ok("x".repeat(2 << 20)) }).await;
+    let e = r.unwrap_err();
+    Ok(json!({ "caught": e.name(), "message": e.message() }))
+}
+
+async fn sleep_then_step(ms: u64) -> Result<Value, Error> {
+    let before: u64 = step("before", || async { Ok(1) }).await?;
+    sleep("nap", Duration::from_millis(ms)).await;
+    let after: u64 = step("after", || async { Ok(2) }).await?;
+    Ok(json!({ "before": before, "after": after }))
+}
+
+#[derive(Deserialize, serde::Serialize)]
+struct Approval {
+    by: String,
+}
+
+/// Waits for `second` first and `first` second: a test sends `first`
+/// before `second`, so `first` is buffered before its wait starts.
+async fn events() -> Result<Value, Error> {
+    let second = wait_for_event::<Value>("wait-second", "second").await?;
+    let first = wait_for_event::<Approval>("wait-first", "first").await?;
+    Ok(json!({ "first": first.payload.by, "second": second.payload, "type": first.event_type }))
+}
+
+async fn event_timeout(ms: u64) -> Result<Value, Error> {
+    let r = wait_for_event::<Value>("approval", "approve")
+        .timeout(Duration::from_millis(ms))
+        .await;
+    match r {
+        Ok(e) => Ok(json!({ "got": e.payload })),
+        Err(e) if e.is_timeout() => Ok(json!({ "timedOut": true, "error": e.name() })),
+        Err(e) => Err(e),
+    }
+}
+
+/// Two sleeps, a wait and two steps at once.
+async fn concurrent(ms: u64) -> Result<Value, Error> {
+    let (_, _, ev, a, b) = join!(
+        sleep("left", Duration::from_millis(ms)),
+        sleep("right", Duration::from_millis(ms)),
+        wait_for_event::<Value>("go", "go").into_future(),
+        step("a", || async { Ok(1u32) }).into_future(),
+        step("b", || async { Ok(2u32) }).into_future(),
+    );
+    Ok(json!({ "event": ev?.payload, "sum": a? + b? }))
+}
+
+use std::future::IntoFuture;
+
+/// Reads the clock and randomness outside steps, sleeps (long enough to be
+/// evicted), and returns what it read: a replay must see the same values.
+async fn nondet(ms: u64) -> Result<Value, Error> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut bytes = [0u8; 8];
+    getrandom_fill(&mut bytes);
+    let random = u64::from_le_bytes(bytes);
+    let name = format!("nap-{}", random % 1000);
+    sleep(name.clone(), Duration::from_millis(ms)).await;
+    Ok(json!({ "now": now, "random": random.to_string(), "sleep": name }))
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    // std's RandomState is seeded once; use the WASI random import through
+    // the hash of a fresh RandomState plus the system time as a portable
+    // source that goes through `wasi:random`.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    buf.copy_from_slice(&h.finish().to_le_bytes());
+}
+
+/// `n` steps of about `ms` milliseconds of work each, printing a line per
+/// execution to stdout (a side effect outside the journal).
+async fn long(n: u64, ms: u64) -> Result<Value, Error> {
+    println!("BODY-START");
+    let mut acc: u64 = 17;
+    for i in 0..n {
+        let prev = acc;
+        acc = step(format!("work-{i}"), move || async move {
+            println!("EXEC work-{i}");
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(prev.wrapping_mul(6364136223846793005).wrapping_add(i))
+        })
+        .await?;
+    }
+    Ok(json!({ "acc": acc.to_string(), "steps": n }))
+}
+
+/// The same step name used in a loop.
+async fn loop_names(n: u64) -> Result<Value, Error> {
+    let mut seen = Vec::new();
+    for i in 0..n {
+        let v: u64 = step("tick", move || async move { Ok(i * 10) }).await?;
+        seen.push(v);
+    }
+    Ok(json!(seen))
+}
