@@ -456,10 +456,7 @@ pub async fn sleep(name: impl Into<String>, duration: Duration) {
 
 /// Sleeps durably until `time`.
 pub async fn sleep_until(name: impl Into<String>, time: SystemTime) {
-    let unix_ms = time
-        .duration_since(UNIX_EPOCH)
-        .map(ms)
-        .unwrap_or(0);
+    let unix_ms = time.duration_since(UNIX_EPOCH).map(ms).unwrap_or(0);
     durable::sleep_until(name.into(), unix_ms).await
 }
 
@@ -516,7 +513,12 @@ impl<T: DeserializeOwned + 'static> IntoFuture for WaitForEvent<T> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let r = durable::wait_for_event(self.name.clone(), self.event_type.clone(), self.timeout.map(ms)).await;
+            let r = durable::wait_for_event(
+                self.name.clone(),
+                self.event_type.clone(),
+                self.timeout.map(ms),
+            )
+            .await;
             match r {
                 Ok(e) => Ok(Event {
                     payload: decode(&format!("event `{}`", e.event_type), &e.payload)?,

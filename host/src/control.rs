@@ -145,8 +145,12 @@ pub async fn call(data_dir: &Path, req: &Request) -> Result<Option<Value>> {
     w.write_all(&out).await?;
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
-    let v: Value = serde_json::from_str(&line)
-        .map_err(|e| anyhow!("bad answer from the weft process on {}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| {
+        anyhow!(
+            "bad answer from the weft process on {}: {e}",
+            path.display()
+        )
+    })?;
     if let Some(e) = v.get("error") {
         bail!("{}", e.as_str().unwrap_or("error"));
     }

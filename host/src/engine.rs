@@ -130,14 +130,18 @@ impl Components {
             return Ok(c.clone());
         }
         let hex = hex_of(digest);
-        let cwasm = self.cache_dir.join(format!("{hex}-{}.cwasm", self.fingerprint));
+        let cwasm = self
+            .cache_dir
+            .join(format!("{hex}-{}.cwasm", self.fingerprint));
         let mut component = None;
         if cwasm.exists() {
             // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same fingerprint, into weft's own data dir.
             match unsafe { Component::deserialize_file(&self.engine, &cwasm) } {
                 Ok(c) => component = Some(c),
-                Err(e) => tracing::warn!("ignoring stale compiled component {}: {e}", cwasm.display()),
+                Err(e) => {
+                    tracing::warn!("ignoring stale compiled component {}: {e}", cwasm.display())
+                }
             }
         }
         let component = match component {
@@ -145,7 +149,10 @@ impl Components {
             None => {
                 let path = self.dir.join(format!("{hex}.wasm"));
                 let bytes = std::fs::read(&path).with_context(|| {
-                    format!("component {digest} is not in the data dir ({})", path.display())
+                    format!(
+                        "component {digest} is not in the data dir ({})",
+                        path.display()
+                    )
                 })?;
                 let c = compile(&self.engine, &bytes)?;
                 let tmp = cwasm.with_extension("tmp");

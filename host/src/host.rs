@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use wasmtime::Result;
 use tokio::sync::{Notify, mpsc, watch};
+use wasmtime::Result;
 use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -58,9 +58,13 @@ pub enum Progress {
         event_type: String,
     },
     /// The instance was dropped from memory until `wake_ms` or an event.
-    Evicted { wake_ms: UnixMs },
+    Evicted {
+        wake_ms: UnixMs,
+    },
     /// The instance is being replayed from `entries` journal entries.
-    Replaying { entries: usize },
+    Replaying {
+        entries: usize,
+    },
 }
 
 /// What a pending wait waits for.
@@ -340,8 +344,13 @@ fn backoff(b: WitBackoff) -> Backoff {
 /// When the next attempt after failed attempt `attempt` may start, or
 /// `None` when the retries are used up.
 pub fn next_retry_ms(retries: &wit::RetryPolicy, attempt: u32, now: UnixMs) -> Option<UnixMs> {
-    (attempt <= retries.limit)
-        .then(|| now.saturating_add(retry_delay_ms(retries.delay_ms, backoff(retries.backoff), attempt)))
+    (attempt <= retries.limit).then(|| {
+        now.saturating_add(retry_delay_ms(
+            retries.delay_ms,
+            backoff(retries.backoff),
+            attempt,
+        ))
+    })
 }
 
 impl durable::Host for DurableCtx {
@@ -416,14 +425,26 @@ impl<T> durable::HostWithStore<T> for Durable {
                 .handles
                 .get(&handle)
                 .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
-            (h.name.clone(), h.n, h.attempt, h.started_ms, h.config.retries)
+            (
+                h.name.clone(),
+                h.n,
+                h.attempt,
+                h.started_ms,
+                h.config.retries,
+            )
         };
         inst.changed.notify_one();
         let ended_ms = now_ms();
         let (result, retry_in) = match outcome {
             StepOutcome::Ok(json) => match check_result(&name, json) {
                 Ok(value) => (AttemptResult::Ok { value }, None),
-                Err(error) => (AttemptResult::Err { error, retry_ms: None }, None),
+                Err(error) => (
+                    AttemptResult::Err {
+                        error,
+                        retry_ms: None,
+                    },
+                    None,
+                ),
             },
             StepOutcome::NonRetryable(e) => (
                 AttemptResult::Err {
@@ -492,12 +513,18 @@ impl<T> durable::HostWithStore<T> for Durable {
 
     async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
         let inst = instance_of(accessor);
-        durable_sleep(&inst, name, |now| now.saturating_add(duration_ms.min(MAX_SLEEP_MS))).await
+        durable_sleep(&inst, name, |now| {
+            now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
+        })
+        .await
     }
 
     async fn sleep_until(accessor: &Accessor<T, Self>, name: String, unix_ms: u64) -> Result<()> {
         let inst = instance_of(accessor);
-        durable_sleep(&inst, name, |now| unix_ms.min(now.saturating_add(MAX_SLEEP_MS))).await
+        durable_sleep(&inst, name, |now| {
+            unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
+        })
+        .await
     }
 
     async fn wait_for_event(
@@ -520,7 +547,8 @@ impl<T> durable::HostWithStore<T> for Durable {
             _ => {
                 inst.catch_up(Kind::Wait, &name, n).await?;
                 let now = now_ms();
-                let deadline_ms = now.saturating_add(timeout_ms.unwrap_or(DEFAULT_EVENT_TIMEOUT_MS));
+                let deadline_ms =
+                    now.saturating_add(timeout_ms.unwrap_or(DEFAULT_EVENT_TIMEOUT_MS));
                 inst.journal
                     .append(
                         &inst.id,
@@ -617,7 +645,11 @@ fn check_result(name: &str, json: String) -> Result<serde_json::Value, ErrorInfo
     })
 }
 
-async fn durable_sleep(inst: &Instance, name: String, wake: impl FnOnce(UnixMs) -> UnixMs) -> Result<()> {
+async fn durable_sleep(
+    inst: &Instance,
+    name: String,
+    wake: impl FnOnce(UnixMs) -> UnixMs,
+) -> Result<()> {
     let (n, rec) = {
         let mut st = inst.lock();
         let n = st.replay.occurrence(&name);
@@ -667,7 +699,9 @@ impl wasmtime_wasi::HostWallClock for JournaledClock {
     fn now(&self) -> Duration {
         match self.0.nondet(
             |v| matches!(v, Nondet::WallClock { .. }),
-            || Nondet::WallClock { nanos: wall_nanos() },
+            || Nondet::WallClock {
+                nanos: wall_nanos(),
+            },
         ) {
             Nondet::WallClock { nanos } => Duration::from_nanos(nanos),
             _ => Duration::from_nanos(wall_nanos()),
@@ -686,7 +720,9 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonic {
     fn now(&self) -> u64 {
         match self.0.nondet(
             |v| matches!(v, Nondet::MonotonicClock { .. }),
-            || Nondet::MonotonicClock { nanos: wall_nanos() },
+            || Nondet::MonotonicClock {
+                nanos: wall_nanos(),
+            },
         ) {
             Nondet::MonotonicClock { nanos } => nanos,
             _ => wall_nanos(),

@@ -215,7 +215,10 @@ impl Replay {
 
     /// Checks, when the guest is about to do new work `(kind, name, n)`
     /// (or has finished, with `None`), that nothing journaled was skipped.
-    pub fn check_caught_up(&self, new_call: Option<(Kind, &str, u32)>) -> Result<(), NonDeterminism> {
+    pub fn check_caught_up(
+        &self,
+        new_call: Option<(Kind, &str, u32)>,
+    ) -> Result<(), NonDeterminism> {
         let Some((_, key)) = self.unreplayed.iter().next() else {
             return Ok(());
         };
@@ -252,7 +255,9 @@ pub fn retry_delay_ms(delay_ms: u64, backoff: Backoff, n: u32) -> u64 {
     match backoff {
         Backoff::Constant => delay_ms,
         Backoff::Linear => delay_ms.saturating_mul(n as u64),
-        Backoff::Exponential => delay_ms.saturating_mul(1u64.checked_shl(n - 1).unwrap_or(u64::MAX)),
+        Backoff::Exponential => {
+            delay_ms.saturating_mul(1u64.checked_shl(n - 1).unwrap_or(u64::MAX))
+        }
     }
 }
 
@@ -295,19 +300,45 @@ mod tests {
         };
         let entries = vec![
             (0, step("a", 0, 1, ok("1"))),
-            (1, step("a", 1, 1, AttemptResult::Err { error: ErrorInfo::new("E", "x"), retry_ms: Some(5) })),
-            (2, Entry::Sleep { name: "s".into(), n: 0, started_ms: 0, wake_ms: 9 }),
+            (
+                1,
+                step(
+                    "a",
+                    1,
+                    1,
+                    AttemptResult::Err {
+                        error: ErrorInfo::new("E", "x"),
+                        retry_ms: Some(5),
+                    },
+                ),
+            ),
+            (
+                2,
+                Entry::Sleep {
+                    name: "s".into(),
+                    n: 0,
+                    started_ms: 0,
+                    wake_ms: 9,
+                },
+            ),
         ];
         let mut r = Replay::new(entries);
         assert!(r.is_replaying());
         let n = r.occurrence("a");
         match r.take(Kind::Step, "a", n).unwrap() {
-            Some(CallRecord::Step { outcome: Some(Ok(v)), .. }) => assert_eq!(v, 1),
+            Some(CallRecord::Step {
+                outcome: Some(Ok(v)),
+                ..
+            }) => assert_eq!(v, 1),
             other => panic!("{other:?}"),
         }
         let n = r.occurrence("a");
         match r.take(Kind::Step, "a", n).unwrap() {
-            Some(CallRecord::Step { attempts: 1, outcome: None, retry_ms: Some(5) }) => {}
+            Some(CallRecord::Step {
+                attempts: 1,
+                outcome: None,
+                retry_ms: Some(5),
+            }) => {}
             other => panic!("{other:?}"),
         }
         // A new call while the sleep is unreplayed is non-determinism.

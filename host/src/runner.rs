@@ -40,7 +40,10 @@ enum Interrupt {
     Timeout(RunningStep),
     /// Every pending call waits long: drop the instance until `wake_ms` or
     /// an event.
-    Evict { wake_ms: UnixMs },
+    Evict {
+        wake_ms: UnixMs,
+        event_types: Vec<String>,
+    },
 }
 
 /// Checks an instance id against `^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$`.
@@ -49,7 +52,8 @@ pub fn valid_id(id: &str) -> bool {
     !b.is_empty()
         && b.len() <= 100
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
 }
 
 /// A fresh random instance id.
@@ -145,17 +149,43 @@ impl Runtime {
             match self.run_once(&rec, &events, progress.clone()).await? {
                 RunEnd::Final => continue,
                 RunEnd::Retry => continue,
-                RunEnd::Evicted { wake_ms } => {
+                RunEnd::Evicted {
+                    wake_ms,
+                    event_types,
+                } => {
                     if let Some(tx) = &progress {
                         let _ = tx.send(Progress::Evicted { wake_ms });
                     }
                     self.set_status(id, Status::Waiting, None, None).await?;
-                    let left = wake_ms.saturating_sub(now_ms());
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(left)) => {}
-                        _ = events.changed() => {}
-                    }
+                    self.sleep_evicted(id, &mut events, wake_ms, &event_types)
+                        .await?;
                 }
+            }
+        }
+    }
+
+    /// Waits, holding no instance, until `wake_ms` or until an event of one
+    /// of `event_types` is in the inbox.
+    async fn sleep_evicted(
+        &self,
+        id: &str,
+        events: &mut watch::Receiver<u64>,
+        wake_ms: UnixMs,
+        event_types: &[String],
+    ) -> Result<()> {
+        loop {
+            events.borrow_and_update();
+            let inbox = self.journal.inbox(id)?;
+            if inbox.iter().any(|e| event_types.contains(&e.event_type)) {
+                return Ok(());
+            }
+            let left = wake_ms.saturating_sub(now_ms());
+            if left == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(left)) => return Ok(()),
+                _ = events.changed() => {}
             }
         }
     }
@@ -168,7 +198,14 @@ impl Runtime {
         error: Option<ErrorInfo>,
     ) -> Result<()> {
         self.journal
-            .update(id, StatusUpdate { status, output, error })
+            .update(
+                id,
+                StatusUpdate {
+                    status,
+                    output,
+                    error,
+                },
+            )
             .await?;
         Ok(())
     }
@@ -196,7 +233,10 @@ impl Runtime {
             events.clone(),
             progress.clone(),
         );
-        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), rec.seed));
+        let mut store = Store::new(
+            self.components.engine(),
+            HostState::new(inst.clone(), rec.seed),
+        );
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         let event = WorkflowEvent {
@@ -234,7 +274,10 @@ impl Runtime {
                     self.set_status(id, Status::Errored, None, Some(e)).await?;
                 } else {
                     match parse_payload("workflow output", &json) {
-                        Ok(out) => self.set_status(id, Status::Complete, Some(out), None).await?,
+                        Ok(out) => {
+                            self.set_status(id, Status::Complete, Some(out), None)
+                                .await?
+                        }
                         Err(e) => {
                             let e = ErrorInfo::new("InvalidOutput", format!("{e:#}"));
                             self.set_status(id, Status::Errored, None, Some(e)).await?
@@ -293,7 +336,13 @@ impl Runtime {
                     .await?;
                 Ok(RunEnd::Retry)
             }
-            Err(Interrupt::Evict { wake_ms }) => Ok(RunEnd::Evicted { wake_ms }),
+            Err(Interrupt::Evict {
+                wake_ms,
+                event_types,
+            }) => Ok(RunEnd::Evicted {
+                wake_ms,
+                event_types,
+            }),
         }
     }
 }
@@ -301,7 +350,10 @@ impl Runtime {
 enum RunEnd {
     Final,
     Retry,
-    Evicted { wake_ms: UnixMs },
+    Evicted {
+        wake_ms: UnixMs,
+        event_types: Vec<String>,
+    },
 }
 
 /// Builds an event from its type and JSON payload, checking both.
@@ -344,8 +396,18 @@ async fn watchdog(inst: &Instance, evict_after: Duration) -> Interrupt {
             } else if let Some(wake_ms) = st.waits.values().map(|w| w.wake_ms).min() {
                 let left = Duration::from_millis(wake_ms.saturating_sub(now_ms()));
                 if left > evict_after {
-                    let _ = st.waits.values().any(|w| matches!(w.what, WaitFor::Event(_)));
-                    return Interrupt::Evict { wake_ms };
+                    let event_types = st
+                        .waits
+                        .values()
+                        .filter_map(|w| match &w.what {
+                            WaitFor::Event(t) => Some(t.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    return Interrupt::Evict {
+                        wake_ms,
+                        event_types,
+                    };
                 }
                 None
             } else {

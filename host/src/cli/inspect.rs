@@ -17,7 +17,7 @@ pub struct SendEventArgs {
     pub id: String,
     /// The event type the workflow waits for.
     pub event_type: String,
-    /// The payload, as JSON (default: null).
+    /// The payload, as JSON (or `@file` to read it; default: null).
     #[arg(default_value = "null")]
     pub payload: String,
 }
@@ -42,7 +42,10 @@ pub struct ListArgs {
 /// control socket, else the journal opened here.
 async fn request(data_dir: &Path, req: Request) -> Result<Value> {
     if !data_dir.join("journal.redb").exists() {
-        bail!("no weft data dir at {} (set --data-dir or WEFT_DATA_DIR)", data_dir.display());
+        bail!(
+            "no weft data dir at {} (set --data-dir or WEFT_DATA_DIR)",
+            data_dir.display()
+        );
     }
     for _ in 0..50 {
         if let Some(v) = control::call(data_dir, &req).await? {
@@ -81,11 +84,14 @@ pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
         Request::SendEvent {
             id: a.id.clone(),
             event_type: a.event_type.clone(),
-            payload: a.payload,
+            payload: super::json_arg(&a.payload)?,
         },
     )
     .await?;
-    super::term::status("Sent", &format!("event `{}` to instance {}", a.event_type, a.id));
+    super::term::status(
+        "Sent",
+        &format!("event `{}` to instance {}", a.event_type, a.id),
+    );
     Ok(0)
 }
 
@@ -105,9 +111,22 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
         return Ok(0);
     }
     let s = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let w = rows.iter().map(|r| s(r, "id").len()).max().unwrap_or(2).max(2);
-    let ww = rows.iter().map(|r| s(r, "workflow").len()).max().unwrap_or(8).max(8);
-    println!("{:<w$}  {:<ww$}  {:<10}  VERSION", "ID", "WORKFLOW", "STATUS");
+    let w = rows
+        .iter()
+        .map(|r| s(r, "id").len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let ww = rows
+        .iter()
+        .map(|r| s(r, "workflow").len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    println!(
+        "{:<w$}  {:<ww$}  {:<10}  VERSION",
+        "ID", "WORKFLOW", "STATUS"
+    );
     for r in &rows {
         let version = s(r, "version");
         println!(

@@ -67,6 +67,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(ms))
 }
 
+/// Reads a JSON argument: the text itself, or `@path` for a file's content.
+pub fn json_arg(arg: &str) -> Result<String> {
+    match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading JSON from {path}: {e}")),
+        None => Ok(arg.to_owned()),
+    }
+}
+
 /// What `weft status` prints for an instance.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -17,7 +17,7 @@ use crate::runner::Runtime;
 pub struct RunArgs {
     /// The workflow component (a `.wasm` file built for wasm32-wasip2).
     pub component: PathBuf,
-    /// The instance's input payload, as JSON.
+    /// The instance's input payload, as JSON (or `@file` to read it).
     #[arg(long, default_value = "null")]
     pub input: String,
     /// The instance id (default: a random one). Running an id that exists
@@ -84,9 +84,13 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             term::human_ms(started.elapsed().as_millis() as u64)
         ),
     );
-    let rec = match rt.create(&name, &digest, args.id.clone(), &args.input).await? {
+    let input = super::json_arg(&args.input)?;
+    let rec = match rt.create(&name, &digest, args.id.clone(), &input).await? {
         Created::New(rec) => {
-            term::status("Started", &format!("instance {} of workflow {}", rec.id, rec.workflow));
+            term::status(
+                "Started",
+                &format!("instance {} of workflow {}", rec.id, rec.workflow),
+            );
             rec
         }
         Created::Existing(rec) => {
@@ -101,7 +105,10 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             if rec.digest != digest {
                 term::warn(
                     "Pinned",
-                    &format!("the instance keeps the version it started on ({})", &rec.digest[..19]),
+                    &format!(
+                        "the instance keeps the version it started on ({})",
+                        &rec.digest[..19]
+                    ),
                 );
             }
             rec
@@ -113,11 +120,19 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
 pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
     let rt = open_runtime(data_dir, &args.exec)?;
     let Some(rec) = rt.journal.instance(&args.id)? else {
-        bail!("no instance with id `{}` in {}", args.id, data_dir.display());
+        bail!(
+            "no instance with id `{}` in {}",
+            args.id,
+            data_dir.display()
+        );
     };
     if let Some(path) = &args.component {
         if rec.status.is_final() {
-            bail!("instance {} is {}; it cannot move to another version", rec.id, rec.status.as_str());
+            bail!(
+                "instance {} is {}; it cannot move to another version",
+                rec.id,
+                rec.status.as_str()
+            );
         }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let digest = rt.components.store_bytes(&bytes)?;
@@ -128,7 +143,12 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             rt.journal.set_version(&rec.id, &digest).await?;
             term::warn(
                 "Upgraded",
-                &format!("instance {} from {} to {}", rec.id, &rec.digest[..19], &digest[..19]),
+                &format!(
+                    "instance {} from {} to {}",
+                    rec.id,
+                    &rec.digest[..19],
+                    &digest[..19]
+                ),
             );
         }
     }
@@ -136,7 +156,10 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
         let n = rt.journal.entries(&rec.id)?.len();
         term::status(
             "Resuming",
-            &format!("instance {} of workflow {} ({n} journal entries)", rec.id, rec.workflow),
+            &format!(
+                "instance {} of workflow {} ({n} journal entries)",
+                rec.id, rec.workflow
+            ),
         );
     }
     drive(rt, data_dir, &rec.id).await
@@ -168,7 +191,10 @@ async fn drive(rt: Arc<Runtime>, data_dir: &Path, id: &str) -> Result<i32> {
     match rec.status {
         Status::Complete => {
             term::status("Complete", &format!("instance {id} in {took}"));
-            println!("{}", rec.output.as_deref().map(|o| o.get()).unwrap_or("null"));
+            println!(
+                "{}",
+                rec.output.as_deref().map(|o| o.get()).unwrap_or("null")
+            );
             Ok(0)
         }
         status => {
@@ -200,7 +226,10 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, d
                 } else {
                     String::new()
                 };
-                term::status("Step", &format!("{name} done in {}{tries}", term::human_ms(elapsed_ms)));
+                term::status(
+                    "Step",
+                    &format!("{name} done in {}{tries}", term::human_ms(elapsed_ms)),
+                );
             }
             Progress::StepFailed {
                 name,
@@ -209,17 +238,26 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, d
                 retry_in_ms: Some(ms),
             } => term::warn(
                 "Retry",
-                &format!("{name} attempt {attempt} failed: {error}; retrying in {}", term::human_ms(ms)),
+                &format!(
+                    "{name} attempt {attempt} failed: {error}; retrying in {}",
+                    term::human_ms(ms)
+                ),
             ),
             Progress::StepFailed {
                 name,
                 attempt,
                 error,
                 retry_in_ms: None,
-            } => term::warn("Failed", &format!("{name} attempt {attempt} failed for good: {error}")),
+            } => term::warn(
+                "Failed",
+                &format!("{name} attempt {attempt} failed for good: {error}"),
+            ),
             Progress::Sleeping { name, wake_ms } => term::status(
                 "Sleeping",
-                &format!("{name} for {}", term::human_ms(wake_ms.saturating_sub(now_ms()))),
+                &format!(
+                    "{name} for {}",
+                    term::human_ms(wake_ms.saturating_sub(now_ms()))
+                ),
             ),
             Progress::Waiting {
                 name,
@@ -243,9 +281,10 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, d
                     term::human_ms(wake_ms.saturating_sub(now_ms()))
                 ),
             ),
-            Progress::Replaying { entries } => {
-                term::status("Replaying", &format!("instance {id} from {entries} journal entries"))
-            }
+            Progress::Replaying { entries } => term::status(
+                "Replaying",
+                &format!("instance {id} from {entries} journal entries"),
+            ),
         }
     }
 }

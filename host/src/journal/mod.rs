@@ -99,15 +99,26 @@ pub struct StatusUpdate {
 
 enum Op {
     SetVersion(String, String, oneshot::Sender<Result<(), JournalError>>),
-    Create(InstanceRecord, oneshot::Sender<Result<Created, JournalError>>),
-    Update(String, StatusUpdate, oneshot::Sender<Result<(), JournalError>>),
+    Create(
+        InstanceRecord,
+        oneshot::Sender<Result<Created, JournalError>>,
+    ),
+    Update(
+        String,
+        StatusUpdate,
+        oneshot::Sender<Result<(), JournalError>>,
+    ),
     Append {
         id: String,
         entries: Vec<Entry>,
         durable: bool,
         reply: Option<oneshot::Sender<Result<(), JournalError>>>,
     },
-    PushEvent(String, EventRecord, oneshot::Sender<Result<(), JournalError>>),
+    PushEvent(
+        String,
+        EventRecord,
+        oneshot::Sender<Result<(), JournalError>>,
+    ),
     TakeEvent {
         id: String,
         name: String,
@@ -379,14 +390,19 @@ impl Writer {
     fn stage(&mut self, txn: &WriteTransaction, op: Op) -> Reply {
         match op {
             Op::Create(rec, reply) => Reply::Created(reply, self.create(txn, rec)),
-            Op::SetVersion(id, digest, reply) => {
-                Reply::Unit(Some(reply), self.modify(txn, &id, |rec| rec.digest = digest))
+            Op::SetVersion(id, digest, reply) => Reply::Unit(
+                Some(reply),
+                self.modify(txn, &id, |rec| rec.digest = digest),
+            ),
+            Op::Update(id, update, reply) => {
+                Reply::Unit(Some(reply), self.update(txn, &id, update))
             }
-            Op::Update(id, update, reply) => Reply::Unit(Some(reply), self.update(txn, &id, update)),
-            Op::Append { id, entries, reply, .. } => {
-                Reply::Unit(reply, self.append(txn, &id, &entries))
+            Op::Append {
+                id, entries, reply, ..
+            } => Reply::Unit(reply, self.append(txn, &id, &entries)),
+            Op::PushEvent(id, event, reply) => {
+                Reply::Unit(Some(reply), self.push_event(txn, &id, event))
             }
-            Op::PushEvent(id, event, reply) => Reply::Unit(Some(reply), self.push_event(txn, &id, event)),
             Op::TakeEvent {
                 id,
                 name,
@@ -401,7 +417,11 @@ impl Writer {
         }
     }
 
-    fn create(&mut self, txn: &WriteTransaction, rec: InstanceRecord) -> Result<Created, JournalError> {
+    fn create(
+        &mut self,
+        txn: &WriteTransaction,
+        rec: InstanceRecord,
+    ) -> Result<Created, JournalError> {
         let mut table = txn.open_table(INSTANCES)?;
         if let Some(existing) = table.get(rec.id.as_str())? {
             return Ok(Created::Existing(decode(existing.value())?));
@@ -410,7 +430,12 @@ impl Writer {
         Ok(Created::New(rec))
     }
 
-    fn update(&mut self, txn: &WriteTransaction, id: &str, u: StatusUpdate) -> Result<(), JournalError> {
+    fn update(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        u: StatusUpdate,
+    ) -> Result<(), JournalError> {
         self.modify(txn, id, |rec| {
             rec.status = u.status;
             rec.output = u.output;
@@ -447,7 +472,12 @@ impl Writer {
         Ok(next)
     }
 
-    fn append(&mut self, txn: &WriteTransaction, id: &str, entries: &[Entry]) -> Result<(), JournalError> {
+    fn append(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        entries: &[Entry],
+    ) -> Result<(), JournalError> {
         let mut seq = self.seq(txn, id)?;
         let mut table = txn.open_table(JOURNAL)?;
         let mut timers = txn.open_table(TIMERS)?;
@@ -471,7 +501,12 @@ impl Writer {
         Ok(())
     }
 
-    fn push_event(&mut self, txn: &WriteTransaction, id: &str, event: EventRecord) -> Result<(), JournalError> {
+    fn push_event(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        event: EventRecord,
+    ) -> Result<(), JournalError> {
         {
             let instances = txn.open_table(INSTANCES)?;
             let rec: InstanceRecord = match instances.get(id)? {
@@ -543,8 +578,14 @@ impl Writer {
 }
 
 enum Reply {
-    Created(oneshot::Sender<Result<Created, JournalError>>, Result<Created, JournalError>),
-    Unit(Option<oneshot::Sender<Result<(), JournalError>>>, Result<(), JournalError>),
+    Created(
+        oneshot::Sender<Result<Created, JournalError>>,
+        Result<Created, JournalError>,
+    ),
+    Unit(
+        Option<oneshot::Sender<Result<(), JournalError>>>,
+        Result<(), JournalError>,
+    ),
     Wait(
         oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
         Result<Option<WaitResult>, JournalError>,

@@ -57,7 +57,10 @@ pub enum Status {
 impl Status {
     /// Whether the instance has ended for good.
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Errored | Status::Terminated | Status::Complete)
+        matches!(
+            self,
+            Status::Errored | Status::Terminated | Status::Complete
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -258,7 +261,17 @@ mod tests {
         let bytes = encode(&e);
         assert_eq!(bytes[0], FORMAT_VERSION);
         let back: Entry = decode(&bytes).unwrap();
-        assert!(matches!(back, Entry::Step { n: 2, result: AttemptResult::Err { retry_ms: Some(10), .. }, .. }));
+        assert!(matches!(
+            back,
+            Entry::Step {
+                n: 2,
+                result: AttemptResult::Err {
+                    retry_ms: Some(10),
+                    ..
+                },
+                ..
+            }
+        ));
         let mut other = bytes.clone();
         other[0] = 9;
         let err = decode::<Entry>(&other).unwrap_err();

@@ -80,7 +80,10 @@ async fn retries() -> Result<Value, Error> {
 /// Three steps failing three times each with linear and exponential
 /// backoff; the journal shows the delays.
 async fn backoff() -> Result<Value, Error> {
-    for (name, backoff) in [("linear", Backoff::Linear), ("exponential", Backoff::Exponential)] {
+    for (name, backoff) in [
+        ("linear", Backoff::Linear),
+        ("exponential", Backoff::Exponential),
+    ] {
         let mut tries = 0;
         step(name, move || {
             tries += 1;
@@ -103,20 +106,24 @@ async fn backoff() -> Result<Value, Error> {
 
 /// Always fails: the workflow catches the final error.
 async fn exhausted() -> Result<Value, Error> {
-    let r: Result<u32, Error> = step("doomed", || async { Err(Error::named("UpstreamDown", "503 from upstream")) })
-        .retries(2)
-        .delay(Duration::from_millis(10))
-        .backoff(Backoff::Constant)
-        .await;
+    let r: Result<u32, Error> = step("doomed", || async {
+        Err(Error::named("UpstreamDown", "503 from upstream"))
+    })
+    .retries(2)
+    .delay(Duration::from_millis(10))
+    .backoff(Backoff::Constant)
+    .await;
     let e = r.unwrap_err();
     Ok(json!({ "caught": e.name(), "message": e.message() }))
 }
 
 async fn non_retryable() -> Result<Value, Error> {
-    let r: Result<u32, Error> = step("card", || async { Err(Error::non_retryable("card declined")) })
-        .retries(5)
-        .delay(Duration::from_millis(10))
-        .await;
+    let r: Result<u32, Error> = step("card", || async {
+        Err(Error::non_retryable("card declined"))
+    })
+    .retries(5)
+    .delay(Duration::from_millis(10))
+    .await;
     let e = r.unwrap_err();
     Ok(json!({ "caught": e.name(), "message": e.message() }))
 }
@@ -196,7 +203,10 @@ use std::future::IntoFuture;
 /// Reads the clock and randomness outside steps, sleeps (long enough to be
 /// evicted), and returns what it read: a replay must see the same values.
 async fn nondet(ms: u64) -> Result<Value, Error> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let mut bytes = [0u8; 8];
     getrandom_fill(&mut bytes);
     let random = u64::from_le_bytes(bytes);
@@ -211,7 +221,12 @@ fn getrandom_fill(buf: &mut [u8]) {
     // source that goes through `wasi:random`.
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    h.write_u64(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
     buf.copy_from_slice(&h.finish().to_le_bytes());
 }
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests need, checks formatting and lints, and runs every
+# test (the test guests are built from source by tests/artifacts/build.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v rustup >/dev/null; then
+    rustup target add wasm32-wasip2
+    rustup component add rustfmt clippy 2>/dev/null || true
+fi
+cargo fmt --all --check
+cargo clippy --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,150 @@
+//! The command line's contract: exit codes, clear errors for bad input,
+//! listing and inspection.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let w = Weft::new();
+    let d = w.exec(&["run", SCENARIOS, "--input", "{not json"]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("input is not valid JSON"), "{}", d.stderr);
+
+    let d = w.exec(&["run", SCENARIOS, "--id", "bad id!", "--input", "{}"]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("invalid instance id"), "{}", d.stderr);
+
+    let big = w.dir.path().join("big.json");
+    std::fs::write(&big, format!("\"{}\"", "x".repeat(1 << 20))).unwrap();
+    let big_arg = format!("@{}", big.display());
+    let d = w.exec(&["run", SCENARIOS, "--input", &big_arg]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("1 MiB"), "{}", d.stderr);
+
+    // The same limit holds for event payloads.
+    let mut run = w.spawn(
+        "run",
+        &[
+            "run",
+            SCENARIOS,
+            "--id",
+            "ev",
+            "--input",
+            r#"{"scenario":"events"}"#,
+        ],
+    );
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event"));
+    let d = w.exec(&["send-event", "ev", "second", &big_arg]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("1 MiB"), "{}", d.stderr);
+    run.kill9();
+}
+
+#[test]
+fn files_that_are_not_workflows_are_refused_before_anything_runs() {
+    let w = Weft::new();
+    let junk = w.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"hello").unwrap();
+    let d = w.exec(&["run", junk.to_str().unwrap()]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("not a WebAssembly file"), "{}", d.stderr);
+
+    let core = w.dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let d = w.exec(&["run", core.to_str().unwrap()]);
+    assert!(
+        d.stderr
+            .contains("core WebAssembly module, not a component"),
+        "{}",
+        d.stderr
+    );
+
+    let d = w.exec(&["run", "/nonexistent/x.wasm"]);
+    assert!(
+        d.stderr.contains("reading /nonexistent/x.wasm"),
+        "{}",
+        d.stderr
+    );
+    let list = w.exec(&["list", "--json"]);
+    assert!(
+        list.ok() && list.stdout.trim().is_empty(),
+        "no instance was created"
+    );
+}
+
+#[test]
+fn unknown_instances_are_reported() {
+    let w = Weft::new();
+    w.scenario("x", r#"{"scenario":"basic"}"#, &[]).json();
+    for args in [
+        &["status", "nope"][..],
+        &["history", "nope"],
+        &["resume", "nope"],
+        &["send-event", "nope", "t", "1"],
+    ] {
+        let d = w.exec(args);
+        assert_eq!(d.code, Some(1), "{args:?}");
+        assert!(
+            d.stderr.contains("no instance with id `nope`"),
+            "{args:?}: {}",
+            d.stderr
+        );
+    }
+    // Events to a finished instance are refused, not silently dropped.
+    let d = w.exec(&["send-event", "x", "t", "1"]);
+    assert_eq!(d.code, Some(1));
+    assert!(d.stderr.contains("is complete"), "{}", d.stderr);
+    let d = w.exec(&["send-event", "x", "t", "{bad"]);
+    assert!(d.stderr.contains("not valid JSON"), "{}", d.stderr);
+}
+
+#[test]
+fn list_filters_by_status_and_status_inspects_while_running() {
+    let w = Weft::new();
+    w.scenario("done", r#"{"scenario":"basic"}"#, &[]).json();
+    assert_eq!(
+        w.scenario("bad", r#"{"scenario":"fail"}"#, &[]).code,
+        Some(1)
+    );
+    let mut run = w.spawn(
+        "run",
+        &[
+            "run",
+            SCENARIOS,
+            "--id",
+            "live",
+            "--input",
+            r#"{"scenario":"events"}"#,
+        ],
+    );
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event"));
+    // The running process holds the journal; these go through its socket.
+    let live = w.status("live");
+    assert_eq!(
+        live["status"], "waiting",
+        "a wait of 24 h is evicted at once"
+    );
+    let d = w.exec(&["list", "--status", "errored", "--json"]);
+    assert!(d.ok(), "{}", d.stderr);
+    let ids: Vec<serde_json::Value> = d
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0]["id"], "bad");
+    let table = w.exec(&["list"]);
+    assert!(table.stdout.starts_with("ID"), "{}", table.stdout);
+    assert_eq!(table.stdout.lines().count(), 4);
+    // A second executing process is refused with a clear message.
+    let d = w.scenario("other", r#"{"scenario":"basic"}"#, &[]);
+    assert_eq!(d.code, Some(1));
+    assert!(
+        d.stderr.contains("in use by another weft process"),
+        "{}",
+        d.stderr
+    );
+    run.kill9();
+}
