@@ -48,7 +48,10 @@
 //! clock or randomness read outside a step. Clocks and randomness read
 //! outside steps are journaled by the host, so they replay the same values;
 //! inside a step they are live, and the step's result is what is kept.
-//! Side effects (HTTP calls, writes) belong inside steps.
+//! While any step body is running, the host cannot tell which branch reads
+//! the clock, so reads are live: in concurrent code, read the clock or
+//! randomness inside a step. Side effects (HTTP calls, writes) belong inside
+//! steps.
 //!
 //! # Concurrency
 //!

@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     exports: { default: async | store },
 });
 
-pub use weft::workflow::types;
+pub use self::weft::workflow::types;

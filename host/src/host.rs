@@ -110,6 +110,9 @@ pub struct State {
     next_id: u64,
     pub running: HashMap<u64, RunningStep>,
     pub waits: HashMap<u64, PendingWait>,
+    /// Host calls doing work right now (journal writes, replay checks); an
+    /// instance is never evicted while one is.
+    pub busy: usize,
     /// Set when the instance must end as `errored` (non-determinism).
     pub fatal: Option<ErrorInfo>,
     /// Set when the host failed (journal I/O); the instance stays resumable.
@@ -201,6 +204,12 @@ impl Instance {
         tokio::time::sleep(Duration::from_millis(wake_ms - now)).await;
     }
 
+    /// Marks a host call as working until the guard drops.
+    fn busy(&self) -> BusyGuard<'_> {
+        self.lock().busy += 1;
+        BusyGuard { inst: self }
+    }
+
     fn register_wait(&self, wake_ms: UnixMs, what: WaitFor) -> WaitGuard<'_> {
         let id = {
             let mut st = self.lock();
@@ -238,6 +247,17 @@ impl Instance {
         self.journal
             .append_lazy(&self.id, vec![Entry::Nondet { value: v.clone() }]);
         v
+    }
+}
+
+struct BusyGuard<'a> {
+    inst: &'a Instance,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.inst.lock().busy -= 1;
+        self.inst.changed.notify_one();
     }
 }
 
@@ -396,6 +416,7 @@ impl durable::Host for DurableCtx {
 impl<T> durable::HostWithStore<T> for Durable {
     async fn step_ready(accessor: &Accessor<T, Self>, handle: u64) -> Result<()> {
         let inst = instance_of(accessor);
+        let busy = inst.busy();
         let (name, n, not_before) = {
             let st = inst.lock();
             let h = st
@@ -405,6 +426,7 @@ impl<T> durable::HostWithStore<T> for Durable {
             (h.name.clone(), h.n, h.not_before)
         };
         inst.catch_up(Kind::Step, &name, n).await?;
+        drop(busy);
         if let Some(at) = not_before {
             inst.wait_until(at, WaitFor::Retry).await;
         }
@@ -418,6 +440,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         outcome: StepOutcome,
     ) -> Result<StepVerdict> {
         let inst = instance_of(accessor);
+        let busy = inst.busy();
         let (name, n, attempt, started_ms, retries) = {
             let mut st = inst.lock();
             st.running.remove(&handle);
@@ -493,6 +516,7 @@ impl<T> durable::HostWithStore<T> for Durable {
                     error: error.clone(),
                     retry_in_ms: retry_in,
                 });
+                drop(busy);
                 match retry_ms {
                     Some(at) => {
                         inst.wait_until(at, WaitFor::Retry).await;
@@ -534,6 +558,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         timeout_ms: Option<u64>,
     ) -> Result<Result<wit::Event, wit::WaitError>> {
         let inst = instance_of(accessor);
+        let busy = inst.busy();
         let (n, rec) = {
             let mut st = inst.lock();
             let n = st.replay.occurrence(&name);
@@ -570,8 +595,10 @@ impl<T> durable::HostWithStore<T> for Durable {
                 deadline_ms
             }
         };
+        drop(busy);
         let mut events = inst.events.clone();
         loop {
+            let busy = inst.busy();
             events.borrow_and_update();
             let timed_out = now_ms() >= deadline_ms;
             let buffered = inst
@@ -597,6 +624,7 @@ impl<T> durable::HostWithStore<T> for Durable {
                 }
             }
             let _guard = inst.register_wait(deadline_ms, WaitFor::Event(event_type.clone()));
+            drop(busy);
             let left = deadline_ms.saturating_sub(now_ms());
             tokio::select! {
                 _ = events.changed() => {}
@@ -650,6 +678,7 @@ async fn durable_sleep(
     name: String,
     wake: impl FnOnce(UnixMs) -> UnixMs,
 ) -> Result<()> {
+    let busy = inst.busy();
     let (n, rec) = {
         let mut st = inst.lock();
         let n = st.replay.occurrence(&name);
@@ -677,6 +706,7 @@ async fn durable_sleep(
             wake_ms
         }
     };
+    drop(busy);
     inst.wait_until(wake_ms, WaitFor::Sleep).await;
     Ok(())
 }

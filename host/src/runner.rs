@@ -393,6 +393,8 @@ async fn watchdog(inst: &Instance, evict_after: Duration) -> Interrupt {
                     return Interrupt::Timeout(step.clone());
                 }
                 Some(step.deadline)
+            } else if st.busy > 0 {
+                None
             } else if let Some(wake_ms) = st.waits.values().map(|w| w.wake_ms).min() {
                 let left = Duration::from_millis(wake_ms.saturating_sub(now_ms()));
                 if left > evict_after {
