@@ -463,6 +463,13 @@ pub async fn sleep_until(name: impl Into<String>, time: SystemTime) {
     durable::sleep_until(name.into(), unix_ms).await
 }
 
+/// Waits `duration` without journaling anything: a plain timer for use
+/// inside step bodies (polling, pacing). Outside steps use [`sleep`], which
+/// is durable; a `delay` in the workflow body runs again on every replay.
+pub async fn delay(duration: Duration) {
+    durable::delay(ms(duration)).await
+}
+
 /// An event received by [`wait_for_event`].
 #[derive(Debug, Clone)]
 pub struct Event<T> {

@@ -84,7 +84,11 @@ impl Components {
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let fingerprint = format!("{:016x}", h.finish());
         let dir = data_dir.join("components");
-        let cache_dir = data_dir.join("cache");
+        // Compiled code may be shared between data dirs (tests do, to compile
+        // each guest once): WEFT_CACHE_DIR overrides `<data dir>/cache`.
+        let cache_dir = std::env::var_os("WEFT_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("cache"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::create_dir_all(&cache_dir)?;
         let ticker = engine.weak();

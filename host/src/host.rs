@@ -103,7 +103,6 @@ struct StepHandle {
 }
 
 /// Mutable state of one instance run.
-#[derive(Default)]
 pub struct State {
     replay: Replay,
     handles: HashMap<u64, StepHandle>,
@@ -113,6 +112,8 @@ pub struct State {
     /// Host calls doing work right now (journal writes, replay checks); an
     /// instance is never evicted while one is.
     pub busy: usize,
+    /// The generator behind the guest's randomness outside steps.
+    rng: rand::rngs::StdRng,
     /// Set when the instance must end as `errored` (non-determinism).
     pub fatal: Option<ErrorInfo>,
     /// Set when the host failed (journal I/O); the instance stays resumable.
@@ -136,6 +137,7 @@ impl Instance {
         id: String,
         journal: Journal,
         replay: Replay,
+        seed: u64,
         events: watch::Receiver<u64>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Arc<Instance> {
@@ -144,7 +146,14 @@ impl Instance {
             journal,
             state: Mutex::new(State {
                 replay,
-                ..State::default()
+                handles: HashMap::new(),
+                next_id: 0,
+                running: HashMap::new(),
+                waits: HashMap::new(),
+                busy: 0,
+                rng: rand::SeedableRng::seed_from_u64(seed),
+                fatal: None,
+                host_error: None,
             }),
             changed: Notify::new(),
             events,
@@ -289,8 +298,8 @@ impl HostState {
             .stderr(GuestOutput(inst.clone()))
             .wall_clock(JournaledClock(inst.clone()))
             .monotonic_clock(JournaledMonotonic(inst.clone()))
-            .secure_random(JournaledRandom(inst.clone()))
-            .insecure_random(JournaledRandom(inst.clone()))
+            .secure_random(InstanceRandom(inst.clone()))
+            .insecure_random(InstanceRandom(inst.clone()))
             .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
         HostState {
             wasi: b.build(),
@@ -535,6 +544,11 @@ impl<T> durable::HostWithStore<T> for Durable {
         }
     }
 
+    async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
+        Ok(())
+    }
+
     async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
         let inst = instance_of(accessor);
         durable_sleep(&inst, name, |now| {
@@ -760,33 +774,26 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonic {
     }
 }
 
-struct JournaledRandom(Arc<Instance>);
+/// Randomness for the guest. Outside step bodies it comes from a
+/// generator seeded by the instance's seed (fixed at creation, stored in the
+/// instance record), so a replay that makes the same reads sees the same
+/// bytes without a journal entry per read (Python reads thousands of bytes
+/// at start-up). Inside step bodies it is live.
+struct InstanceRandom(Arc<Instance>);
 
-impl JournaledRandom {
+impl InstanceRandom {
     fn fill(&mut self, buf: &mut [u8]) {
-        let len = buf.len();
-        let v = self.0.nondet(
-            |v| matches!(v, Nondet::Random { .. }),
-            || {
-                let mut bytes = vec![0u8; len];
-                rand::fill(&mut bytes[..]);
-                Nondet::Random {
-                    hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-                }
-            },
-        );
-        match v {
-            Nondet::Random { hex } if hex.len() == len * 2 => {
-                for (i, b) in buf.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap_or(0);
-                }
-            }
-            _ => rand::fill(buf),
+        let mut st = self.0.lock();
+        if st.running.is_empty() {
+            rand::Rng::fill_bytes(&mut st.rng, buf);
+        } else {
+            drop(st);
+            rand::fill(buf);
         }
     }
 }
 
-impl rand::TryRng for JournaledRandom {
+impl rand::TryRng for InstanceRandom {
     type Error = std::convert::Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
         let mut b = [0u8; 4];

@@ -230,6 +230,7 @@ impl Runtime {
             rec.id.clone(),
             self.journal.clone(),
             replay,
+            rec.seed,
             events.clone(),
             progress.clone(),
         );

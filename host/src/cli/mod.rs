@@ -1,5 +1,6 @@
 //! The `weft` command line: one module per verb.
 
+mod build;
 mod inspect;
 mod run;
 pub mod term;
@@ -30,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a new workflow instance to its end and print its output.
     Run(run::RunArgs),
+    /// Build a workflow component from Python (componentize-py) or Rust.
+    Build(build::BuildArgs),
     /// Continue an instance after a crash or an interruption.
     Resume(run::ResumeArgs),
     /// Send an event to an instance (buffered until a wait takes it).
@@ -128,6 +131,7 @@ pub fn main() -> i32 {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Run(a) => run::run(&cli.data_dir, a).await,
+            Command::Build(a) => build::build(a),
             Command::Resume(a) => run::resume(&cli.data_dir, a).await,
             Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
             Command::Status(a) => inspect::status(&cli.data_dir, a).await,

@@ -126,8 +126,8 @@ pub struct InstanceRecord {
     pub error: Option<ErrorInfo>,
     pub created_ms: UnixMs,
     pub updated_ms: UnixMs,
-    /// Seed for the guest's insecure randomness, fixed at creation so that
-    /// every replay sees the same hash-map order.
+    /// Seed of the guest's randomness outside steps, fixed at creation so
+    /// that every replay reads the same bytes.
     pub seed: u64,
 }
 
@@ -165,13 +165,13 @@ pub struct EventRecord {
     pub timestamp_ms: UnixMs,
 }
 
-/// A value the guest read from a nondeterministic source outside a step.
+/// A clock value the guest read outside a step. (Randomness needs no
+/// entries: it comes from a generator seeded by [`InstanceRecord::seed`].)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "camelCase")]
 pub enum Nondet {
     WallClock { nanos: u64 },
     MonotonicClock { nanos: u64 },
-    Random { hex: String },
 }
 
 /// One journal entry. Entries of an instance are ordered by a sequence

@@ -1,0 +1,497 @@
+"""The workflow API: WorkflowEntrypoint, WorkflowStep and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import datetime
+import inspect
+import json
+import math
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from componentize_py_types import Err, Ok
+from wit_world.imports import durable, types
+
+from ._duration import Duration, to_ms
+
+T = TypeVar("T")
+
+DEFAULT_RETRIES: dict[str, Any] = {"limit": 5, "delay": "10 seconds", "backoff": "exponential"}
+DEFAULT_TIMEOUT = "10 minutes"
+DEFAULT_EVENT_TIMEOUT = "24 hours"
+
+
+class NonRetryableError(Exception):
+    """Raised in a step to fail it at once, without further attempts."""
+
+
+class WaitTimeoutError(Exception):
+    """Raised by `step.wait_for_event` when no event arrived in time."""
+
+
+class StepError(Exception):
+    """A step's final error whose original type is not known here.
+
+    `type(e).__name__` is the original type name.
+    """
+
+
+class StepContext:
+    """What a step's `ctx` parameter receives."""
+
+    def __init__(self, name: str, attempt: int, config: Mapping[str, Any]) -> None:
+        self.step_name = name
+        self.attempt = attempt
+        self.config = dict(config)
+
+    def __getitem__(self, key: str) -> Any:
+        return {"step": {"name": self.step_name}, "attempt": self.attempt, "config": self.config}[key]
+
+    def __repr__(self) -> str:
+        return f"StepContext(step_name={self.step_name!r}, attempt={self.attempt})"
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Accepts dict (str keys), list, str, int, float, bool and None only."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path} is {value}, which JSON cannot represent")
+        return
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{path} has a key of type {type(k).__name__}; JSON keys must be str")
+            _check_json(v, f"{path}[{k!r}]")
+        return
+    raise TypeError(
+        f"{path} is a {type(value).__name__}; return JSON-compatible values "
+        "(dict, list, str, int, float, bool, None)"
+    )
+
+
+def _error_class(name: str, module_globals: Mapping[str, Any]) -> type[Exception]:
+    if name == "NonRetryableError":
+        return NonRetryableError
+    if name == "WaitTimeoutError":
+        return WaitTimeoutError
+    for scope in (module_globals, vars(builtins)):
+        cls = scope.get(name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls
+    cls = _unknown_errors.get(name)
+    if cls is None:
+        cls = type(name, (StepError,), {})
+        _unknown_errors[name] = cls
+    return cls
+
+
+_unknown_errors: dict[str, type[Exception]] = {}
+
+
+def _rebuild(info: types.ErrorInfo, module_globals: Mapping[str, Any]) -> Exception:
+    cls = _error_class(info.name, module_globals)
+    try:
+        return cls(info.message)
+    except Exception:
+        return type(info.name, (StepError,), {})(info.message)
+
+
+def _info(e: BaseException) -> types.ErrorInfo:
+    return types.ErrorInfo(type(e).__name__, str(e))
+
+
+def _step_config(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepConfig, dict[str, Any]]:
+    config = dict(config or {})
+    unknown = set(config) - {"retries", "timeout"}
+    if unknown:
+        raise ValueError(f"step {name!r}: unknown config keys {sorted(unknown)}")
+    retries = dict(DEFAULT_RETRIES)
+    retries.update(config.get("retries") or {})
+    bad = set(retries) - {"limit", "delay", "backoff"}
+    if bad:
+        raise ValueError(f"step {name!r}: unknown retries keys {sorted(bad)}")
+    limit = retries["limit"]
+    if limit == math.inf:
+        limit = 2**32 - 1
+    if not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"step {name!r}: retries.limit must be a non-negative int")
+    backoffs = {
+        "constant": types.Backoff.CONSTANT,
+        "linear": types.Backoff.LINEAR,
+        "exponential": types.Backoff.EXPONENTIAL,
+    }
+    if retries["backoff"] not in backoffs:
+        raise ValueError(f"step {name!r}: retries.backoff must be constant, linear or exponential")
+    delay_ms = to_ms(retries["delay"], number_unit_ms=1, what=f"step {name!r} retries.delay")
+    timeout_ms = to_ms(config.get("timeout", DEFAULT_TIMEOUT), number_unit_ms=1, what=f"step {name!r} timeout")
+    effective = {"retries": {**retries, "limit": limit}, "timeout": config.get("timeout", DEFAULT_TIMEOUT)}
+    wit = types.StepConfig(
+        types.RetryPolicy(min(limit, 2**32 - 1), delay_ms, backoffs[retries["backoff"]]), timeout_ms
+    )
+    return wit, effective
+
+
+async def _run_step(
+    name: str,
+    config: Mapping[str, Any] | None,
+    body: Callable[[StepContext], Awaitable[Any]],
+    module_globals: Mapping[str, Any],
+) -> Any:
+    """Runs one durable step: journaled result, retries, replay."""
+    wit_config, effective = _step_config(name, config)
+    start = durable.step_begin(name, wit_config)
+    if isinstance(start, types.StepStart_Cached):
+        if isinstance(start.value, Ok):
+            return json.loads(start.value.value)
+        raise _rebuild(start.value.value, module_globals)
+    handle = start.value.handle
+    attempt = start.value.attempt
+    await durable.step_ready(handle)
+    while True:
+        outcome: types.StepOutcome
+        try:
+            value = await body(StepContext(name, attempt, effective))
+            try:
+                _check_json(value, f"the value returned by step {name!r}")
+                outcome = types.StepOutcome_Ok(json.dumps(value))
+            except TypeError as e:
+                outcome = types.StepOutcome_NonRetryable(types.ErrorInfo("TypeError", str(e)))
+        except NonRetryableError as e:
+            outcome = types.StepOutcome_NonRetryable(_info(e))
+        except Exception as e:
+            outcome = types.StepOutcome_Err(_info(e))
+        verdict = await durable.step_end(handle, outcome)
+        if isinstance(verdict, types.StepVerdict_Retry):
+            attempt = verdict.value
+            continue
+        if isinstance(verdict.value, Ok):
+            return json.loads(verdict.value.value)
+        raise _rebuild(verdict.value.value, module_globals)
+
+
+class StepFunction(Generic[T]):
+    """A function decorated with `@step.do`: awaiting a call runs the step."""
+
+    def __init__(
+        self,
+        step: WorkflowStep,
+        fn: Callable[..., Awaitable[T]],
+        name: str,
+        depends: list[Any] | None,
+        concurrent: bool,
+        config: Mapping[str, Any] | None,
+    ) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"@step.do needs an `async def`, got {fn!r}")
+        self._step = step
+        self._fn = fn
+        self.name = name
+        self.__name__ = fn.__name__
+        self._depends = [d for d in (depends or [])]
+        self._concurrent = concurrent
+        self._config = config
+        self._done: asyncio.Future[Any] | None = None
+        self._undo: Callable[..., Awaitable[Any]] | None = None
+        self._rollback = False
+        params = inspect.signature(fn).parameters
+        self._params = list(params)
+        step._register(self)
+
+    def undo(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Registers the compensation of a `@step.with_rollback` step. It
+        receives the error that caused the rollback and the step's value."""
+        if not self._rollback:
+            raise TypeError(f"step {self.name!r} was not declared with @step.with_rollback")
+        self._undo = fn
+        return fn
+
+    def _dependencies(self) -> list[StepFunction[Any]]:
+        deps: list[StepFunction[Any]] = []
+        for d in self._depends:
+            if not isinstance(d, StepFunction):
+                raise TypeError(f"step {self.name!r}: depends= takes step functions, got {d!r}")
+            deps.append(d)
+        for p in self._params:
+            dep = self._step._by_function_name.get(p)
+            if p != "ctx" and dep is not None and dep is not self and dep not in deps:
+                deps.append(dep)
+        return deps
+
+    async def _resolve(self) -> Any:
+        """The value of this step as a dependency: run once, then reused."""
+        if self._done is None:
+            self._done = asyncio.ensure_future(self._execute({}))
+        return await asyncio.shield(self._done)
+
+    async def _execute(self, given: dict[str, Any]) -> T:
+        deps = self._dependencies()
+        if self._concurrent:
+            values = await asyncio.gather(*(d._resolve() for d in deps))
+        else:
+            values = [await d._resolve() for d in deps]
+        by_name = {d.__name__: v for d, v in zip(deps, values)}
+        module_globals = getattr(self._fn, "__globals__", {})
+
+        async def body(ctx: StepContext) -> Any:
+            kwargs: dict[str, Any] = {}
+            for p in self._params:
+                if p in given:
+                    kwargs[p] = given[p]
+                elif p == "ctx":
+                    kwargs[p] = ctx
+                elif p in by_name:
+                    kwargs[p] = by_name[p]
+            return await self._fn(**kwargs)
+
+        value = await _run_step(self.name, self._config, body, module_globals)
+        if self._rollback:
+            self._step._undo_stack.append((self, value))
+        return cast(T, value)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        given = dict(zip(self._params, args))
+        given.update(kwargs)
+        task = asyncio.ensure_future(self._execute(given))
+        if self._done is None:
+            self._done = task
+        return await task
+
+    def __repr__(self) -> str:
+        return f"<step {self.name!r}>"
+
+
+class WorkflowStep:
+    """The `step` argument of `run`: durable steps, sleeps and events."""
+
+    def __init__(self) -> None:
+        self._by_function_name: dict[str, StepFunction[Any]] = {}
+        self._undo_stack: list[tuple[StepFunction[Any], Any]] = []
+
+    def _register(self, fn: StepFunction[Any]) -> None:
+        self._by_function_name[fn.__name__] = fn
+
+    def do(
+        self,
+        name: str | Callable[..., Awaitable[Any]] | None = None,
+        *,
+        depends: list[Any] | None = None,
+        concurrent: bool = False,
+        config: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Decorates an `async def` as a durable step; `await fn()` runs it.
+
+        `name` defaults to the function's name. Parameters named like earlier
+        step functions (or listed in `depends=`) receive their results; a
+        parameter named `ctx` receives the `StepContext`. `concurrent=True`
+        resolves dependencies concurrently. `config` is
+        `{"retries": {"limit", "delay", "backoff"}, "timeout"}`.
+        """
+        if callable(name):
+            return StepFunction(self, name, name.__name__, depends, concurrent, config)
+
+        def decorate(fn: Callable[..., Awaitable[T]]) -> StepFunction[T]:
+            return StepFunction(self, fn, name or fn.__name__, depends, concurrent, config)
+
+        return decorate
+
+    def with_rollback(
+        self, name: str | None = None, *, config: Mapping[str, Any] | None = None
+    ) -> Callable[[Callable[..., Awaitable[T]]], StepFunction[T]]:
+        """Like `do`, for a step that can be undone: decorate its
+        compensation with `@fn.undo`; `step.rollback_all()` runs them."""
+
+        def decorate(fn: Callable[..., Awaitable[T]]) -> StepFunction[T]:
+            sf = StepFunction(self, fn, name or fn.__name__, None, False, config)
+            sf._rollback = True
+            return sf
+
+        return decorate
+
+    async def rollback_all(self, error: BaseException | None = None, continue_on_error: bool = False) -> None:
+        """Runs the undo of every completed rollback step, newest first, each
+        as a durable step named `<step>:undo`."""
+        failures: list[BaseException] = []
+        while self._undo_stack:
+            sf, value = self._undo_stack.pop()
+            undo = sf._undo
+            if undo is None:
+                continue
+
+            async def body(ctx: StepContext, undo: Callable[..., Awaitable[Any]] = undo, value: Any = value) -> Any:
+                await undo(error, value)
+                return None
+
+            try:
+                await _run_step(f"{sf.name}:undo", sf._config, body, getattr(undo, "__globals__", {}))
+            except Exception as e:
+                if not continue_on_error:
+                    raise
+                failures.append(e)
+        if failures:
+            raise failures[0]
+
+    async def sleep(self, name: str, duration: Duration) -> None:
+        """Sleeps durably: `duration` in seconds, a string such as
+        "10 seconds" or "2 hours", or a timedelta."""
+        await durable.sleep(name, to_ms(duration, number_unit_ms=1000, what=f"sleep {name!r}"))
+
+    async def sleep_until(self, name: str, timestamp: datetime.datetime | int | float) -> None:
+        """Sleeps durably until a datetime or a Unix time in seconds."""
+        if isinstance(timestamp, datetime.datetime):
+            if timestamp.tzinfo is None:
+                timestamp = timestamp.replace(tzinfo=datetime.timezone.utc)
+            unix_ms = int(timestamp.timestamp() * 1000)
+        elif isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+            unix_ms = int(timestamp * 1000)
+        else:
+            raise TypeError(f"sleep_until {name!r}: expected a datetime or epoch seconds")
+        await durable.sleep_until(name, max(unix_ms, 0))
+
+    async def wait_for_event(self, name: str, event_type: str, timeout: Duration = DEFAULT_EVENT_TIMEOUT) -> dict[str, Any]:
+        """Waits for an event sent to this instance; returns
+        `{"type", "payload", "timestamp"}`. Raises `WaitTimeoutError`."""
+        timeout_ms = to_ms(timeout, number_unit_ms=1000, what=f"wait_for_event {name!r} timeout")
+        try:
+            e = await durable.wait_for_event(name, event_type, timeout_ms)
+        except Err:
+            raise WaitTimeoutError(
+                f"no event of type {event_type!r} arrived for {name!r} within its timeout"
+            ) from None
+        return {
+            "type": e.event_type,
+            "payload": json.loads(e.payload),
+            "timestamp": datetime.datetime.fromtimestamp(e.timestamp_ms / 1000, tz=datetime.timezone.utc),
+        }
+
+
+class WorkflowEntrypoint:
+    """Base class of a workflow: subclass it and define
+    `async def run(self, event, step)`."""
+
+    def __init__(self, ctx: Any = None, env: Any = None) -> None:
+        self.ctx = ctx
+        self.env = env
+
+    async def run(self, event: dict[str, Any], step: WorkflowStep) -> Any:
+        raise NotImplementedError("a workflow must define `async def run(self, event, step)`")
+
+
+async def run_workflow(cls: type[WorkflowEntrypoint], event: types.WorkflowEvent) -> str:
+    """Runs a workflow class for one `run` export call."""
+    try:
+        payload = json.loads(event.payload)
+    except ValueError as e:
+        raise Err(types.ErrorInfo("InvalidInput", f"the input is not JSON: {e}")) from None
+    ev = {
+        "payload": payload,
+        "timestamp": datetime.datetime.fromtimestamp(event.timestamp_ms / 1000, tz=datetime.timezone.utc),
+        "instanceId": event.instance_id,
+        "workflowName": event.workflow_name,
+    }
+    try:
+        result = await cls().run(ev, WorkflowStep())
+        _check_json(result, "the workflow's return value")
+    except Err:
+        raise
+    except Exception as e:
+        raise Err(_info(e)) from None
+    finally:
+        _drain_other_tasks()
+    return json.dumps(result)
+
+
+def _drain_other_tasks() -> None:
+    """Keeps the component task alive until durable calls still in flight
+    (e.g. siblings of a failed `gather`) finish: the component model does
+    not let a task exit while it has pending calls. The host has the result
+    already and drops the instance."""
+    import componentize_py_async_support
+
+    current = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if others:
+
+        async def drain() -> None:
+            await asyncio.gather(*others, return_exceptions=True)
+
+        componentize_py_async_support.spawn(drain())
+
+
+def find_workflow(module: Any, class_name: str | None = None) -> type[WorkflowEntrypoint]:
+    """Finds the `WorkflowEntrypoint` subclass a module defines."""
+    if class_name is not None:
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, WorkflowEntrypoint)):
+            raise SystemExit(f"weft: {module.__name__} has no WorkflowEntrypoint subclass named {class_name!r}")
+        return cls
+    found = [
+        v
+        for v in vars(module).values()
+        if isinstance(v, type)
+        and issubclass(v, WorkflowEntrypoint)
+        and v is not WorkflowEntrypoint
+        and v.__module__ == module.__name__
+    ]
+    if not found:
+        raise SystemExit(f"weft: {module.__name__} defines no WorkflowEntrypoint subclass")
+    if len(found) > 1:
+        names = ", ".join(sorted(c.__name__ for c in found))
+        raise SystemExit(f"weft: {module.__name__} defines several workflows ({names}); choose one with --class")
+    return found[0]
+
+
+def _install_timers() -> None:
+    """componentize-py's event loop has no timers; give it some, so that
+    `asyncio.sleep(n)` and `asyncio.wait_for` work inside steps."""
+    loop = asyncio.get_event_loop()
+    if getattr(loop, "_weft_timers", False):
+        return
+    import time
+
+    def call_later(delay: float, callback: Callable[..., object], *args: Any, context: Any = None) -> asyncio.TimerHandle:
+        when = time.monotonic() + max(delay, 0.0)
+        handle = asyncio.TimerHandle(when, callback, args, loop, context)
+
+        async def fire() -> None:
+            await durable.delay(max(int(delay * 1000), 0))
+            if not handle.cancelled():
+                handle._run()
+
+        loop.create_task(fire())
+        return handle
+
+    def call_at(when: float, callback: Callable[..., object], *args: Any, context: Any = None) -> asyncio.TimerHandle:
+        return call_later(when - time.monotonic(), callback, *args, context=context)
+
+    def timer_handle_cancelled(handle: asyncio.TimerHandle) -> None:
+        pass
+
+    setattr(loop, "_timer_handle_cancelled", timer_handle_cancelled)
+    setattr(loop, "call_later", call_later)
+    setattr(loop, "call_at", call_at)
+    setattr(loop, "time", time.monotonic)
+    setattr(loop, "_weft_timers", True)
+
+
+def make_world(module_name: str, class_name: str | None = None) -> type:
+    """Builds the component's `WitWorld` export for a workflow module."""
+    import wit_world
+
+    module = sys.modules[module_name]
+    cls = find_workflow(module, class_name)
+
+    class WitWorld(wit_world.WitWorld):  # type: ignore[misc]
+        async def run(self, event: types.WorkflowEvent) -> str:
+            _install_timers()
+            return await run_workflow(cls, event)
+
+    return WitWorld
