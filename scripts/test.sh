@@ -8,6 +8,11 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2
     rustup component add rustfmt clippy 2>/dev/null || true
 fi
+# Python guests: componentize-py builds them, mypy checks the SDK, and the
+# tests build against the SDK installed from this checkout.
+python3 -m pip install --quiet --disable-pip-version-check \
+    componentize-py==0.25.1 mypy ./guest-sdk-python
+
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
 cargo test --workspace

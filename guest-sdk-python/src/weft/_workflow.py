@@ -10,7 +10,7 @@ import json
 import math
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 
 from componentize_py_types import Err, Ok
 from wit_world.imports import durable, types
@@ -102,7 +102,8 @@ def _rebuild(info: types.ErrorInfo, module_globals: Mapping[str, Any]) -> Except
     try:
         return cls(info.message)
     except Exception:
-        return type(info.name, (StepError,), {})(info.message)
+        fallback: type[Exception] = type(info.name, (StepError,), {})
+        return fallback(info.message)
 
 
 def _info(e: BaseException) -> types.ErrorInfo:
@@ -278,6 +279,26 @@ class WorkflowStep:
 
     def _register(self, fn: StepFunction[Any]) -> None:
         self._by_function_name[fn.__name__] = fn
+
+    @overload
+    def do(
+        self,
+        name: Callable[..., Awaitable[T]],
+        *,
+        depends: list[Any] | None = None,
+        concurrent: bool = False,
+        config: Mapping[str, Any] | None = None,
+    ) -> StepFunction[T]: ...
+
+    @overload
+    def do(
+        self,
+        name: str | None = None,
+        *,
+        depends: list[Any] | None = None,
+        concurrent: bool = False,
+        config: Mapping[str, Any] | None = None,
+    ) -> Callable[[Callable[..., Awaitable[T]]], StepFunction[T]]: ...
 
     def do(
         self,
@@ -489,7 +510,7 @@ def make_world(module_name: str, class_name: str | None = None) -> type:
     module = sys.modules[module_name]
     cls = find_workflow(module, class_name)
 
-    class WitWorld(wit_world.WitWorld):  # type: ignore[misc]
+    class WitWorld(wit_world.WitWorld):
         async def run(self, event: types.WorkflowEvent) -> str:
             _install_timers()
             return await run_workflow(cls, event)

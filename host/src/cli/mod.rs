@@ -33,6 +33,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Build a workflow component from Python (componentize-py) or Rust.
     Build(build::BuildArgs),
+    /// Check and precompile a component into the cache, without running it.
+    Compile(run::CompileArgs),
     /// Continue an instance after a crash or an interruption.
     Resume(run::ResumeArgs),
     /// Send an event to an instance (buffered until a wait takes it).
@@ -132,6 +134,7 @@ pub fn main() -> i32 {
         match cli.command {
             Command::Run(a) => run::run(&cli.data_dir, a).await,
             Command::Build(a) => build::build(a),
+            Command::Compile(a) => run::compile(&cli.data_dir, a).await,
             Command::Resume(a) => run::resume(&cli.data_dir, a).await,
             Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
             Command::Status(a) => inspect::status(&cli.data_dir, a).await,

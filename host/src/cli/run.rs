@@ -32,6 +32,40 @@ pub struct RunArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    /// The workflow component.
+    pub component: PathBuf,
+}
+
+/// Stores, compiles and links a component, reporting problems the way
+/// `weft run` would, so a later run loads it in milliseconds.
+pub async fn compile(data_dir: &Path, args: CompileArgs) -> Result<i32> {
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let rt = open_runtime(
+        data_dir,
+        &ExecOptions {
+            evict_after: crate::runner::DEFAULT_EVICT_AFTER,
+        },
+    )?;
+    let digest = rt.components.store_bytes(&bytes)?;
+    let started = Instant::now();
+    rt.components
+        .load(&digest)
+        .with_context(|| format!("loading {}", args.component.display()))?;
+    term::status(
+        "Compiled",
+        &format!(
+            "{} ({}) in {}",
+            args.component.display(),
+            &digest[..19],
+            term::human_ms(started.elapsed().as_millis() as u64)
+        ),
+    );
+    Ok(0)
+}
+
+#[derive(clap::Args, Debug)]
 pub struct ResumeArgs {
     /// The instance id.
     pub id: String,

@@ -1,6 +1,8 @@
 //! Helpers for end-to-end tests that drive the real `weft` binary.
 #![allow(dead_code, unused_imports)]
 
+pub mod python;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -8,6 +10,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use weft_test_artifacts::{CHANGED, HELLO, SCENARIOS};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Compiled components shared by all tests, so each guest compiles once.
+pub fn test_cache_dir() -> PathBuf {
+    repo_root().join("target").join("weft-test-cache")
+}
 
 /// Upper bound for anything a test waits for; only reached when broken.
 pub const PATIENCE: Duration = Duration::from_secs(120);
@@ -35,6 +50,7 @@ impl Weft {
         let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
         c.args(args)
             .env("WEFT_DATA_DIR", self.data_dir())
+            .env("WEFT_CACHE_DIR", test_cache_dir())
             .env_remove("WEFT_EVICT_AFTER")
             .stdin(Stdio::null());
         c

@@ -1,0 +1,237 @@
+"""A Python test workflow whose behaviour is chosen by payload["scenario"].
+
+Each scenario exercises one item of the Python SDK; tests/e2e/python.rs
+drives them. Step bodies print `EXEC <name>` so tests can count executions
+outside the journal.
+"""
+
+import asyncio
+import random
+import time
+
+from workers import WorkflowEntrypoint
+from workers.workflows import NonRetryableError
+
+
+class PaymentDeclined(Exception):
+    pass
+
+
+class Scenarios(WorkflowEntrypoint):
+    async def run(self, event, step):
+        p = event["payload"]
+        handler = getattr(self, "s_" + p["scenario"].replace("-", "_"))
+        return await handler(event, step, p)
+
+    async def s_noop(self, event, step, p):
+        return None
+
+    async def s_basic(self, event, step, p):
+        @step.do("a")
+        async def a():
+            return 20
+
+        @step.do("b")
+        async def b():
+            return 22
+
+        @step.do("greet")
+        async def greet():
+            return "hello " + event["instanceId"]
+
+        va = await a()
+        vb = va + await b()
+        return {"a": va, "b": vb, "greeting": await greet()}
+
+    async def s_event_fields(self, event, step, p):
+        return {
+            "payload": event["payload"],
+            "instanceId": event["instanceId"],
+            "workflowName": event["workflowName"],
+            "timestampIsUtc": event["timestamp"].tzinfo is not None,
+        }
+
+    async def s_dag(self, event, step, p):
+        @step.do()
+        async def fetch_user():
+            print("EXEC fetch_user")
+            await asyncio.sleep(0.3)
+            return {"id": 7}
+
+        @step.do()
+        async def fetch_orders():
+            print("EXEC fetch_orders")
+            await asyncio.sleep(0.3)
+            return [1, 2, 3]
+
+        @step.do("summary", concurrent=True)
+        async def summarize(fetch_user, fetch_orders, ctx):
+            return {"user": fetch_user["id"], "orders": len(fetch_orders), "step": ctx.step_name}
+
+        @step.do("explicit", depends=[fetch_user])
+        async def explicit(fetch_user):
+            return fetch_user["id"] * 2
+
+        summary = await summarize()
+        # fetch_user already ran as a dependency: its value is reused.
+        doubled = await explicit()
+        return {"summary": summary, "doubled": doubled}
+
+    async def s_retries(self, event, step, p):
+        @step.do("flaky", config={"retries": {"limit": 4, "delay": 50, "backoff": "constant"}, "timeout": "30 seconds"})
+        async def flaky(ctx):
+            if ctx.attempt < 3:
+                raise ValueError(f"failure {ctx.attempt}")
+            return {"attempt": ctx.attempt, "config": ctx["config"]["retries"]["backoff"]}
+
+        return await flaky()
+
+    async def s_exhausted(self, event, step, p):
+        @step.do("doomed", config={"retries": {"limit": 1, "delay": "10 milliseconds"}})
+        async def doomed():
+            raise ValueError("bad value")
+
+        @step.do("declined", config={"retries": {"limit": 1, "delay": 10}})
+        async def declined():
+            raise PaymentDeclined("card 4242 declined")
+
+        out = {}
+        try:
+            await doomed()
+        except ValueError as e:
+            out["builtin"] = [type(e).__name__, str(e)]
+        try:
+            await declined()
+        except PaymentDeclined as e:
+            out["custom"] = [type(e).__name__, str(e)]
+        return out
+
+    async def s_non_retryable(self, event, step, p):
+        @step.do("card", config={"retries": {"limit": 5, "delay": 10}})
+        async def card():
+            raise NonRetryableError("card declined")
+
+        try:
+            await card()
+        except NonRetryableError as e:
+            return {"caught": type(e).__name__, "message": str(e)}
+
+    async def s_bad_return(self, event, step, p):
+        @step.do("tuple_set")
+        async def tuple_set():
+            return {1, 2}
+
+        try:
+            await tuple_set()
+        except TypeError as e:
+            return {"caught": "TypeError", "message": str(e)}
+
+    async def s_sleep(self, event, step, p):
+        @step.do()
+        async def before():
+            return 1
+
+        await before()
+        await step.sleep("nap", p.get("duration", "1 second"))
+        await step.sleep_until("until", time.time() + 0.2)
+
+        @step.do()
+        async def after():
+            return 2
+
+        return {"before": 1, "after": await after()}
+
+    async def s_events(self, event, step, p):
+        second = await step.wait_for_event("wait-second", "second")
+        first = await step.wait_for_event("wait-first", "first", timeout="1 hour")
+        return {
+            "first": first["payload"]["by"],
+            "second": second["payload"],
+            "type": first["type"],
+            "hasTimestamp": first["timestamp"].year >= 2024,
+        }
+
+    async def s_event_timeout(self, event, step, p):
+        from workers.workflows import WaitTimeoutError
+
+        try:
+            await step.wait_for_event("approval", "approve", timeout="300 milliseconds")
+        except WaitTimeoutError as e:
+            return {"timedOut": True, "error": type(e).__name__}
+        return {"timedOut": False}
+
+    async def s_gather(self, event, step, p):
+        @step.do()
+        async def left():
+            await asyncio.sleep(1)
+            return "L"
+
+        @step.do()
+        async def right():
+            await asyncio.sleep(1)
+            return "R"
+
+        a, b, _, ev = await asyncio.gather(
+            left(),
+            right(),
+            step.sleep("pause", 1),
+            step.wait_for_event("go", "go"),
+        )
+        return {"a": a, "b": b, "event": ev["payload"]}
+
+    async def s_rollback(self, event, step, p):
+        @step.with_rollback("reserve")
+        async def reserve():
+            print("EXEC reserve")
+            return {"seat": "12A"}
+
+        @reserve.undo
+        async def release(error, value):
+            print(f"UNDO reserve {value['seat']} because {error}")
+
+        @step.with_rollback("charge")
+        async def charge():
+            print("EXEC charge")
+            return {"amount": 100}
+
+        @charge.undo
+        async def refund(error, value):
+            print(f"UNDO charge {value['amount']}")
+
+        @step.do("ship", config={"retries": {"limit": 0}})
+        async def ship():
+            raise NonRetryableError("no courier")
+
+        await reserve()
+        await charge()
+        try:
+            await ship()
+        except NonRetryableError as e:
+            await step.rollback_all(e)
+            return {"rolledBack": True, "reason": str(e)}
+        return {"rolledBack": False}
+
+    async def s_nondet(self, event, step, p):
+        now = time.time()
+        r = random.random()
+        await step.sleep(f"nap-{int(r * 1000)}", p.get("seconds", 1))
+        return {"now": now, "random": r}
+
+    async def s_long(self, event, step, p):
+        print("BODY-START")
+        acc = 17
+        for i in range(p["n"]):
+
+            @step.do(f"work-{i}")
+            async def work(i=i, prev=acc):
+                print(f"EXEC work-{i}")
+                end = time.monotonic() + p["ms"] / 1000
+                while time.monotonic() < end:
+                    pass
+                return (prev * 31 + i) % 1_000_000_007
+
+            acc = await work()
+        return {"acc": acc, "steps": p["n"]}
+
+    async def s_fail(self, event, step, p):
+        raise ValueError("order 42 has no items")
