@@ -48,20 +48,7 @@ pub async fn compile(data_dir: &Path, args: CompileArgs) -> Result<i32> {
             evict_after: crate::runner::DEFAULT_EVICT_AFTER,
         },
     )?;
-    let digest = rt.components.store_bytes(&bytes)?;
-    let started = Instant::now();
-    rt.components
-        .load(&digest)
-        .with_context(|| format!("loading {}", args.component.display()))?;
-    term::status(
-        "Compiled",
-        &format!(
-            "{} ({}) in {}",
-            args.component.display(),
-            &digest[..19],
-            term::human_ms(started.elapsed().as_millis() as u64)
-        ),
-    );
+    store_and_load(&rt, &args.component, &bytes, "Compiled")?;
     Ok(0)
 }
 
@@ -92,6 +79,26 @@ pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>>
     }
 }
 
+/// Stores a component in the data dir, compiles (or loads from the cache)
+/// and links it, and says so on stderr. Returns its digest.
+fn store_and_load(rt: &Runtime, path: &Path, bytes: &[u8], verb: &str) -> Result<String> {
+    let digest = rt.components.store_bytes(bytes)?;
+    let started = Instant::now();
+    rt.components
+        .load(&digest)
+        .with_context(|| format!("loading {}", path.display()))?;
+    term::status(
+        verb,
+        &format!(
+            "{} ({}) in {}",
+            path.display(),
+            &digest[..19],
+            term::human_ms(started.elapsed().as_millis() as u64)
+        ),
+    );
+    Ok(digest)
+}
+
 pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
@@ -104,20 +111,7 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             .unwrap_or_else(|| "workflow".into()),
     };
     let rt = open_runtime(data_dir, &args.exec)?;
-    let digest = rt.components.store_bytes(&bytes)?;
-    let started = Instant::now();
-    rt.components
-        .load(&digest)
-        .with_context(|| format!("loading {}", args.component.display()))?;
-    term::status(
-        "Loaded",
-        &format!(
-            "{} ({}) in {}",
-            args.component.display(),
-            &digest[..19],
-            term::human_ms(started.elapsed().as_millis() as u64)
-        ),
-    );
+    let digest = store_and_load(&rt, &args.component, &bytes, "Loaded")?;
     let input = super::json_arg(&args.input)?;
     let rec = match rt.create(&name, &digest, args.id.clone(), &input).await? {
         Created::New(rec) => {
@@ -169,10 +163,7 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             );
         }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let digest = rt.components.store_bytes(&bytes)?;
-        rt.components
-            .load(&digest)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let digest = store_and_load(&rt, path, &bytes, "Loaded")?;
         if digest != rec.digest {
             rt.journal.set_version(&rec.id, &digest).await?;
             term::warn(
