@@ -118,6 +118,9 @@ pub struct State {
     pub fatal: Option<ErrorInfo>,
     /// Set when the host failed (journal I/O); the instance stays resumable.
     pub host_error: Option<String>,
+    /// Set when the instance stopped at a durable call because a pause was
+    /// requested.
+    pub paused: bool,
 }
 
 /// One instance run: shared by the store's host calls and the runner.
@@ -129,6 +132,8 @@ pub struct Instance {
     pub changed: Notify,
     /// Counts events sent to this instance.
     pub events: watch::Receiver<u64>,
+    /// Operator requests (pause).
+    pub control: Arc<crate::runner::Control>,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
 }
 
@@ -139,11 +144,13 @@ impl Instance {
         replay: Replay,
         seed: u64,
         events: watch::Receiver<u64>,
+        control: Arc<crate::runner::Control>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Arc<Instance> {
         Arc::new(Instance {
             id,
             journal,
+            control,
             state: Mutex::new(State {
                 replay,
                 handles: HashMap::new(),
@@ -154,6 +161,7 @@ impl Instance {
                 rng: rand::SeedableRng::seed_from_u64(seed),
                 fatal: None,
                 host_error: None,
+                paused: false,
             }),
             changed: Notify::new(),
             events,
@@ -239,7 +247,17 @@ impl Instance {
         // which, on replay, means every journaled call reachable was made.
         tokio::task::yield_now().await;
         let r = self.lock().replay.check_caught_up(Some((kind, name, n)));
-        r.map_err(|e| self.fatal(e.into_error()))
+        r.map_err(|e| self.fatal(e.into_error()))?;
+        self.check_pause()
+    }
+
+    /// Stops the guest at a durable call when a pause was requested.
+    fn check_pause(&self) -> Result<()> {
+        if self.control.pause_requested() {
+            self.lock().paused = true;
+            return Err(wasmtime::format_err!("instance paused"));
+        }
+        Ok(())
     }
 
     fn nondet(&self, probe: fn(&Nondet) -> bool, live: impl FnOnce() -> Nondet) -> Nondet {
@@ -508,6 +526,8 @@ impl<T> durable::HostWithStore<T> for Durable {
             .append(&inst.id, vec![entry])
             .await
             .map_err(|e| inst.host_failure(e))?;
+        // The outcome is durable; a pause takes effect now.
+        inst.check_pause()?;
         match result {
             AttemptResult::Ok { value } => {
                 inst.report(Progress::StepDone {

@@ -5,11 +5,14 @@
 //! journals every durable result in redb ([`journal`]) and replays the guest
 //! from the journal after a crash or a long wait ([`replay`]).
 
+pub mod api;
 pub mod bindings;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod engine;
 pub mod host;
 pub mod journal;
 pub mod replay;
 pub mod runner;
+pub mod scheduler;

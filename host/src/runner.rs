@@ -28,6 +28,7 @@ pub struct Runtime {
     pub components: Components,
     pub data_dir: PathBuf,
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
+    controls: Mutex<HashMap<String, Arc<Control>>>,
     /// An instance whose every pending call waits longer than this is
     /// evicted and replayed when it wakes.
     pub evict_after: Duration,
@@ -44,6 +45,8 @@ enum Interrupt {
         wake_ms: UnixMs,
         event_types: Vec<String>,
     },
+    /// A pause was requested and no step is running.
+    Pause,
 }
 
 /// Checks an instance id against `^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$`.
@@ -74,11 +77,13 @@ impl Runtime {
             components,
             data_dir: data_dir.to_owned(),
             events: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
             evict_after,
         }))
     }
 
-    fn event_receiver(&self, id: &str) -> watch::Receiver<u64> {
+    /// Notified whenever an event is sent to `id`.
+    pub fn event_receiver(&self, id: &str) -> watch::Receiver<u64> {
         let mut map = self.events.lock().unwrap();
         map.entry(id.to_owned())
             .or_insert_with(|| watch::channel(0).0)
@@ -136,37 +141,84 @@ impl Runtime {
     ) -> Result<InstanceRecord> {
         let mut events = self.event_receiver(id);
         loop {
+            match self.run_until_idle(id, &progress).await? {
+                Idle::Final(rec) => return Ok(rec),
+                Idle::Evicted {
+                    wake_ms,
+                    event_types,
+                } => {
+                    self.sleep_evicted(id, &mut events, wake_ms, &event_types)
+                        .await?
+                }
+                // Nothing pauses an instance of `weft run`; go on.
+                Idle::Paused => {}
+            }
+        }
+    }
+
+    /// Runs an instance until it is final, evicted (waiting long) or
+    /// paused, replaying its journal first.
+    pub async fn run_until_idle(
+        &self,
+        id: &str,
+        progress: &Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Idle> {
+        let events = self.event_receiver(id);
+        let control = self.control(id);
+        loop {
             let rec = self
                 .journal
                 .instance(id)?
                 .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
             if rec.status.is_final() {
-                return Ok(rec);
+                return Ok(Idle::Final(rec));
+            }
+            if control.pause_requested() {
+                self.set_status(id, Status::Paused, None, None).await?;
+                return Ok(Idle::Paused);
             }
             if rec.status != Status::Running {
                 self.set_status(id, Status::Running, None, None).await?;
             }
-            match self.run_once(&rec, &events, progress.clone()).await? {
-                RunEnd::Final => continue,
-                RunEnd::Retry => continue,
+            match self
+                .run_once(&rec, &events, &control, progress.clone())
+                .await?
+            {
+                RunEnd::Final | RunEnd::Retry => continue,
+                RunEnd::Paused => {
+                    self.set_status(id, Status::Paused, None, None).await?;
+                    return Ok(Idle::Paused);
+                }
                 RunEnd::Evicted {
                     wake_ms,
                     event_types,
                 } => {
-                    if let Some(tx) = &progress {
+                    if let Some(tx) = progress {
                         let _ = tx.send(Progress::Evicted { wake_ms });
                     }
                     self.set_status(id, Status::Waiting, None, None).await?;
-                    self.sleep_evicted(id, &mut events, wake_ms, &event_types)
-                        .await?;
+                    return Ok(Idle::Evicted {
+                        wake_ms,
+                        event_types,
+                    });
                 }
             }
         }
     }
 
+    /// The pause switch of an instance.
+    pub fn control(&self, id: &str) -> Arc<Control> {
+        self.controls
+            .lock()
+            .unwrap()
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Waits, holding no instance, until `wake_ms` or until an event of one
     /// of `event_types` is in the inbox.
-    async fn sleep_evicted(
+    pub async fn sleep_evicted(
         &self,
         id: &str,
         events: &mut watch::Receiver<u64>,
@@ -214,6 +266,7 @@ impl Runtime {
         &self,
         rec: &InstanceRecord,
         events: &watch::Receiver<u64>,
+        control: &Arc<Control>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<RunEnd> {
         let component = self.components.load(&rec.digest)?;
@@ -232,6 +285,7 @@ impl Runtime {
             replay,
             rec.seed,
             events.clone(),
+            control.clone(),
             progress.clone(),
         );
         let mut store = Store::new(
@@ -254,13 +308,13 @@ impl Runtime {
         };
         let ended = tokio::select! {
             r = run => Ok(r),
-            i = watchdog(&inst, self.evict_after) => Err(i),
+            i = watchdog(&inst, control, self.evict_after) => Err(i),
         };
         drop(store);
         let id = rec.id.as_str();
-        let (fatal, host_error) = {
+        let (fatal, host_error, paused) = {
             let st = inst.lock();
-            (st.fatal.clone(), st.host_error.clone())
+            (st.fatal.clone(), st.host_error.clone(), st.paused)
         };
         if let Some(e) = host_error {
             bail!("instance {id}: {e}");
@@ -268,6 +322,9 @@ impl Runtime {
         if let Some(e) = fatal {
             self.set_status(id, Status::Errored, None, Some(e)).await?;
             return Ok(RunEnd::Final);
+        }
+        if paused || matches!(ended, Err(Interrupt::Pause)) {
+            return Ok(RunEnd::Paused);
         }
         match ended {
             Ok(Ok(Ok(json))) => {
@@ -344,13 +401,49 @@ impl Runtime {
                 wake_ms,
                 event_types,
             }),
+            Err(Interrupt::Pause) => Ok(RunEnd::Paused),
         }
+    }
+}
+
+/// Why [`Runtime::run_until_idle`] returned.
+#[derive(Debug)]
+pub enum Idle {
+    /// The instance ended (complete, errored or terminated).
+    Final(InstanceRecord),
+    /// Everything it waits for is far away: it holds no memory until
+    /// `wake_ms` or an event of one of `event_types`.
+    Evicted {
+        wake_ms: UnixMs,
+        event_types: Vec<String>,
+    },
+    /// Paused on request; it stays paused until resumed.
+    Paused,
+}
+
+/// Operator requests to a live instance.
+#[derive(Default)]
+pub struct Control {
+    pause: std::sync::atomic::AtomicBool,
+    /// Signalled when `pause` changes.
+    pub changed: tokio::sync::Notify,
+}
+
+impl Control {
+    pub fn pause_requested(&self) -> bool {
+        self.pause.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn set_pause(&self, pause: bool) {
+        self.pause.store(pause, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 }
 
 enum RunEnd {
     Final,
     Retry,
+    Paused,
     Evicted {
         wake_ms: UnixMs,
         event_types: Vec<String>,
@@ -382,13 +475,19 @@ pub fn parse_payload(what: &str, text: &str) -> Result<Box<serde_json::value::Ra
 
 /// Watches a live instance: returns when a step passes its deadline or when
 /// every pending call waits longer than `evict_after`.
-async fn watchdog(inst: &Instance, evict_after: Duration) -> Interrupt {
+async fn watchdog(inst: &Instance, control: &Control, evict_after: Duration) -> Interrupt {
     loop {
         let notified = inst.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let paused = control.changed.notified();
+        tokio::pin!(paused);
+        paused.as_mut().enable();
         let next_check = {
             let st = inst.lock();
+            if control.pause_requested() && st.running.is_empty() && st.busy == 0 {
+                return Interrupt::Pause;
+            }
             if let Some(step) = st.running.values().min_by_key(|s| s.deadline) {
                 if step.deadline <= Instant::now() {
                     return Interrupt::Timeout(step.clone());
@@ -421,10 +520,16 @@ async fn watchdog(inst: &Instance, evict_after: Duration) -> Interrupt {
             Some(at) => {
                 tokio::select! {
                     _ = &mut notified => {}
+                    _ = &mut paused => {}
                     _ = tokio::time::sleep_until(at.into()) => {}
                 }
             }
-            None => notified.await,
+            None => {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = &mut paused => {}
+                }
+            }
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The `weft` command line: one module per verb.
 
 mod build;
+mod client;
 mod inspect;
 mod run;
+pub mod serve;
 pub mod term;
 
 use std::path::PathBuf;
@@ -35,8 +37,19 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Check and precompile a component into the cache, without running it.
     Compile(run::CompileArgs),
-    /// Continue an instance after a crash or an interruption.
+    /// Continue an instance: resume a paused one on the server holding the
+    /// data dir, or run it here after a crash or an interruption.
     Resume(run::ResumeArgs),
+    /// Serve the workflows of weft.toml over HTTP, running many instances.
+    Serve(serve::ServeArgs),
+    /// Create an instance on a server.
+    Create(client::CreateArgs),
+    /// Pause an instance on a server at its next durable call.
+    Pause(client::LifecycleArgs),
+    /// Terminate an instance on a server.
+    Terminate(client::LifecycleArgs),
+    /// Re-run an instance on a server from the start or from a step.
+    Restart(client::RestartArgs),
     /// Send an event to an instance (buffered until a wait takes it).
     SendEvent(inspect::SendEventArgs),
     /// Show an instance's status, output or error as JSON.
@@ -135,7 +148,15 @@ pub fn main() -> i32 {
             Command::Run(a) => run::run(&cli.data_dir, a).await,
             Command::Build(a) => build::build(a),
             Command::Compile(a) => run::compile(&cli.data_dir, a).await,
-            Command::Resume(a) => run::resume(&cli.data_dir, a).await,
+            Command::Resume(a) => match client::server_url(&cli.data_dir, &a.server) {
+                Some(_) => client::resume(&cli.data_dir, &a.id, &a.server).await,
+                None => run::resume(&cli.data_dir, a).await,
+            },
+            Command::Serve(a) => serve::serve(&cli.data_dir, a).await,
+            Command::Create(a) => client::create(&cli.data_dir, a).await,
+            Command::Pause(a) => client::pause(&cli.data_dir, a).await,
+            Command::Terminate(a) => client::terminate(&cli.data_dir, a).await,
+            Command::Restart(a) => client::restart(&cli.data_dir, a).await,
             Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
             Command::Status(a) => inspect::status(&cli.data_dir, a).await,
             Command::List(a) => inspect::list(&cli.data_dir, a).await,

@@ -63,6 +63,8 @@ pub struct ResumeArgs {
     pub component: Option<PathBuf>,
     #[command(flatten)]
     pub exec: ExecOptions,
+    #[command(flatten)]
+    pub server: super::client::ServerOptions,
 }
 
 /// Opens the data dir for executing, with a clear message when another
@@ -81,7 +83,7 @@ pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>>
 
 /// Stores a component in the data dir, compiles (or loads from the cache)
 /// and links it, and says so on stderr. Returns its digest.
-fn store_and_load(rt: &Runtime, path: &Path, bytes: &[u8], verb: &str) -> Result<String> {
+pub fn store_and_load(rt: &Runtime, path: &Path, bytes: &[u8], verb: &str) -> Result<String> {
     let digest = rt.components.store_bytes(bytes)?;
     let started = Instant::now();
     rt.components

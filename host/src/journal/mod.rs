@@ -98,6 +98,8 @@ pub struct StatusUpdate {
 }
 
 enum Op {
+    Truncate(String, u64, oneshot::Sender<Result<(), JournalError>>),
+    Delete(String, oneshot::Sender<Result<(), JournalError>>),
     SetVersion(String, String, oneshot::Sender<Result<(), JournalError>>),
     Create(
         InstanceRecord,
@@ -196,6 +198,20 @@ impl Journal {
     pub async fn update(&self, id: &str, update: StatusUpdate) -> Result<(), JournalError> {
         let (tx, rx) = oneshot::channel();
         self.send(Op::Update(id.to_owned(), update, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Removes an instance's journal entries from sequence number `from` on.
+    pub async fn truncate(&self, id: &str, from: u64) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Truncate(id.to_owned(), from, tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Removes an instance, its journal and its inbox.
+    pub async fn delete(&self, id: &str) -> Result<(), JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Delete(id.to_owned(), tx))?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
@@ -390,6 +406,10 @@ impl Writer {
     fn stage(&mut self, txn: &WriteTransaction, op: Op) -> Reply {
         match op {
             Op::Create(rec, reply) => Reply::Created(reply, self.create(txn, rec)),
+            Op::Truncate(id, from, reply) => {
+                Reply::Unit(Some(reply), self.truncate(txn, &id, from))
+            }
+            Op::Delete(id, reply) => Reply::Unit(Some(reply), self.delete(txn, &id)),
             Op::SetVersion(id, digest, reply) => Reply::Unit(
                 Some(reply),
                 self.modify(txn, &id, |rec| rec.digest = digest),
@@ -498,6 +518,29 @@ impl Writer {
             }
         }
         self.next_seq.insert(id.to_owned(), seq);
+        Ok(())
+    }
+
+    fn truncate(
+        &mut self,
+        txn: &WriteTransaction,
+        id: &str,
+        from: u64,
+    ) -> Result<(), JournalError> {
+        let mut table = txn.open_table(JOURNAL)?;
+        table.retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
+        self.next_seq.remove(id);
+        Ok(())
+    }
+
+    fn delete(&mut self, txn: &WriteTransaction, id: &str) -> Result<(), JournalError> {
+        if txn.open_table(INSTANCES)?.remove(id)?.is_none() {
+            return Err(JournalError::UnknownInstance(id.to_owned()));
+        }
+        self.truncate(txn, id, 0)?;
+        txn.open_table(INBOX)?
+            .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+        txn.open_table(TIMERS)?.retain(|(_, t), _| t != id)?;
         Ok(())
     }
 

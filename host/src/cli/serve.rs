@@ -1,0 +1,114 @@
+//! `weft serve`: many instances behind an HTTP API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use super::{ExecOptions, term};
+use crate::api::{Api, router};
+use crate::config::Config;
+use crate::control;
+use crate::scheduler::Scheduler;
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The workflows to deploy (default: ./weft.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where to listen (default: the config's, else 127.0.0.1:8080). Any
+    /// address other than loopback needs a token.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// A bearer token every API call must carry.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Instances in memory at once (default: the config's, else 500).
+    #[arg(long)]
+    pub max_running: Option<usize>,
+    #[command(flatten)]
+    pub exec: ExecOptions,
+}
+
+/// The file where a server announces its URL inside the data dir.
+pub fn url_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.url")
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
+    let config_path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("weft.toml"));
+    let cfg = Config::load(&config_path)?;
+    if cfg.workflows.is_empty() {
+        bail!(
+            "{} declares no workflows ([workflows.NAME] with a component)",
+            config_path.display()
+        );
+    }
+    let addr_text = a
+        .addr
+        .clone()
+        .or(cfg.server.addr.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let addr: SocketAddr = addr_text
+        .parse()
+        .with_context(|| format!("`{addr_text}` is not an address like 127.0.0.1:8080"))?;
+    if !addr.ip().is_loopback() && a.token.is_none() {
+        bail!("serving on {addr}, which is not loopback, needs a token: --token or WEFT_TOKEN");
+    }
+    let rt = super::run::open_runtime(data_dir, &a.exec)?;
+    let mut workflows = Vec::new();
+    for (name, w) in &cfg.workflows {
+        let path = cfg.prepare(name)?;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("reading the component of `{name}`: {}", path.display()))?;
+        let digest = super::run::store_and_load(&rt, &path, &bytes, "Deployed")
+            .with_context(|| format!("deploying workflow `{name}`"))?;
+        workflows.push((name.clone(), digest, w.concurrency));
+    }
+    let max_running = a.max_running.or(cfg.server.max_running).unwrap_or(500);
+    let scheduler = Scheduler::new(rt.clone(), workflows, max_running);
+    let socket = control::serve(rt.clone())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    std::fs::write(url_file(data_dir), &url)?;
+    term::status("Serving", &url);
+    let resumed = scheduler.resume_all()?;
+    if resumed > 0 {
+        term::status("Resumed", &format!("{resumed} unfinished instances"));
+    }
+    let app = router(Arc::new(Api {
+        scheduler: scheduler.clone(),
+        token: a.token.clone(),
+    }));
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    term::status("Stopping", "every unfinished instance stays resumable");
+    scheduler.shutdown();
+    socket.abort();
+    let _ = std::fs::remove_file(url_file(data_dir));
+    let _ = std::fs::remove_file(control::socket_path(data_dir));
+    result?;
+    Ok(0)
+}

@@ -1,0 +1,346 @@
+//! The scheduler of `weft serve`: one lightweight task per unfinished
+//! instance, a bounded pool of running instances, per-workflow concurrency
+//! limits with FIFO queueing, eviction while waiting long, pause, resume,
+//! terminate and restart.
+//!
+//! An instance holds a pool permit (and its workflow's permit) only while it
+//! runs or waits briefly in memory. Evicted, paused and waiting instances
+//! hold no permit and no guest memory: only a parked task with a timer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, bail};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::journal::{Created, InstanceRecord, Status, StatusUpdate};
+use crate::runner::{Idle, Runtime};
+
+/// A workflow deployed on the server.
+pub struct Deployed {
+    pub name: String,
+    /// The newest version; new instances start on it.
+    pub digest: String,
+    /// At most this many instances of the workflow run at once.
+    pub concurrency: Option<usize>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// Owns the live instance tasks of a server.
+pub struct Scheduler {
+    pub rt: Arc<Runtime>,
+    workflows: HashMap<String, Deployed>,
+    pool: Arc<Semaphore>,
+    tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+/// Errors of lifecycle requests, mapped to HTTP statuses by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no workflow named `{0}` is deployed")]
+    UnknownWorkflow(String),
+    #[error("no instance with id `{0}`")]
+    UnknownInstance(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Scheduler {
+    /// Creates a scheduler; `max_running` bounds instances in memory.
+    pub fn new(
+        rt: Arc<Runtime>,
+        workflows: Vec<(String, String, Option<usize>)>,
+        max_running: usize,
+    ) -> Arc<Scheduler> {
+        let workflows = workflows
+            .into_iter()
+            .map(|(name, digest, concurrency)| {
+                let d = Deployed {
+                    name: name.clone(),
+                    digest,
+                    concurrency,
+                    limit: concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
+                };
+                (name, d)
+            })
+            .collect();
+        Arc::new(Scheduler {
+            rt,
+            workflows,
+            pool: Arc::new(Semaphore::new(max_running.max(1))),
+            tasks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn workflows(&self) -> impl Iterator<Item = &Deployed> {
+        self.workflows.values()
+    }
+
+    pub fn workflow(&self, name: &str) -> Result<&Deployed, LifecycleError> {
+        self.workflows
+            .get(name)
+            .ok_or_else(|| LifecycleError::UnknownWorkflow(name.to_owned()))
+    }
+
+    /// Resumes every unfinished, unpaused instance (at start-up).
+    pub fn resume_all(self: &Arc<Self>) -> Result<usize> {
+        let mut n = 0;
+        for rec in self.rt.journal.list(None)? {
+            if !rec.status.is_final() && rec.status != Status::Paused {
+                self.spawn(&rec.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Creates an instance of `workflow` (or returns the existing one with
+    /// that id) and starts it.
+    pub async fn create(
+        self: &Arc<Self>,
+        workflow: &str,
+        id: Option<String>,
+        params: &str,
+    ) -> Result<(bool, InstanceRecord)> {
+        let wf = self.workflow(workflow)?;
+        match self.rt.create(&wf.name, &wf.digest, id, params).await? {
+            Created::New(rec) => {
+                self.spawn(&rec.id);
+                Ok((true, rec))
+            }
+            Created::Existing(rec) if rec.workflow != workflow => {
+                Err(LifecycleError::Conflict(format!(
+                    "instance `{}` exists and belongs to workflow `{}`",
+                    rec.id, rec.workflow
+                ))
+                .into())
+            }
+            Created::Existing(rec) => Ok((false, rec)),
+        }
+    }
+
+    /// Starts the task of an instance unless it has one.
+    pub fn spawn(self: &Arc<Self>, id: &str) {
+        let mut tasks = self.tasks.lock().unwrap();
+        if tasks.get(id).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let me = self.clone();
+        let id2 = id.to_owned();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = me.instance_task(&id2).await {
+                tracing::error!("instance {id2}: {e:#}");
+            }
+        });
+        tasks.insert(id.to_owned(), handle);
+    }
+
+    async fn permits(
+        &self,
+        rec: &InstanceRecord,
+    ) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
+        let limit = self
+            .workflows
+            .get(&rec.workflow)
+            .and_then(|w| w.limit.clone());
+        let immediate = (
+            self.pool.clone().try_acquire_owned().ok(),
+            limit.as_ref().map(|l| l.clone().try_acquire_owned().ok()),
+        );
+        match immediate {
+            (Some(p), None) => return Ok((p, None)),
+            (Some(p), Some(Some(w))) => return Ok((p, Some(w))),
+            _ => {}
+        }
+        drop(immediate);
+        if rec.status != Status::Queued {
+            self.set_status(&rec.id, Status::Queued).await?;
+        }
+        // Workflow permit first, so a full workflow does not hold pool slots.
+        let w = match limit {
+            Some(l) => Some(l.acquire_owned().await?),
+            None => None,
+        };
+        let p = self.pool.clone().acquire_owned().await?;
+        Ok((p, w))
+    }
+
+    async fn set_status(&self, id: &str, status: Status) -> Result<()> {
+        self.rt
+            .journal
+            .update(
+                id,
+                StatusUpdate {
+                    status,
+                    output: None,
+                    error: None,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn instance_task(self: Arc<Self>, id: &str) -> Result<()> {
+        let mut events = self.rt.event_receiver(id);
+        let control = self.rt.control(id);
+        loop {
+            let Some(rec) = self.rt.journal.instance(id)? else {
+                return Ok(());
+            };
+            if rec.status.is_final() {
+                return Ok(());
+            }
+            if control.pause_requested() {
+                if rec.status != Status::Paused {
+                    self.set_status(id, Status::Paused).await?;
+                }
+                // Parked until resumed; resume spawns a new task.
+                return Ok(());
+            }
+            let permits = tokio::select! {
+                p = self.permits(&rec) => p?,
+                _ = control.changed.notified() => continue,
+            };
+            let idle = self.rt.run_until_idle(id, &None).await?;
+            drop(permits);
+            match idle {
+                Idle::Final(_) | Idle::Paused => return Ok(()),
+                Idle::Evicted {
+                    wake_ms,
+                    event_types,
+                } => {
+                    tokio::select! {
+                        r = self.rt.sleep_evicted(id, &mut events, wake_ms, &event_types) => r?,
+                        _ = control.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn abort(&self, id: &str) {
+        if let Some(t) = self.tasks.lock().unwrap().remove(id) {
+            t.abort();
+        }
+    }
+
+    fn instance(&self, id: &str) -> Result<InstanceRecord> {
+        Ok(self
+            .rt
+            .journal
+            .instance(id)?
+            .ok_or_else(|| LifecycleError::UnknownInstance(id.to_owned()))?)
+    }
+
+    /// Pauses an instance at its next durable call.
+    pub async fn pause(&self, id: &str) -> Result<InstanceRecord> {
+        let rec = self.instance(id)?;
+        if rec.status.is_final() || rec.status == Status::Paused {
+            bail!(LifecycleError::Conflict(format!(
+                "instance `{id}` is {}; only a queued, running or waiting instance can be paused",
+                rec.status.as_str()
+            )));
+        }
+        self.rt.control(id).set_pause(true);
+        if self
+            .tasks
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_none_or(|t| t.is_finished())
+        {
+            self.set_status(id, Status::Paused).await?;
+        }
+        self.instance(id)
+    }
+
+    /// Resumes a paused instance.
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord> {
+        let rec = self.instance(id)?;
+        let control = self.rt.control(id);
+        if rec.status != Status::Paused && !control.pause_requested() {
+            bail!(LifecycleError::Conflict(format!(
+                "instance `{id}` is {}; only a paused instance can be resumed",
+                rec.status.as_str()
+            )));
+        }
+        control.set_pause(false);
+        self.spawn(id);
+        self.instance(id)
+    }
+
+    /// Ends an instance for good; in-flight work is abandoned.
+    pub async fn terminate(&self, id: &str) -> Result<InstanceRecord> {
+        let rec = self.instance(id)?;
+        if rec.status.is_final() {
+            bail!(LifecycleError::Conflict(format!(
+                "instance `{id}` is already {}",
+                rec.status.as_str()
+            )));
+        }
+        self.abort(id);
+        self.set_status(id, Status::Terminated).await?;
+        self.rt.control(id).set_pause(false);
+        self.instance(id)
+    }
+
+    /// Runs an instance again from the start, or from occurrence `count`
+    /// (1-based) of step `from`, keeping the journal before it.
+    pub async fn restart(
+        self: &Arc<Self>,
+        id: &str,
+        from: Option<(String, u32)>,
+    ) -> Result<InstanceRecord> {
+        self.instance(id)?;
+        let keep_before = match &from {
+            None => 0,
+            Some((name, count)) => {
+                let n = count.saturating_sub(1);
+                let entries = self.rt.journal.entries(id)?;
+                entries
+                    .iter()
+                    .find(|(_, e)| e.call() == Some((name.as_str(), n)))
+                    .map(|(seq, _)| *seq)
+                    .ok_or_else(|| {
+                        LifecycleError::Invalid(format!(
+                            "instance `{id}` has no step \"{name}\" occurrence {count} in its journal"
+                        ))
+                    })?
+            }
+        };
+        self.abort(id);
+        self.rt.control(id).set_pause(false);
+        self.rt.journal.truncate(id, keep_before).await?;
+        self.rt
+            .journal
+            .update(
+                id,
+                StatusUpdate {
+                    status: Status::Queued,
+                    output: None,
+                    error: None,
+                },
+            )
+            .await?;
+        self.spawn(id);
+        self.instance(id)
+    }
+
+    /// Deletes an instance and its journal, stopping it first.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        self.instance(id)?;
+        self.abort(id);
+        self.rt.journal.delete(id).await?;
+        Ok(())
+    }
+
+    /// Stops every instance task; the journal keeps each one resumable.
+    pub fn shutdown(&self) {
+        for (_, t) in self.tasks.lock().unwrap().drain() {
+            t.abort();
+        }
+    }
+}
