@@ -463,6 +463,68 @@ pub async fn sleep_until(name: impl Into<String>, time: SystemTime) {
     durable::sleep_until(name.into(), unix_ms).await
 }
 
+/// A child workflow run; created by [`run_workflow`].
+#[must_use = "a child workflow does nothing until it is awaited"]
+pub struct RunWorkflow<T> {
+    name: String,
+    workflow: String,
+    params: Result<String, Error>,
+    _out: PhantomData<fn() -> T>,
+}
+
+/// Starts an instance of the deployed workflow `workflow` (in any
+/// language) with `params` and waits for its output, as one durable call.
+///
+/// The child's id is derived from this instance's id and the call, so a
+/// replay never starts a second child. The journal key is `workflow` plus
+/// its occurrence unless [`RunWorkflow::name`] sets another name. Needs a
+/// server (`weft serve`) that deploys `workflow`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), weft_sdk::Error> {
+/// let total: u64 = weft_sdk::run_workflow("sum", &vec![1, 2, 3]).await?;
+/// # Ok(()) }
+/// ```
+pub fn run_workflow<T: DeserializeOwned>(
+    workflow: impl Into<String>,
+    params: &impl Serialize,
+) -> RunWorkflow<T> {
+    let workflow = workflow.into();
+    RunWorkflow {
+        name: workflow.clone(),
+        params: serde_json::to_string(params).map_err(|e| {
+            Error::non_retryable(format!(
+                "the params of workflow `{workflow}` cannot be serialized: {e}"
+            ))
+        }),
+        workflow,
+        _out: PhantomData,
+    }
+}
+
+impl<T> RunWorkflow<T> {
+    /// The name under which the call is journaled (default: the workflow).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+}
+
+impl<T: DeserializeOwned + 'static> IntoFuture for RunWorkflow<T> {
+    type Output = Result<T, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let params = self.params?;
+            match durable::run_workflow(self.name.clone(), self.workflow.clone(), params).await {
+                Ok(json) => decode(&format!("child workflow `{}`", self.workflow), &json),
+                Err(e) => Err(Error::from_info(e)),
+            }
+        })
+    }
+}
+
 /// Waits `duration` without journaling anything: a plain timer for use
 /// inside step bodies (polling, pacing). Outside steps use [`sleep`], which
 /// is durable; a `delay` in the workflow body runs again on every replay.

@@ -73,6 +73,8 @@ pub enum WaitFor {
     Sleep,
     Retry,
     Event(String),
+    /// A child workflow with this id.
+    Child(String),
 }
 
 /// A host call that is waiting for time or an event.
@@ -134,10 +136,13 @@ pub struct Instance {
     pub events: watch::Receiver<u64>,
     /// Operator requests (pause).
     pub control: Arc<crate::runner::Control>,
+    /// Starts child workflows, when a server runs this instance.
+    pub children: Option<Arc<dyn crate::runner::Children>>,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
 }
 
 impl Instance {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
         journal: Journal,
@@ -145,12 +150,14 @@ impl Instance {
         seed: u64,
         events: watch::Receiver<u64>,
         control: Arc<crate::runner::Control>,
+        children: Option<Arc<dyn crate::runner::Children>>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Arc<Instance> {
         Arc::new(Instance {
             id,
             journal,
             control,
+            children,
             state: Mutex::new(State {
                 replay,
                 handles: HashMap::new(),
@@ -564,6 +571,18 @@ impl<T> durable::HostWithStore<T> for Durable {
         }
     }
 
+    async fn run_workflow(
+        accessor: &Accessor<T, Self>,
+        name: String,
+        workflow: String,
+        params: String,
+    ) -> Result<Result<String, wit::ErrorInfo>> {
+        let inst = instance_of(accessor);
+        run_child(&inst, name, workflow, params)
+            .await
+            .map(|r| r.map(|v| v.to_string()).map_err(to_wit))
+    }
+
     async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
         Ok(())
@@ -665,6 +684,150 @@ impl<T> durable::HostWithStore<T> for Durable {
                 _ = tokio::time::sleep(Duration::from_millis(left)) => {}
             }
         }
+    }
+}
+
+/// The id of a child workflow: derived from the parent's id, the call's
+/// name and occurrence, so a replay finds the same child.
+pub fn child_id(parent: &str, name: &str, n: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(format!("{parent}\0{name}\0{n}").as_bytes());
+    let prefix: String = parent.chars().take(60).collect();
+    format!(
+        "{prefix}-c{:x}",
+        &h[..8].iter().fold(0u64, |a, b| (a << 8) | *b as u64)
+    )
+}
+
+async fn run_child(
+    inst: &Instance,
+    name: String,
+    workflow: String,
+    params: String,
+) -> Result<Result<serde_json::Value, ErrorInfo>> {
+    use crate::journal::ChildResult;
+    let busy = inst.busy();
+    let (n, rec) = {
+        let mut st = inst.lock();
+        let n = st.replay.occurrence(&name);
+        (n, st.replay.take(Kind::Child, &name, n))
+    };
+    let end = |result: ChildResult| Entry::ChildEnd {
+        name: name.clone(),
+        n,
+        ended_ms: now_ms(),
+        result,
+    };
+    let to_result = |r: ChildResult| match r {
+        ChildResult::Ok { value } => Ok(value),
+        ChildResult::Err { error } => Err(error),
+    };
+    let child = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+        Some(CallRecord::Child {
+            result: Some(r), ..
+        }) => return Ok(to_result(r)),
+        Some(CallRecord::Child { child_id, .. }) => child_id,
+        _ => {
+            inst.catch_up(Kind::Child, &name, n).await?;
+            let child = child_id(&inst.id, &name, n);
+            let start = Entry::ChildStart {
+                name: name.clone(),
+                n,
+                workflow: workflow.clone(),
+                child_id: child.clone(),
+                started_ms: now_ms(),
+            };
+            let mut appended = false;
+            let started = match &inst.children {
+                None => Err(ErrorInfo::new(
+                    "ChildWorkflowsUnavailable",
+                    format!(
+                        "starting workflow `{workflow}` needs a server: run the parent with `weft serve`"
+                    ),
+                )),
+                Some(c) => match check_result(&name, params) {
+                    Ok(p) => {
+                        // The start is journaled first: a crash between the
+                        // two finds the child by its derived id on replay.
+                        inst.journal
+                            .append(&inst.id, vec![start.clone()])
+                            .await
+                            .map_err(|e| inst.host_failure(e))?;
+                        appended = true;
+                        c.start_child(
+                            workflow.clone(),
+                            child.clone(),
+                            p.to_string(),
+                            inst.id.clone(),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(error) = started {
+                let mut entries = vec![];
+                if !appended {
+                    entries.push(start);
+                }
+                entries.push(end(ChildResult::Err {
+                    error: error.clone(),
+                }));
+                inst.journal
+                    .append(&inst.id, entries)
+                    .await
+                    .map_err(|e| inst.host_failure(e))?;
+                return Ok(Err(error));
+            }
+            child
+        }
+    };
+    drop(busy);
+    let mut events = inst.events.clone();
+    loop {
+        let busy = inst.busy();
+        events.borrow_and_update();
+        let rec = inst
+            .journal
+            .instance(&child)
+            .map_err(|e| inst.host_failure(e))?;
+        let result = match rec {
+            None => Some(ChildResult::Err {
+                error: ErrorInfo::new(
+                    "ChildWorkflowError",
+                    format!("child instance `{child}` was deleted"),
+                ),
+            }),
+            Some(r) if r.status == crate::journal::Status::Complete => Some(ChildResult::Ok {
+                value: r
+                    .output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str(o.get()).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            }),
+            Some(r) if r.status == crate::journal::Status::Errored => Some(ChildResult::Err {
+                error: r
+                    .error
+                    .unwrap_or_else(|| ErrorInfo::new("ChildWorkflowError", "the child errored")),
+            }),
+            Some(r) if r.status == crate::journal::Status::Terminated => Some(ChildResult::Err {
+                error: ErrorInfo::new(
+                    "ChildWorkflowTerminated",
+                    format!("child instance `{child}` was terminated"),
+                ),
+            }),
+            Some(_) => None,
+        };
+        if let Some(result) = result {
+            inst.journal
+                .append(&inst.id, vec![end(result.clone())])
+                .await
+                .map_err(|e| inst.host_failure(e))?;
+            return Ok(to_result(result));
+        }
+        let _guard = inst.register_wait(u64::MAX, WaitFor::Child(child.clone()));
+        drop(busy);
+        let _ = events.changed().await;
     }
 }
 
@@ -843,22 +1006,54 @@ impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
 
 impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(ReplayAwareWriter(self.0.clone()))
+        Box::new(ReplayAwareWriter {
+            inst: self.0.clone(),
+            pending: Vec::new(),
+        })
     }
 }
 
-struct ReplayAwareWriter(Arc<Instance>);
+/// Writes whole lines only, so guest output never splits a line of weft's
+/// own progress output on the shared stderr.
+struct ReplayAwareWriter {
+    inst: Arc<Instance>,
+    pending: Vec<u8>,
+}
+
+impl ReplayAwareWriter {
+    fn emit(&mut self, all: bool) {
+        let end = if all {
+            self.pending.len()
+        } else {
+            match self.pending.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => return,
+            }
+        };
+        let chunk: Vec<u8> = self.pending.drain(..end).collect();
+        if !chunk.is_empty() && !self.inst.replaying() {
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(&chunk);
+        }
+    }
+}
+
+impl Drop for ReplayAwareWriter {
+    fn drop(&mut self) {
+        self.emit(true);
+    }
+}
 
 impl tokio::io::AsyncWrite for ReplayAwareWriter {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        if !self.0.replaying() {
-            use std::io::Write;
-            let _ = std::io::stderr().write_all(buf);
-        }
+        self.pending.extend_from_slice(buf);
+        // A line longer than 64 KiB is written as is.
+        let all = self.pending.len() > 64 * 1024;
+        self.emit(all);
         std::task::Poll::Ready(Ok(buf.len()))
     }
     fn poll_flush(
@@ -868,9 +1063,10 @@ impl tokio::io::AsyncWrite for ReplayAwareWriter {
         std::task::Poll::Ready(Ok(()))
     }
     fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
+        mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        self.emit(true);
         std::task::Poll::Ready(Ok(()))
     }
 }

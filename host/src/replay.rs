@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::journal::{AttemptResult, Entry, ErrorInfo, Nondet, UnixMs, WaitResult};
+use crate::journal::{AttemptResult, ChildResult, Entry, ErrorInfo, Nondet, UnixMs, WaitResult};
 
 /// The kind of a durable call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub enum Kind {
     Step,
     Sleep,
     Wait,
+    Child,
 }
 
 impl Kind {
@@ -26,6 +27,7 @@ impl Kind {
             Kind::Step => "step",
             Kind::Sleep => "sleep",
             Kind::Wait => "wait-for-event",
+            Kind::Child => "run-workflow",
         }
     }
 }
@@ -49,6 +51,10 @@ pub enum CallRecord {
         deadline_ms: UnixMs,
         result: Option<WaitResult>,
     },
+    Child {
+        child_id: String,
+        result: Option<ChildResult>,
+    },
 }
 
 impl CallRecord {
@@ -57,6 +63,7 @@ impl CallRecord {
             CallRecord::Step { .. } => Kind::Step,
             CallRecord::Sleep { .. } => Kind::Sleep,
             CallRecord::Wait { .. } => Kind::Wait,
+            CallRecord::Child { .. } => Kind::Child,
         }
     }
 }
@@ -147,6 +154,23 @@ impl Replay {
                         deadline_ms,
                         result: None,
                     });
+                }
+                Entry::ChildStart {
+                    name, n, child_id, ..
+                } => {
+                    r.record(seq, &name, n, || CallRecord::Child {
+                        child_id,
+                        result: None,
+                    });
+                }
+                Entry::ChildEnd {
+                    name, n, result, ..
+                } => {
+                    if let Some((_, CallRecord::Child { result: r2, .. })) =
+                        r.calls.get_mut(&(name, n))
+                    {
+                        *r2 = Some(result);
+                    }
                 }
                 Entry::WaitEnd {
                     name, n, result, ..

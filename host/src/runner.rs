@@ -19,6 +19,19 @@ use crate::journal::{
 };
 use crate::replay::Replay;
 
+/// Starts child workflows; implemented by the server's scheduler.
+pub trait Children: Send + Sync {
+    /// Creates (unless it exists) and starts instance `id` of `workflow`
+    /// with `params`, as a child of `parent`.
+    fn start_child(
+        &self,
+        workflow: String,
+        id: String,
+        params: String,
+        parent: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ErrorInfo>> + Send + '_>>;
+}
+
 /// Default time after which a waiting instance is dropped from memory.
 pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(5);
 
@@ -29,6 +42,8 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
     controls: Mutex<HashMap<String, Arc<Control>>>,
+    /// Who starts child workflows (the scheduler of `weft serve`).
+    pub children: std::sync::OnceLock<std::sync::Weak<dyn Children>>,
     /// An instance whose every pending call waits longer than this is
     /// evicted and replayed when it wakes.
     pub evict_after: Duration,
@@ -44,6 +59,7 @@ enum Interrupt {
     Evict {
         wake_ms: UnixMs,
         event_types: Vec<String>,
+        children: Vec<String>,
     },
     /// A pause was requested and no step is running.
     Pause,
@@ -78,6 +94,7 @@ impl Runtime {
             data_dir: data_dir.to_owned(),
             events: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
+            children: std::sync::OnceLock::new(),
             evict_after,
         }))
     }
@@ -99,6 +116,18 @@ impl Runtime {
         id: Option<String>,
         input: &str,
     ) -> Result<Created> {
+        self.create_child(workflow, digest, id, input, None).await
+    }
+
+    /// Like [`Runtime::create`], recording the parent of a child workflow.
+    pub async fn create_child(
+        &self,
+        workflow: &str,
+        digest: &str,
+        id: Option<String>,
+        input: &str,
+        parent: Option<String>,
+    ) -> Result<Created> {
         let id = id.unwrap_or_else(new_id);
         if !valid_id(&id) {
             bail!(
@@ -117,9 +146,17 @@ impl Runtime {
             error: None,
             created_ms: now,
             updated_ms: now,
+            parent,
             seed: rand::random(),
         };
         Ok(self.journal.create(rec).await?)
+    }
+
+    /// Wakes whatever waits on `id`'s events (a child finished).
+    pub fn notify(&self, id: &str) {
+        if let Some(tx) = self.events.lock().unwrap().get(id) {
+            tx.send_modify(|v| *v += 1);
+        }
     }
 
     /// Buffers an event for an instance and wakes it if it is live.
@@ -146,8 +183,9 @@ impl Runtime {
                 Idle::Evicted {
                     wake_ms,
                     event_types,
+                    children,
                 } => {
-                    self.sleep_evicted(id, &mut events, wake_ms, &event_types)
+                    self.sleep_evicted(id, &mut events, wake_ms, &event_types, &children)
                         .await?
                 }
                 // Nothing pauses an instance of `weft run`; go on.
@@ -171,6 +209,9 @@ impl Runtime {
                 .instance(id)?
                 .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
             if rec.status.is_final() {
+                if let Some(parent) = &rec.parent {
+                    self.notify(parent);
+                }
                 return Ok(Idle::Final(rec));
             }
             if control.pause_requested() {
@@ -192,6 +233,7 @@ impl Runtime {
                 RunEnd::Evicted {
                     wake_ms,
                     event_types,
+                    children,
                 } => {
                     if let Some(tx) = progress {
                         let _ = tx.send(Progress::Evicted { wake_ms });
@@ -200,6 +242,7 @@ impl Runtime {
                     return Ok(Idle::Evicted {
                         wake_ms,
                         event_types,
+                        children,
                     });
                 }
             }
@@ -224,12 +267,22 @@ impl Runtime {
         events: &mut watch::Receiver<u64>,
         wake_ms: UnixMs,
         event_types: &[String],
+        children: &[String],
     ) -> Result<()> {
         loop {
             events.borrow_and_update();
             let inbox = self.journal.inbox(id)?;
             if inbox.iter().any(|e| event_types.contains(&e.event_type)) {
                 return Ok(());
+            }
+            for child in children {
+                if self
+                    .journal
+                    .instance(child)?
+                    .is_none_or(|c| c.status.is_final())
+                {
+                    return Ok(());
+                }
             }
             let left = wake_ms.saturating_sub(now_ms());
             if left == 0 {
@@ -286,6 +339,7 @@ impl Runtime {
             rec.seed,
             events.clone(),
             control.clone(),
+            self.children.get().and_then(|w| w.upgrade()),
             progress.clone(),
         );
         let mut store = Store::new(
@@ -397,9 +451,11 @@ impl Runtime {
             Err(Interrupt::Evict {
                 wake_ms,
                 event_types,
+                children,
             }) => Ok(RunEnd::Evicted {
                 wake_ms,
                 event_types,
+                children,
             }),
             Err(Interrupt::Pause) => Ok(RunEnd::Paused),
         }
@@ -416,6 +472,7 @@ pub enum Idle {
     Evicted {
         wake_ms: UnixMs,
         event_types: Vec<String>,
+        children: Vec<String>,
     },
     /// Paused on request; it stays paused until resumed.
     Paused,
@@ -447,6 +504,7 @@ enum RunEnd {
     Evicted {
         wake_ms: UnixMs,
         event_types: Vec<String>,
+        children: Vec<String>,
     },
 }
 
@@ -506,9 +564,18 @@ async fn watchdog(inst: &Instance, control: &Control, evict_after: Duration) -> 
                             _ => None,
                         })
                         .collect();
+                    let children = st
+                        .waits
+                        .values()
+                        .filter_map(|w| match &w.what {
+                            WaitFor::Child(c) => Some(c.clone()),
+                            _ => None,
+                        })
+                        .collect();
                     return Interrupt::Evict {
                         wake_ms,
                         event_types,
+                        children,
                     };
                 }
                 None

@@ -33,6 +33,7 @@ pub struct Scheduler {
     workflows: HashMap<String, Deployed>,
     pool: Arc<Semaphore>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
 }
 
 /// Errors of lifecycle requests, mapped to HTTP statuses by the API.
@@ -72,6 +73,7 @@ impl Scheduler {
             workflows,
             pool: Arc::new(Semaphore::new(max_running.max(1))),
             tasks: Mutex::new(HashMap::new()),
+            me: std::sync::OnceLock::new(),
         })
     }
 
@@ -211,13 +213,20 @@ impl Scheduler {
                 Idle::Evicted {
                     wake_ms,
                     event_types,
+                    children,
                 } => {
                     tokio::select! {
-                        r = self.rt.sleep_evicted(id, &mut events, wake_ms, &event_types) => r?,
+                        r = self.rt.sleep_evicted(id, &mut events, wake_ms, &event_types, &children) => r?,
                         _ = control.changed.notified() => {}
                     }
                 }
             }
+        }
+    }
+
+    fn spawn_child(&self, id: &str) {
+        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) {
+            me.spawn(id);
         }
     }
 
@@ -284,6 +293,9 @@ impl Scheduler {
         self.abort(id);
         self.set_status(id, Status::Terminated).await?;
         self.rt.control(id).set_pause(false);
+        if let Some(parent) = &rec.parent {
+            self.rt.notify(parent);
+        }
         self.instance(id)
     }
 
@@ -337,10 +349,65 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Makes this scheduler start the child workflows of its instances.
+    pub fn install_children(self: &Arc<Self>) {
+        let weak: std::sync::Weak<dyn crate::runner::Children> = Arc::downgrade(self) as _;
+        let _ = self.rt.children.set(weak);
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
     /// Stops every instance task; the journal keeps each one resumable.
     pub fn shutdown(&self) {
         for (_, t) in self.tasks.lock().unwrap().drain() {
             t.abort();
         }
+    }
+}
+
+impl crate::runner::Children for Scheduler {
+    fn start_child(
+        &self,
+        workflow: String,
+        id: String,
+        params: String,
+        parent: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::journal::ErrorInfo>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            use crate::journal::ErrorInfo;
+            let wf = self.workflows.get(&workflow).ok_or_else(|| {
+                ErrorInfo::new(
+                    "ChildWorkflowNotFound",
+                    format!("no workflow named `{workflow}` is deployed on this server"),
+                )
+            })?;
+            let created = self
+                .rt
+                .create_child(
+                    &wf.name,
+                    &wf.digest,
+                    Some(id.clone()),
+                    &params,
+                    Some(parent),
+                )
+                .await
+                .map_err(|e| ErrorInfo::new("ChildWorkflowError", format!("{e:#}")))?;
+            let rec = match created {
+                Created::New(rec) | Created::Existing(rec) => rec,
+            };
+            if !rec.status.is_final() {
+                let me = self
+                    .tasks
+                    .lock()
+                    .unwrap()
+                    .get(&id)
+                    .is_some_and(|t| !t.is_finished());
+                if !me {
+                    self.spawn_child(&id);
+                }
+            }
+            Ok(())
+        })
     }
 }

@@ -233,5 +233,14 @@ class Scenarios(WorkflowEntrypoint):
             acc = await work()
         return {"acc": acc, "steps": p["n"]}
 
+    async def s_parent(self, event, step, p):
+        child = p.get("child", "scenarios")
+        ok = await step.run_workflow(child, {"scenario": "basic"})
+        try:
+            await step.run_workflow(child, {"scenario": "fail"})
+        except Exception as e:
+            return {"child": ok, "error": [type(e).__name__, str(e)]}
+        return {"child": ok, "error": None}
+
     async def s_fail(self, event, step, p):
         raise ValueError("order 42 has no items")

@@ -360,6 +360,13 @@ class WorkflowStep:
         if failures:
             raise failures[0]
 
+    async def run_workflow(self, workflow: str, params: Any = None, *, name: str | None = None) -> Any:
+        """Starts the deployed workflow `workflow` (in any language) as a
+        child with `params` and returns its output, as one durable call. The
+        child's error is raised with its type name. Needs `weft serve`."""
+        caller = sys._getframe(1).f_globals
+        return await _run_child(workflow, params, name, caller)
+
     async def sleep(self, name: str, duration: Duration) -> None:
         """Sleeps durably: `duration` in seconds, a string such as
         "10 seconds" or "2 hours", or a timedelta."""
@@ -392,6 +399,15 @@ class WorkflowStep:
             "payload": json.loads(e.payload),
             "timestamp": datetime.datetime.fromtimestamp(e.timestamp_ms / 1000, tz=datetime.timezone.utc),
         }
+
+
+async def _run_child(workflow: str, params: Any, name: str | None, module_globals: Mapping[str, Any]) -> Any:
+    _check_json(params, f"the params of workflow {workflow!r}")
+    try:
+        out = await durable.run_workflow(name or workflow, workflow, json.dumps(params))
+    except Err as e:
+        raise _rebuild(e.value, module_globals) from None
+    return json.loads(out)
 
 
 class WorkflowEntrypoint:

@@ -86,6 +86,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     }
     let max_running = a.max_running.or(cfg.server.max_running).unwrap_or(500);
     let scheduler = Scheduler::new(rt.clone(), workflows, max_running);
+    scheduler.install_children();
     let socket = control::serve(rt.clone())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -126,6 +126,9 @@ pub struct InstanceRecord {
     pub error: Option<ErrorInfo>,
     pub created_ms: UnixMs,
     pub updated_ms: UnixMs,
+    /// The instance that started this one as a child workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// Seed of the guest's randomness outside steps, fixed at creation so
     /// that every replay reads the same bytes.
     pub seed: u64,
@@ -153,6 +156,14 @@ pub enum AttemptResult {
 pub enum WaitResult {
     Delivered { event: EventRecord },
     TimedOut,
+}
+
+/// How a child workflow ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "camelCase")]
+pub enum ChildResult {
+    Ok { value: serde_json::Value },
+    Err { error: ErrorInfo },
 }
 
 /// An event sent to an instance.
@@ -216,6 +227,24 @@ pub enum Entry {
         #[serde(flatten)]
         result: WaitResult,
     },
+    /// A child workflow, written when it was started.
+    #[serde(rename_all = "camelCase")]
+    ChildStart {
+        name: String,
+        n: u32,
+        workflow: String,
+        child_id: String,
+        started_ms: UnixMs,
+    },
+    /// The end of a child workflow: its output or error.
+    #[serde(rename_all = "camelCase")]
+    ChildEnd {
+        name: String,
+        n: u32,
+        ended_ms: UnixMs,
+        #[serde(flatten)]
+        result: ChildResult,
+    },
     /// A clock or random value read by the workflow body.
     Nondet {
         #[serde(flatten)]
@@ -230,7 +259,9 @@ impl Entry {
             Entry::Step { name, n, .. }
             | Entry::Sleep { name, n, .. }
             | Entry::WaitStart { name, n, .. }
-            | Entry::WaitEnd { name, n, .. } => Some((name, *n)),
+            | Entry::WaitEnd { name, n, .. }
+            | Entry::ChildStart { name, n, .. }
+            | Entry::ChildEnd { name, n, .. } => Some((name, *n)),
             Entry::Nondet { .. } => None,
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod python;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

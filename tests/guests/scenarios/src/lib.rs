@@ -14,6 +14,8 @@ struct Input {
     n: u64,
     #[serde(default)]
     ms: u64,
+    #[serde(default)]
+    child: Option<String>,
 }
 
 async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
@@ -34,6 +36,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "long" => long(input.n, input.ms).await,
         "loop-names" => loop_names(input.n).await,
         "fail" => Err(Error::named("InvalidOrder", "order 42 has no items")),
+        "parent" => parent(input.child.as_deref().unwrap_or("scenarios")).await,
         "trap" => {
             step("before-trap", || async { Ok(1) }).await?;
             panic!("deliberate guest panic")
@@ -258,4 +261,13 @@ async fn loop_names(n: u64) -> Result<Value, Error> {
         seen.push(v);
     }
     Ok(json!(seen))
+}
+
+/// Runs `child` twice as a child workflow: once to completion, once to an
+/// error the parent catches.
+async fn parent(child: &str) -> Result<Value, Error> {
+    let ok: Value = weft_sdk::run_workflow(child, &json!({"scenario": "basic"})).await?;
+    let failed = weft_sdk::run_workflow::<Value>(child, &json!({"scenario": "fail"})).await;
+    let e = failed.unwrap_err();
+    Ok(json!({"child": ok, "error": [e.name(), e.message()]}))
 }
