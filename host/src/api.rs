@@ -116,6 +116,7 @@ pub fn router(api: Arc<Api>) -> Router {
             post(send_event),
         )
         .route("/instances/{id}", get(get_instance_by_id))
+        .route("/workflows/{name}/upgrade", post(upgrade))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
@@ -491,4 +492,45 @@ async fn delete_instance(
     load(&api, Some(&name), &id)?;
     api.scheduler.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpgradeBody {
+    id: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Moves instances to the newest version when their journal replays on it.
+async fn upgrade(State(api): State<Arc<Api>>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let wf = api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
+    let b: UpgradeBody = serde_json::from_value(parse_body(&body)?)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}")))?;
+    let ids: Vec<String> = match (b.id, b.all) {
+        (Some(id), false) => {
+            load(&api, Some(&name), &id)?;
+            vec![id]
+        }
+        (None, true) => api
+            .scheduler
+            .rt
+            .journal
+            .list(None)
+            .map_err(anyhow::Error::from)?
+            .into_iter()
+            .filter(|r| r.workflow == name && !r.status.is_final() && r.digest != wf.digest)
+            .map(|r| r.id)
+            .collect(),
+        _ => return Err(ApiError::bad_request("give either \"id\" or \"all\": true")),
+    };
+    let mut upgraded = Vec::new();
+    let mut refused = Vec::new();
+    for id in ids {
+        match api.scheduler.upgrade(&id).await? {
+            Ok(_) => upgraded.push(json!(id)),
+            Err(reason) => refused.push(json!({"id": id, "reason": reason})),
+        }
+    }
+    Ok(Json(json!({"version": wf.digest, "upgraded": upgraded, "refused": refused})))
 }

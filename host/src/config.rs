@@ -50,6 +50,53 @@ pub struct WorkflowConfig {
     pub build: Option<String>,
     /// At most this many instances of the workflow run at once.
     pub concurrency: Option<usize>,
+    /// Hosts `fetch` may reach (`*.example.com`, `*` for any).
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    /// Secrets and config values for step bodies: a string, or
+    /// `{ env = "VAR" }` for the host's environment variable VAR.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// Memory limit per instance, in MiB (default 512).
+    pub memory_mb: Option<usize>,
+    /// Steps per instance (default 10,000).
+    pub max_steps: Option<u64>,
+    /// CPU time of the workflow body outside steps per run, in ms (default 30,000).
+    pub cpu_ms: Option<u64>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    Value(String),
+    Env { env: String },
+}
+
+impl WorkflowConfig {
+    /// The policy of the workflow.
+    pub fn policy(&self, name: &str) -> Result<crate::policy::Policy> {
+        let mut secrets = BTreeMap::new();
+        for (k, v) in &self.secrets {
+            let value = match v {
+                SecretSource::Value(s) => s.clone(),
+                SecretSource::Env { env } => std::env::var(env).with_context(|| {
+                    format!("secret `{k}` of workflow `{name}`: the environment variable {env} is not set")
+                })?,
+            };
+            secrets.insert(k.clone(), value);
+        }
+        let d = crate::policy::Limits::default();
+        Ok(crate::policy::Policy {
+            allow_hosts: self.allow_hosts.clone(),
+            secrets,
+            limits: crate::policy::Limits {
+                memory_bytes: self.memory_mb.map(|m| m << 20).unwrap_or(d.memory_bytes),
+                max_steps: self.max_steps.unwrap_or(d.max_steps),
+                body_cpu_ms: self.cpu_ms.unwrap_or(d.body_cpu_ms),
+            },
+        })
+    }
 }
 
 impl Config {

@@ -128,6 +128,34 @@ impl Components {
         Ok(digest)
     }
 
+    /// Deletes stored components (and their compiled code) whose digest is
+    /// not in `keep`. Returns how many were removed.
+    pub fn collect_garbage(&self, keep: &std::collections::HashSet<String>) -> Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(hex) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().is_some_and(|e| e == "wasm") && !keep.contains(&format!("sha256:{hex}")) {
+                std::fs::remove_file(&path)?;
+                // A cache shared with other data dirs (WEFT_CACHE_DIR) is
+                // left alone.
+                let own_cache = self.cache_dir.parent() == self.dir.parent();
+                if let Some(rd) = own_cache.then(|| std::fs::read_dir(&self.cache_dir).ok()).flatten() {
+                    for c in rd.flatten() {
+                        if c.file_name().to_string_lossy().starts_with(hex) {
+                            let _ = std::fs::remove_file(c.path());
+                        }
+                    }
+                }
+                self.loaded.lock().unwrap().remove(&format!("sha256:{hex}"));
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Loads (compiling or taking from cache) and links a stored component.
     pub fn load(&self, digest: &str) -> Result<Arc<LoadedComponent>> {
         if let Some(c) = self.loaded.lock().unwrap().get(digest) {

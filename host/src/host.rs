@@ -106,7 +106,7 @@ struct StepHandle {
 
 /// Mutable state of one instance run.
 pub struct State {
-    replay: Replay,
+    pub replay: Replay,
     handles: HashMap<u64, StepHandle>,
     next_id: u64,
     pub running: HashMap<u64, RunningStep>,
@@ -123,6 +123,10 @@ pub struct State {
     /// Set when the instance stopped at a durable call because a pause was
     /// requested.
     pub paused: bool,
+    /// Steps begun in this run (replayed or new).
+    pub steps: u64,
+    /// Epoch ticks the workflow body ran while no step body was running.
+    pub body_ticks: u64,
 }
 
 /// One instance run: shared by the store's host calls and the runner.
@@ -138,6 +142,11 @@ pub struct Instance {
     pub control: Arc<crate::runner::Control>,
     /// Starts child workflows, when a server runs this instance.
     pub children: Option<Arc<dyn crate::runner::Children>>,
+    /// What the workflow may do (hosts, secrets, limits).
+    pub policy: Arc<crate::policy::Policy>,
+    /// Replay only, to check a new version: stop before any new work or
+    /// wait, and write nothing.
+    pub dry_run: bool,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
 }
 
@@ -151,6 +160,7 @@ impl Instance {
         events: watch::Receiver<u64>,
         control: Arc<crate::runner::Control>,
         children: Option<Arc<dyn crate::runner::Children>>,
+        policy: Arc<crate::policy::Policy>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Arc<Instance> {
         Arc::new(Instance {
@@ -158,6 +168,8 @@ impl Instance {
             journal,
             control,
             children,
+            policy,
+            dry_run: false,
             state: Mutex::new(State {
                 replay,
                 handles: HashMap::new(),
@@ -169,6 +181,8 @@ impl Instance {
                 fatal: None,
                 host_error: None,
                 paused: false,
+                steps: 0,
+                body_ticks: 0,
             }),
             changed: Notify::new(),
             events,
@@ -246,6 +260,22 @@ impl Instance {
         WaitGuard { inst: self, id }
     }
 
+    /// In a dry run, stops the guest where it would do new work or wait.
+    fn dry_run_stop(&self) -> Result<()> {
+        if self.dry_run {
+            return Err(wasmtime::format_err!("dry run reached new work"));
+        }
+        Ok(())
+    }
+
+    /// In a dry run, a call that would wait waits forever (the replay
+    /// check decides from the other calls).
+    async fn dry_run_park(&self) {
+        if self.dry_run {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Before new work: let the guest finish replaying what it can, then
     /// check that no journaled call was skipped.
     async fn catch_up(&self, kind: Kind, name: &str, n: u32) -> Result<()> {
@@ -255,6 +285,7 @@ impl Instance {
         tokio::task::yield_now().await;
         let r = self.lock().replay.check_caught_up(Some((kind, name, n)));
         r.map_err(|e| self.fatal(e.into_error()))?;
+        self.dry_run_stop()?;
         self.check_pause()
     }
 
@@ -278,8 +309,10 @@ impl Instance {
         }
         let v = live();
         drop(st);
-        self.journal
-            .append_lazy(&self.id, vec![Entry::Nondet { value: v.clone() }]);
+        if !self.dry_run {
+            self.journal
+                .append_lazy(&self.id, vec![Entry::Nondet { value: v.clone() }]);
+        }
         v
     }
 }
@@ -312,6 +345,35 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     durable: DurableCtx,
+    /// Enforces the memory limit and remembers that it was hit.
+    pub limiter: MemoryLimiter,
+}
+
+/// Caps linear memory and tables; records when a guest asked for more.
+pub struct MemoryLimiter {
+    pub max_bytes: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl HostState {
+    /// The instance this store runs.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.durable.inst
+    }
 }
 
 impl HostState {
@@ -329,6 +391,10 @@ impl HostState {
         HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: inst.policy.limits.memory_bytes,
+                hit: false,
+            },
             durable: DurableCtx { inst },
         }
     }
@@ -408,9 +474,34 @@ pub fn next_retry_ms(retries: &wit::RetryPolicy, attempt: u32, now: UnixMs) -> O
 }
 
 impl durable::Host for DurableCtx {
+    fn secret(&mut self, name: String) -> Result<Result<String, wit::ErrorInfo>> {
+        let inst = &self.inst;
+        if inst.lock().running.is_empty() {
+            return Ok(Err(wit::ErrorInfo {
+                name: "NotInStep".into(),
+                message: format!("secret(\"{name}\") was called outside a step body; read secrets inside steps"),
+            }));
+        }
+        Ok(inst.policy.secrets.get(&name).cloned().ok_or_else(|| wit::ErrorInfo {
+            name: "UnknownSecret".into(),
+            message: format!("the workflow has no secret named `{name}` (add it under [workflows.NAME.secrets] in weft.toml)"),
+        }))
+    }
+
     fn step_begin(&mut self, name: String, config: StepConfig) -> Result<StepStart> {
         let inst = &self.inst;
         let mut st = inst.lock();
+        st.steps += 1;
+        if st.steps > inst.policy.limits.max_steps {
+            drop(st);
+            return Err(inst.fatal(ErrorInfo::new(
+                "StepLimitExceeded",
+                format!(
+                    "the instance began more than {} steps (limit `max_steps`)",
+                    inst.policy.limits.max_steps
+                ),
+            )));
+        }
         let n = st.replay.occurrence(&name);
         let (attempt, not_before) = match st.replay.take(Kind::Step, &name, n) {
             Err(e) => {
@@ -492,6 +583,13 @@ impl<T> durable::HostWithStore<T> for Durable {
         };
         inst.changed.notify_one();
         let ended_ms = now_ms();
+        let policy = inst.policy.clone();
+        let outcome = match outcome {
+            StepOutcome::Ok(json) if policy.leaks(&json) => StepOutcome::Ok(policy.redact(&json)),
+            StepOutcome::Err(e) => StepOutcome::Err(to_wit(policy.redact_error(from_wit(e)))),
+            StepOutcome::NonRetryable(e) => StepOutcome::NonRetryable(to_wit(policy.redact_error(from_wit(e)))),
+            other => other,
+        };
         let (result, retry_in) = match outcome {
             StepOutcome::Ok(json) => match check_result(&name, json) {
                 Ok(value) => (AttemptResult::Ok { value }, None),
@@ -583,6 +681,14 @@ impl<T> durable::HostWithStore<T> for Durable {
             .map(|r| r.map(|v| v.to_string()).map_err(to_wit))
     }
 
+    async fn fetch(
+        accessor: &Accessor<T, Self>,
+        request: wit::HttpRequest,
+    ) -> Result<Result<wit::HttpResponse, wit::FetchError>> {
+        let inst = instance_of(accessor);
+        Ok(crate::fetch::fetch(&inst, request).await)
+    }
+
     async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
         Ok(())
@@ -649,6 +755,7 @@ impl<T> durable::HostWithStore<T> for Durable {
             }
         };
         drop(busy);
+        inst.dry_run_park().await;
         let mut events = inst.events.clone();
         loop {
             let busy = inst.busy();
@@ -904,6 +1011,9 @@ async fn durable_sleep(
         }
     };
     drop(busy);
+    if wake_ms > now_ms() {
+        inst.dry_run_park().await;
+    }
     inst.wait_until(wake_ms, WaitFor::Sleep).await;
     Ok(())
 }
@@ -1033,7 +1143,9 @@ impl ReplayAwareWriter {
         let chunk: Vec<u8> = self.pending.drain(..end).collect();
         if !chunk.is_empty() && !self.inst.replaying() {
             use std::io::Write;
-            let _ = std::io::stderr().lock().write_all(&chunk);
+            let text = String::from_utf8_lossy(&chunk);
+            let text = self.inst.policy.redact(&text);
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
     controls: Mutex<HashMap<String, Arc<Control>>>,
+    /// Policies by workflow name; `default_policy` for the others.
+    policies: Mutex<HashMap<String, Arc<crate::policy::Policy>>>,
+    pub default_policy: Mutex<Arc<crate::policy::Policy>>,
     /// Who starts child workflows (the scheduler of `weft serve`).
     pub children: std::sync::OnceLock<std::sync::Weak<dyn Children>>,
     /// An instance whose every pending call waits longer than this is
@@ -95,6 +98,8 @@ impl Runtime {
             events: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
             children: std::sync::OnceLock::new(),
+            policies: Mutex::new(HashMap::new()),
+            default_policy: Mutex::new(Arc::new(crate::policy::Policy::default())),
             evict_after,
         }))
     }
@@ -150,6 +155,100 @@ impl Runtime {
             seed: rand::random(),
         };
         Ok(self.journal.create(rec).await?)
+    }
+
+    /// Replays an instance's journal against component `digest` without
+    /// doing any new work or writing anything: `Ok(Err(e))` when the new
+    /// code does not make the journaled calls.
+    pub async fn check_replay(&self, id: &str, digest: &str) -> Result<Result<(), ErrorInfo>> {
+        let rec = self
+            .journal
+            .instance(id)?
+            .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
+        let component = self.components.load(digest)?;
+        let replay = Replay::new(self.journal.entries(id)?);
+        let events = watch::channel(0).1;
+        let mut inst = Instance::new(
+            rec.id.clone(),
+            self.journal.clone(),
+            replay,
+            rec.seed,
+            events,
+            Arc::new(Control::default()),
+            None,
+            self.policy(&rec.workflow),
+            None,
+        );
+        Arc::get_mut(&mut inst).expect("new instance").dry_run = true;
+        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), rec.seed));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let event = WorkflowEvent {
+            payload: rec.input.get().to_owned(),
+            timestamp_ms: rec.created_ms,
+            instance_id: rec.id.clone(),
+            workflow_name: rec.workflow.clone(),
+        };
+        let run = async {
+            let wf = component.pre.instantiate_async(&mut store).await?;
+            store
+                .run_concurrent(async |acc| wf.call_run(acc, event).await)
+                .await?
+        };
+        // The replay is done when every journaled call was made again.
+        let caught_up = async {
+            loop {
+                {
+                    let st = inst.lock();
+                    if st.fatal.is_some() || (!st.replay.is_replaying() && st.busy == 0) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::select! {
+                r = run => Some(r),
+                _ = caught_up => None,
+            }
+        })
+        .await;
+        drop(store);
+        let st = inst.lock();
+        if let Some(e) = &st.fatal {
+            return Ok(Err(e.clone()));
+        }
+        match outcome {
+            Err(_) => Ok(Err(ErrorInfo::new("UpgradeTimeout", "the replay did not catch up within 60 s"))),
+            Ok(Some(Ok(Ok(_)))) | Ok(Some(Ok(Err(_)))) => {
+                drop(st);
+                Ok(inst.check_finished())
+            }
+            Ok(_) if !st.replay.is_replaying() => Ok(Ok(())),
+            Ok(Some(Err(trap))) => Ok(Err(ErrorInfo::new(
+                "WorkflowTrap",
+                format!("the new version trapped while replaying: {trap:#}"),
+            ))),
+            Ok(None) => Ok(Ok(())),
+        }
+    }
+
+    /// Sets the policy of a workflow.
+    pub fn set_policy(&self, workflow: &str, policy: crate::policy::Policy) {
+        self.policies
+            .lock()
+            .unwrap()
+            .insert(workflow.to_owned(), Arc::new(policy));
+    }
+
+    /// The policy instances of `workflow` run under.
+    pub fn policy(&self, workflow: &str) -> Arc<crate::policy::Policy> {
+        match self.policies.lock().unwrap().get(workflow) {
+            Some(p) => p.clone(),
+            None => self.default_policy.lock().unwrap().clone(),
+        }
     }
 
     /// Wakes whatever waits on `id`'s events (a child finished).
@@ -340,14 +439,37 @@ impl Runtime {
             events.clone(),
             control.clone(),
             self.children.get().and_then(|w| w.upgrade()),
+            self.policy(&rec.workflow),
             progress.clone(),
         );
+        let policy = inst.policy.clone();
         let mut store = Store::new(
             self.components.engine(),
             HostState::new(inst.clone(), rec.seed),
         );
+        store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        let body_ticks_max = policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64;
+        store.epoch_deadline_callback(move |ctx| {
+            let inst = ctx.data().instance();
+            let mut st = inst.lock();
+            if st.running.is_empty() {
+                st.body_ticks += 1;
+                if st.body_ticks > body_ticks_max.max(1) {
+                    drop(st);
+                    let e = ErrorInfo::new(
+                        "CpuLimitExceeded",
+                        format!(
+                            "the workflow body ran for more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
+                            inst.policy.limits.body_cpu_ms
+                        ),
+                    );
+                    inst.lock().fatal.get_or_insert(e);
+                    return Err(wasmtime::format_err!("CPU limit exceeded"));
+                }
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         let event = WorkflowEvent {
             payload: rec.input.get().to_owned(),
             timestamp_ms: rec.created_ms,
@@ -364,6 +486,7 @@ impl Runtime {
             r = run => Ok(r),
             i = watchdog(&inst, control, self.evict_after) => Err(i),
         };
+        let memory_hit = store.data().limiter.hit;
         drop(store);
         let id = rec.id.as_str();
         let (fatal, host_error, paused) = {
@@ -382,6 +505,7 @@ impl Runtime {
         }
         match ended {
             Ok(Ok(Ok(json))) => {
+                let json = policy.redact(&json);
                 if let Err(e) = inst.check_finished() {
                     self.set_status(id, Status::Errored, None, Some(e)).await?;
                 } else {
@@ -399,7 +523,7 @@ impl Runtime {
                 Ok(RunEnd::Final)
             }
             Ok(Ok(Err(e))) => {
-                let e = ErrorInfo::new(e.name, e.message);
+                let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
                 self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final)
             }
@@ -409,7 +533,50 @@ impl Runtime {
                     Some(t) => t.to_string(),
                     None => trap.to_string(),
                 };
-                let e = ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {what}"));
+                let e = if memory_hit {
+                    ErrorInfo::new(
+                        "MemoryLimitExceeded",
+                        format!(
+                            "the instance needed more than {} MiB of memory (limit `memory_mb`)",
+                            policy.limits.memory_bytes >> 20
+                        ),
+                    )
+                } else {
+                    ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {}", policy.redact(&what)))
+                };
+                // A trap inside a step body is a failed attempt of the
+                // steps that were running; outside, it ends the instance.
+                let running: Vec<RunningStep> = inst.lock().running.values().cloned().collect();
+                if !running.is_empty() {
+                    let now = now_ms();
+                    let entries = running
+                        .into_iter()
+                        .map(|step| {
+                            let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
+                            if let Some(tx) = &progress {
+                                let _ = tx.send(Progress::StepFailed {
+                                    name: step.name.clone(),
+                                    attempt: step.attempt,
+                                    error: e.clone(),
+                                    retry_in_ms: retry_ms.map(|at| at - now),
+                                });
+                            }
+                            Entry::Step {
+                                name: step.name,
+                                n: step.n,
+                                attempt: step.attempt,
+                                started_ms: step.started_ms,
+                                ended_ms: now,
+                                result: AttemptResult::Err {
+                                    error: e.clone(),
+                                    retry_ms,
+                                },
+                            }
+                        })
+                        .collect();
+                    self.journal.append(id, entries).await?;
+                    return Ok(RunEnd::Retry);
+                }
                 self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final)
             }

@@ -341,6 +341,34 @@ impl Scheduler {
         self.instance(id)
     }
 
+    /// Moves an instance to the newest version of its workflow if its
+    /// journal replays on it; otherwise leaves it unchanged and says why.
+    pub async fn upgrade(self: &Arc<Self>, id: &str) -> Result<Result<String, String>> {
+        let rec = self.instance(id)?;
+        let wf = self.workflow(&rec.workflow)?;
+        if rec.digest == wf.digest {
+            return Ok(Ok(rec.digest));
+        }
+        if rec.status.is_final() {
+            return Ok(Err(format!("instance `{id}` is {}", rec.status.as_str())));
+        }
+        let live = self.tasks.lock().unwrap().get(id).is_some_and(|t| !t.is_finished());
+        self.abort(id);
+        let check = self.rt.check_replay(id, &wf.digest).await;
+        let result = match check {
+            Ok(Ok(())) => {
+                self.rt.journal.set_version(id, &wf.digest).await?;
+                Ok(wf.digest.clone())
+            }
+            Ok(Err(e)) => Err(format!("{}: {}", e.name, e.message)),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        if live || rec.status != Status::Paused {
+            self.spawn(id);
+        }
+        Ok(result)
+    }
+
     /// Deletes an instance and its journal, stopping it first.
     pub async fn delete(&self, id: &str) -> Result<()> {
         self.instance(id)?;

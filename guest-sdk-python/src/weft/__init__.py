@@ -20,6 +20,18 @@ with ``weft run app.wasm``. The same objects are importable from the
 ``workers`` module, so Cloudflare code runs unchanged.
 """
 
+from ._io import (
+    Env,
+    FetchDenied,
+    FetchError,
+    FetchFailed,
+    FetchInvalidRequest,
+    FetchNotInStep,
+    FetchResponse,
+    FetchTimeout,
+    fetch,
+    secret,
+)
 from ._workflow import (
     NonRetryableError,
     StepContext,
@@ -31,6 +43,16 @@ from ._workflow import (
 )
 
 __all__ = [
+    "Env",
+    "FetchDenied",
+    "FetchError",
+    "FetchFailed",
+    "FetchInvalidRequest",
+    "FetchNotInStep",
+    "FetchResponse",
+    "FetchTimeout",
+    "fetch",
+    "secret",
     "NonRetryableError",
     "StepContext",
     "StepError",

@@ -415,8 +415,10 @@ class WorkflowEntrypoint:
     `async def run(self, event, step)`."""
 
     def __init__(self, ctx: Any = None, env: Any = None) -> None:
+        from ._io import Env
+
         self.ctx = ctx
-        self.env = env
+        self.env = env if env is not None else Env()
 
     async def run(self, event: dict[str, Any], step: WorkflowStep) -> Any:
         raise NotImplementedError("a workflow must define `async def run(self, event, step)`")

@@ -8,7 +8,7 @@ module's `WorkflowEntrypoint` subclass.
 
 from typing import Any
 
-from weft import NonRetryableError, WorkflowEntrypoint, WorkflowStep
+from weft import NonRetryableError, WorkflowEntrypoint, WorkflowStep, fetch
 
 
 class WorkerEntrypoint:
@@ -28,4 +28,4 @@ class Response:
         self.headers = headers
 
 
-__all__ = ["NonRetryableError", "Response", "WorkerEntrypoint", "WorkflowEntrypoint", "WorkflowStep"]
+__all__ = ["NonRetryableError", "Response", "WorkerEntrypoint", "WorkflowEntrypoint", "WorkflowStep", "fetch"]

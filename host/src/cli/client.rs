@@ -208,3 +208,43 @@ pub async fn restart(data_dir: &Path, a: RestartArgs) -> Result<i32> {
     }
     change(data_dir, &a.id, &a.server, body, "Restarted").await
 }
+
+#[derive(clap::Args, Debug)]
+pub struct UpgradeArgs {
+    /// The workflow.
+    pub workflow: String,
+    /// The instance to upgrade.
+    #[arg(required_unless_present = "all")]
+    pub id: Option<String>,
+    /// Every unfinished instance of the workflow on an older version.
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// `weft upgrade`: move instances to the newest deployed version, each only
+/// if its journal replays on it.
+pub async fn upgrade(data_dir: &Path, a: UpgradeArgs) -> Result<i32> {
+    let base = need_server(data_dir, &a.server)?;
+    let body = match &a.id {
+        Some(id) => json!({"id": id}),
+        None => json!({"all": true}),
+    };
+    let url = format!("{base}/v1/workflows/{}/upgrade", a.workflow);
+    let v = call(url, "POST", a.server.token.clone(), Some(body)).await?;
+    if a.server.json {
+        println!("{v}");
+    } else {
+        for id in v["upgraded"].as_array().into_iter().flatten() {
+            term::status("Upgraded", &format!("{} to {}", id.as_str().unwrap_or(""), &v["version"].as_str().unwrap_or("")[..19.min(v["version"].as_str().unwrap_or("").len())]));
+        }
+        for r in v["refused"].as_array().into_iter().flatten() {
+            term::warn(
+                "Refused",
+                &format!("{} stays on its version: {}", r["id"].as_str().unwrap_or(""), r["reason"].as_str().unwrap_or("")),
+            );
+        }
+    }
+    Ok(if v["refused"].as_array().is_some_and(|r| !r.is_empty()) { 1 } else { 0 })
+}

@@ -50,6 +50,8 @@ pub enum Command {
     Terminate(client::LifecycleArgs),
     /// Re-run an instance on a server from the start or from a step.
     Restart(client::RestartArgs),
+    /// Move instances to the newest deployed version, checked by replay.
+    Upgrade(client::UpgradeArgs),
     /// Send an event to an instance (buffered until a wait takes it).
     SendEvent(inspect::SendEventArgs),
     /// Show an instance's status, output or error as JSON.
@@ -67,6 +69,58 @@ pub struct ExecOptions {
     /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
     #[arg(long, env = "WEFT_EVICT_AFTER", default_value = "5s", value_parser = parse_duration)]
     pub evict_after: Duration,
+    /// A host that `fetch` in step bodies may reach (repeatable; `*.x.com`
+    /// and `*` work). Nothing is reachable by default.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+    /// A secret for step bodies: `NAME` takes the value of the host's
+    /// environment variable NAME, `NAME=VAR` that of VAR (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=VAR]")]
+    pub secrets: Vec<String>,
+    /// Memory limit per instance, in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: usize,
+    /// Steps per instance.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_steps: u64,
+    /// CPU time of the workflow body outside steps, per run, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub cpu_ms: u64,
+}
+
+impl ExecOptions {
+    /// The policy these options describe.
+    pub fn policy(&self) -> Result<crate::policy::Policy> {
+        let mut secrets = std::collections::BTreeMap::new();
+        for s in &self.secrets {
+            let (name, var) = s.split_once('=').unwrap_or((s, s));
+            let value = std::env::var(var)
+                .map_err(|_| anyhow::anyhow!("--secret {s}: the environment variable {var} is not set"))?;
+            secrets.insert(name.to_owned(), value);
+        }
+        Ok(crate::policy::Policy {
+            allow_hosts: self.allow_hosts.clone(),
+            secrets,
+            limits: crate::policy::Limits {
+                memory_bytes: self.memory_mb << 20,
+                max_steps: self.max_steps,
+                body_cpu_ms: self.cpu_ms,
+            },
+        })
+    }
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            evict_after: crate::runner::DEFAULT_EVICT_AFTER,
+            allow_hosts: Vec::new(),
+            secrets: Vec::new(),
+            memory_mb: 512,
+            max_steps: 10_000,
+            cpu_ms: 30_000,
+        }
+    }
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of milliseconds.
@@ -157,6 +211,7 @@ pub fn main() -> i32 {
             Command::Pause(a) => client::pause(&cli.data_dir, a).await,
             Command::Terminate(a) => client::terminate(&cli.data_dir, a).await,
             Command::Restart(a) => client::restart(&cli.data_dir, a).await,
+            Command::Upgrade(a) => client::upgrade(&cli.data_dir, a).await,
             Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
             Command::Status(a) => inspect::status(&cli.data_dir, a).await,
             Command::List(a) => inspect::list(&cli.data_dir, a).await,

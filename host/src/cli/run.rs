@@ -42,12 +42,7 @@ pub struct CompileArgs {
 pub async fn compile(data_dir: &Path, args: CompileArgs) -> Result<i32> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
-    let rt = open_runtime(
-        data_dir,
-        &ExecOptions {
-            evict_after: crate::runner::DEFAULT_EVICT_AFTER,
-        },
-    )?;
+    let rt = open_runtime(data_dir, &ExecOptions::default())?;
     store_and_load(&rt, &args.component, &bytes, "Compiled")?;
     Ok(0)
 }
@@ -70,8 +65,12 @@ pub struct ResumeArgs {
 /// Opens the data dir for executing, with a clear message when another
 /// process holds it.
 pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
+    let policy = exec.policy()?;
     match Runtime::open(data_dir, exec.evict_after) {
-        Ok(rt) => Ok(rt),
+        Ok(rt) => {
+            *rt.default_policy.lock().unwrap() = Arc::new(policy);
+            Ok(rt)
+        }
         Err(e) if matches!(e.downcast_ref::<JournalError>(), Some(JournalError::InUse)) => bail!(
             "the data dir {} is in use by another weft process; use another --data-dir, \
              or talk to that process with `weft send-event`, `weft status` and `weft list`",

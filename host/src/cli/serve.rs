@@ -82,7 +82,15 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
             .with_context(|| format!("reading the component of `{name}`: {}", path.display()))?;
         let digest = super::run::store_and_load(&rt, &path, &bytes, "Deployed")
             .with_context(|| format!("deploying workflow `{name}`"))?;
+        rt.set_policy(name, w.policy(name)?);
         workflows.push((name.clone(), digest, w.concurrency));
+    }
+    // Versions no instance uses and no workflow deploys are deleted.
+    let mut keep: std::collections::HashSet<String> = workflows.iter().map(|w| w.1.clone()).collect();
+    keep.extend(rt.journal.list(None)?.into_iter().map(|r| r.digest));
+    let removed = rt.components.collect_garbage(&keep)?;
+    if removed > 0 {
+        term::status("Removed", &format!("{removed} unused component versions"));
     }
     let max_running = a.max_running.or(cfg.server.max_running).unwrap_or(500);
     let scheduler = Scheduler::new(rt.clone(), workflows, max_running);

@@ -1,0 +1,97 @@
+//! What a workflow may do: the hosts it may reach, its secrets, and its
+//! resource limits. Configured per workflow in `weft.toml` (or by flags of
+//! `weft run`), enforced by the host.
+
+use std::collections::BTreeMap;
+
+use crate::journal::ErrorInfo;
+
+/// Resource limits of one instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory of the instance, in bytes.
+    pub memory_bytes: usize,
+    /// Step calls per instance.
+    pub max_steps: u64,
+    /// CPU time of the workflow body (outside step bodies) per run or
+    /// replay, in milliseconds; an infinite loop ends here.
+    pub body_cpu_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 512 << 20,
+            max_steps: 10_000,
+            body_cpu_ms: 30_000,
+        }
+    }
+}
+
+/// The policy of a workflow.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Hosts `fetch` may reach: exact names, `*.suffix`, or `*`.
+    pub allow_hosts: Vec<String>,
+    /// Secret and config values, by name.
+    pub secrets: BTreeMap<String, String>,
+    pub limits: Limits,
+}
+
+/// Secrets shorter than this are not redacted (too likely to match
+/// ordinary text).
+const MIN_REDACT: usize = 4;
+
+impl Policy {
+    /// Whether `fetch` may reach `host`.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        self.allow_hosts.iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            a == "*" || a == host || a.strip_prefix("*.").is_some_and(|s| host.ends_with(&format!(".{s}")))
+        })
+    }
+
+    /// Replaces every secret value in `text` by `[redacted:NAME]`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (name, value) in &self.secrets {
+            if value.len() >= MIN_REDACT && out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), &format!("[redacted:{name}]"));
+            }
+        }
+        out
+    }
+
+    /// Redacts an error's message.
+    pub fn redact_error(&self, e: ErrorInfo) -> ErrorInfo {
+        ErrorInfo::new(e.name, self.redact(&e.message))
+    }
+
+    /// Whether any secret appears in `text`.
+    pub fn leaks(&self, text: &str) -> bool {
+        self.secrets
+            .values()
+            .any(|v| v.len() >= MIN_REDACT && text.contains(v.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_and_redaction() {
+        let p = Policy {
+            allow_hosts: vec!["127.0.0.1".into(), "*.example.com".into()],
+            secrets: [("KEY".to_owned(), "s3cr3t-value".to_owned())].into(),
+            limits: Limits::default(),
+        };
+        assert!(p.allows("127.0.0.1"));
+        assert!(p.allows("api.example.com"));
+        assert!(!p.allows("example.com.evil.org"));
+        assert!(!p.allows("localhost"));
+        assert_eq!(p.redact("token=s3cr3t-value;"), "token=[redacted:KEY];");
+        assert!(p.leaks("xs3cr3t-valuex"));
+    }
+}
