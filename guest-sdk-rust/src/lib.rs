@@ -613,7 +613,9 @@ pub mod http {
             Err(e) => Err(match e {
                 w::FetchError::NotInStep(m) => Error::non_retryable_named("FetchNotInStep", m),
                 w::FetchError::Denied(m) => Error::non_retryable_named("FetchDenied", m),
-                w::FetchError::InvalidRequest(m) => Error::non_retryable_named("FetchInvalidRequest", m),
+                w::FetchError::InvalidRequest(m) => {
+                    Error::non_retryable_named("FetchInvalidRequest", m)
+                }
                 w::FetchError::Timeout(m) => Error::named("FetchTimeout", m),
                 w::FetchError::Failed(m) => Error::named("FetchFailed", m),
             }),

@@ -503,10 +503,15 @@ struct UpgradeBody {
 }
 
 /// Moves instances to the newest version when their journal replays on it.
-async fn upgrade(State(api): State<Arc<Api>>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn upgrade(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let wf = api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
-    let b: UpgradeBody = serde_json::from_value(parse_body(&body)?)
-        .map_err(|e| ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}")))?;
+    let b: UpgradeBody = serde_json::from_value(parse_body(&body)?).map_err(|e| {
+        ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}"))
+    })?;
     let ids: Vec<String> = match (b.id, b.all) {
         (Some(id), false) => {
             load(&api, Some(&name), &id)?;
@@ -532,5 +537,7 @@ async fn upgrade(State(api): State<Arc<Api>>, Path(name): Path<String>, body: By
             Err(reason) => refused.push(json!({"id": id, "reason": reason})),
         }
     }
-    Ok(Json(json!({"version": wf.digest, "upgraded": upgraded, "refused": refused})))
+    Ok(Json(
+        json!({"version": wf.digest, "upgraded": upgraded, "refused": refused}),
+    ))
 }

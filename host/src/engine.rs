@@ -137,12 +137,17 @@ impl Components {
             let Some(hex) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            if path.extension().is_some_and(|e| e == "wasm") && !keep.contains(&format!("sha256:{hex}")) {
+            if path.extension().is_some_and(|e| e == "wasm")
+                && !keep.contains(&format!("sha256:{hex}"))
+            {
                 std::fs::remove_file(&path)?;
                 // A cache shared with other data dirs (WEFT_CACHE_DIR) is
                 // left alone.
                 let own_cache = self.cache_dir.parent() == self.dir.parent();
-                if let Some(rd) = own_cache.then(|| std::fs::read_dir(&self.cache_dir).ok()).flatten() {
+                if let Some(rd) = own_cache
+                    .then(|| std::fs::read_dir(&self.cache_dir).ok())
+                    .flatten()
+                {
                     for c in rd.flatten() {
                         if c.file_name().to_string_lossy().starts_with(hex) {
                             let _ = std::fs::remove_file(c.path());

@@ -12,7 +12,10 @@ const MAX_BODY: u64 = 64 << 20;
 
 /// Sends a request for a step body, enforcing the in-step rule and the
 /// workflow's allow-list.
-pub async fn fetch(inst: &Instance, req: wit::HttpRequest) -> Result<wit::HttpResponse, wit::FetchError> {
+pub async fn fetch(
+    inst: &Instance,
+    req: wit::HttpRequest,
+) -> Result<wit::HttpResponse, wit::FetchError> {
     if inst.lock().running.is_empty() {
         return Err(wit::FetchError::NotInStep(format!(
             "fetch({} {}) was called outside a step body; do I/O inside a step so that its result is journaled",
@@ -70,14 +73,22 @@ fn send(
         .build()
         .new_agent();
     let mut resp = agent.run(request).map_err(|e| match e {
-        ureq::Error::Timeout(_) => wit::FetchError::Timeout(format!("no response from {url} within {} ms", timeout.as_millis())),
+        ureq::Error::Timeout(_) => wit::FetchError::Timeout(format!(
+            "no response from {url} within {} ms",
+            timeout.as_millis()
+        )),
         other => wit::FetchError::Failed(format!("{url}: {other}")),
     })?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = resp
         .body_mut()
@@ -85,5 +96,9 @@ fn send(
         .limit(MAX_BODY)
         .read_to_vec()
         .map_err(|e| wit::FetchError::Failed(format!("reading the body from {url}: {e}")))?;
-    Ok(wit::HttpResponse { status, headers, body })
+    Ok(wit::HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }

@@ -356,7 +356,12 @@ pub struct MemoryLimiter {
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         if desired > self.max_bytes {
             self.hit = true;
             return Ok(false);
@@ -364,7 +369,12 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -479,7 +489,9 @@ impl durable::Host for DurableCtx {
         if inst.lock().running.is_empty() {
             return Ok(Err(wit::ErrorInfo {
                 name: "NotInStep".into(),
-                message: format!("secret(\"{name}\") was called outside a step body; read secrets inside steps"),
+                message: format!(
+                    "secret(\"{name}\") was called outside a step body; read secrets inside steps"
+                ),
             }));
         }
         Ok(inst.policy.secrets.get(&name).cloned().ok_or_else(|| wit::ErrorInfo {
@@ -587,7 +599,9 @@ impl<T> durable::HostWithStore<T> for Durable {
         let outcome = match outcome {
             StepOutcome::Ok(json) if policy.leaks(&json) => StepOutcome::Ok(policy.redact(&json)),
             StepOutcome::Err(e) => StepOutcome::Err(to_wit(policy.redact_error(from_wit(e)))),
-            StepOutcome::NonRetryable(e) => StepOutcome::NonRetryable(to_wit(policy.redact_error(from_wit(e)))),
+            StepOutcome::NonRetryable(e) => {
+                StepOutcome::NonRetryable(to_wit(policy.redact_error(from_wit(e))))
+            }
             other => other,
         };
         let (result, retry_in) = match outcome {

@@ -45,10 +45,16 @@ const MIN_REDACT: usize = 4;
 impl Policy {
     /// Whether `fetch` may reach `host`.
     pub fn allows(&self, host: &str) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         self.allow_hosts.iter().any(|a| {
             let a = a.to_ascii_lowercase();
-            a == "*" || a == host || a.strip_prefix("*.").is_some_and(|s| host.ends_with(&format!(".{s}")))
+            a == "*"
+                || a == host
+                || a.strip_prefix("*.")
+                    .is_some_and(|s| host.ends_with(&format!(".{s}")))
         })
     }
 

@@ -180,7 +180,10 @@ impl Runtime {
             None,
         );
         Arc::get_mut(&mut inst).expect("new instance").dry_run = true;
-        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), rec.seed));
+        let mut store = Store::new(
+            self.components.engine(),
+            HostState::new(inst.clone(), rec.seed),
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
@@ -221,7 +224,10 @@ impl Runtime {
             return Ok(Err(e.clone()));
         }
         match outcome {
-            Err(_) => Ok(Err(ErrorInfo::new("UpgradeTimeout", "the replay did not catch up within 60 s"))),
+            Err(_) => Ok(Err(ErrorInfo::new(
+                "UpgradeTimeout",
+                "the replay did not catch up within 60 s",
+            ))),
             Ok(Some(Ok(Ok(_)))) | Ok(Some(Ok(Err(_)))) => {
                 drop(st);
                 Ok(inst.check_finished())
@@ -449,7 +455,8 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        let body_ticks_max = policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64;
+        let body_ticks_max =
+            policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64;
         store.epoch_deadline_callback(move |ctx| {
             let inst = ctx.data().instance();
             let mut st = inst.lock();
@@ -542,7 +549,10 @@ impl Runtime {
                         ),
                     )
                 } else {
-                    ErrorInfo::new("WorkflowTrap", format!("the workflow trapped: {}", policy.redact(&what)))
+                    ErrorInfo::new(
+                        "WorkflowTrap",
+                        format!("the workflow trapped: {}", policy.redact(&what)),
+                    )
                 };
                 // A trap inside a step body is a failed attempt of the
                 // steps that were running; outside, it ends the instance.

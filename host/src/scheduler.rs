@@ -352,7 +352,12 @@ impl Scheduler {
         if rec.status.is_final() {
             return Ok(Err(format!("instance `{id}` is {}", rec.status.as_str())));
         }
-        let live = self.tasks.lock().unwrap().get(id).is_some_and(|t| !t.is_finished());
+        let live = self
+            .tasks
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|t| !t.is_finished());
         self.abort(id);
         let check = self.rt.check_replay(id, &wf.digest).await;
         let result = match check {

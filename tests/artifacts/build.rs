@@ -7,7 +7,16 @@ use std::process::Command;
 
 /// (guest workspace manifest, components it produces)
 const GUESTS: &[(&str, &[&str])] = &[
-    ("tests/guests/Cargo.toml", &["scenarios", "changed"]),
+    (
+        "tests/guests/Cargo.toml",
+        &[
+            "scenarios",
+            "scenarios_v2",
+            "changed",
+            "command",
+            "bad_import",
+        ],
+    ),
     ("examples/hello-rust/Cargo.toml", &["hello"]),
 ];
 

@@ -242,5 +242,43 @@ class Scenarios(WorkflowEntrypoint):
             return {"child": ok, "error": [type(e).__name__, str(e)]}
         return {"child": ok, "error": None}
 
+    async def s_fetch(self, event, step, p):
+        from weft import FetchNotInStep, fetch
+
+        url = p["url"]
+
+        @step.do(config={"retries": {"limit": 0}})
+        async def get_a():
+            r = await fetch(url)
+            return {"status": r.status, "body": await r.text()}
+
+        @step.do(config={"retries": {"limit": 0}})
+        async def get_b():
+            r = await fetch(url, method="GET", headers={"x-test": "1"})
+            return {"status": r.status, "body": await r.text()}
+
+        a, b = await asyncio.gather(get_a(), get_b())
+        outside = None
+        try:
+            await fetch(url)
+        except FetchNotInStep as e:
+            outside = type(e).__name__
+        await step.sleep("after-fetch", p.get("seconds", 0))
+        return {"a": a, "b": b, "outside": outside}
+
+    async def s_secret(self, event, step, p):
+        @step.do()
+        async def use_secret():
+            key = self.env.API_KEY
+            print(f"the key is {key}")
+            return f"key={key}"
+
+        outside = None
+        try:
+            self.env.API_KEY
+        except RuntimeError:
+            outside = "NotInStep"
+        return {"got": await use_secret(), "outside": outside}
+
     async def s_fail(self, event, step, p):
         raise ValueError("order 42 has no items")

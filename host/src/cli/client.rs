@@ -237,14 +237,30 @@ pub async fn upgrade(data_dir: &Path, a: UpgradeArgs) -> Result<i32> {
         println!("{v}");
     } else {
         for id in v["upgraded"].as_array().into_iter().flatten() {
-            term::status("Upgraded", &format!("{} to {}", id.as_str().unwrap_or(""), &v["version"].as_str().unwrap_or("")[..19.min(v["version"].as_str().unwrap_or("").len())]));
+            term::status(
+                "Upgraded",
+                &format!(
+                    "{} to {}",
+                    id.as_str().unwrap_or(""),
+                    &v["version"].as_str().unwrap_or("")
+                        [..19.min(v["version"].as_str().unwrap_or("").len())]
+                ),
+            );
         }
         for r in v["refused"].as_array().into_iter().flatten() {
             term::warn(
                 "Refused",
-                &format!("{} stays on its version: {}", r["id"].as_str().unwrap_or(""), r["reason"].as_str().unwrap_or("")),
+                &format!(
+                    "{} stays on its version: {}",
+                    r["id"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                ),
             );
         }
     }
-    Ok(if v["refused"].as_array().is_some_and(|r| !r.is_empty()) { 1 } else { 0 })
+    Ok(if v["refused"].as_array().is_some_and(|r| !r.is_empty()) {
+        1
+    } else {
+        0
+    })
 }

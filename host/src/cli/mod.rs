@@ -94,8 +94,9 @@ impl ExecOptions {
         let mut secrets = std::collections::BTreeMap::new();
         for s in &self.secrets {
             let (name, var) = s.split_once('=').unwrap_or((s, s));
-            let value = std::env::var(var)
-                .map_err(|_| anyhow::anyhow!("--secret {s}: the environment variable {var} is not set"))?;
+            let value = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("--secret {s}: the environment variable {var} is not set")
+            })?;
             secrets.insert(name.to_owned(), value);
         }
         Ok(crate::policy::Policy {

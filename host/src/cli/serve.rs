@@ -86,7 +86,8 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         workflows.push((name.clone(), digest, w.concurrency));
     }
     // Versions no instance uses and no workflow deploys are deleted.
-    let mut keep: std::collections::HashSet<String> = workflows.iter().map(|w| w.1.clone()).collect();
+    let mut keep: std::collections::HashSet<String> =
+        workflows.iter().map(|w| w.1.clone()).collect();
     keep.extend(rt.journal.list(None)?.into_iter().map(|r| r.digest));
     let removed = rt.components.collect_garbage(&keep)?;
     if removed > 0 {
@@ -100,12 +101,12 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let url = format!("http://{}", listener.local_addr()?);
-    std::fs::write(url_file(data_dir), &url)?;
-    term::status("Serving", &url);
     let resumed = scheduler.resume_all()?;
     if resumed > 0 {
         term::status("Resumed", &format!("{resumed} unfinished instances"));
     }
+    std::fs::write(url_file(data_dir), &url)?;
+    term::status("Serving", &url);
     let app = router(Arc::new(Api {
         scheduler: scheduler.clone(),
         token: a.token.clone(),

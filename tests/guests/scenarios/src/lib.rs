@@ -16,6 +16,8 @@ struct Input {
     ms: u64,
     #[serde(default)]
     child: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
 }
 
 async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
@@ -37,6 +39,20 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "loop-names" => loop_names(input.n).await,
         "fail" => Err(Error::named("InvalidOrder", "order 42 has no items")),
         "parent" => parent(input.child.as_deref().unwrap_or("scenarios")).await,
+        "fetch" => fetch_twice(input.url.as_deref().unwrap_or_default(), input.ms).await,
+        "secret" => secret_use().await,
+        "spin-body" => loop {
+            std::hint::black_box(0u64);
+        },
+        "memory-bomb" => memory_bomb().await,
+        "memory-bomb-body" => {
+            let mut hog: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hog.push(vec![1u8; 16 << 20]);
+            }
+        }
+        "many-steps" => loop_names(input.n).await,
+        "step-trap" => step_trap().await,
         "trap" => {
             step("before-trap", || async { Ok(1) }).await?;
             panic!("deliberate guest panic")
@@ -270,4 +286,76 @@ async fn parent(child: &str) -> Result<Value, Error> {
     let failed = weft_sdk::run_workflow::<Value>(child, &json!({"scenario": "fail"})).await;
     let e = failed.unwrap_err();
     Ok(json!({"child": ok, "error": [e.name(), e.message()]}))
+}
+
+/// Two concurrent steps each fetch `url`; a fetch outside a step is
+/// refused; then a durable sleep (a test kills or evicts the host there).
+async fn fetch_twice(url: &str, ms: u64) -> Result<Value, Error> {
+    use weft_sdk::http::{Request, fetch};
+    let get = |name: &'static str| {
+        let url = url.to_owned();
+        step(name, move || {
+            let url = url.clone();
+            async move {
+                let r = fetch(Request::get(url)).await?;
+                Ok(json!({"status": r.status, "body": r.text()?}))
+            }
+        })
+        .retries(0)
+        .into_future()
+    };
+    let (a, b) = join!(get("get-a"), get("get-b"));
+    let outside = fetch(Request::get(url)).await.unwrap_err();
+    sleep("after-fetch", Duration::from_millis(ms)).await;
+    let denied: Result<Value, Error> = step("denied", || async {
+        let r = fetch(Request::get("http://example.invalid/")).await?;
+        Ok(json!(r.status))
+    })
+    .await;
+    Ok(json!({
+        "a": a?, "b": b?,
+        "outside": outside.name(),
+        "denied": denied.unwrap_err().name(),
+    }))
+}
+
+/// Reads a secret in a step and returns it: weft redacts it everywhere.
+async fn secret_use() -> Result<Value, Error> {
+    let outside = weft_sdk::secret("API_KEY").unwrap_err();
+    let got: String = step("use-secret", || async {
+        let key = weft_sdk::secret("API_KEY")?;
+        println!("the key is {key}");
+        Ok(format!("key={key}"))
+    })
+    .await?;
+    let missing: Result<String, Error> = step("missing", || async { weft_sdk::secret("NOPE") })
+        .retries(0)
+        .await;
+    Ok(json!({"got": got, "outside": outside.name(), "missing": missing.unwrap_err().name()}))
+}
+
+async fn memory_bomb() -> Result<Value, Error> {
+    let r: Result<u64, Error> = step("bomb", || async {
+        let mut hog: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hog.push(vec![1u8; 16 << 20]);
+            if hog.len() > 1_000_000 {
+                break;
+            }
+        }
+        Ok(hog.len() as u64)
+    })
+    .retries(1)
+    .delay(Duration::from_millis(10))
+    .await;
+    let after: u64 = step("after", || async { Ok(1) }).await?;
+    Ok(json!({"caught": r.unwrap_err().name(), "after": after}))
+}
+
+async fn step_trap() -> Result<Value, Error> {
+    let r: Result<u64, Error> = step("panics", || async { panic!("boom in a step") })
+        .retries(1)
+        .delay(Duration::from_millis(10))
+        .await;
+    Ok(json!({"caught": r.unwrap_err().name()}))
 }
