@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("examples/hello-rust/Cargo.toml", &["hello"]),
+    ("examples/mixed/primes/Cargo.toml", &["primes"]),
 ];
 
 fn main() {
@@ -31,6 +32,8 @@ fn main() {
         "tests/guests",
         "examples/hello-rust/src",
         "examples/hello-rust/Cargo.toml",
+        "examples/mixed/primes/src",
+        "examples/mixed/primes/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }

@@ -280,5 +280,26 @@ class Scenarios(WorkflowEntrypoint):
             outside = "NotInStep"
         return {"got": await use_secret(), "outside": outside}
 
+    async def s_loop(self, event, step, p):
+        out = []
+        for i in range(p["n"]):
+
+            @step.do("tick")
+            async def tick(i=i):
+                return i * 10
+
+            out.append(await tick())
+        return out
+
+    async def s_steps_then_wait(self, event, step, p):
+        done = await self.s_loop(event, step, p)
+        ev = await step.wait_for_event("go", "go")
+
+        @step.do()
+        async def last():
+            return 1
+
+        return {"steps": len(done), "event": ev["payload"], "last": await last()}
+
     async def s_fail(self, event, step, p):
         raise ValueError("order 42 has no items")

@@ -66,7 +66,22 @@ pub struct ResumeArgs {
 /// process holds it.
 pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
     let policy = exec.policy()?;
-    match Runtime::open(data_dir, exec.evict_after) {
+    // A client command (send-event, status) may hold the journal for a
+    // moment; wait for it rather than fail.
+    let mut tries = 0;
+    let opened = loop {
+        match Runtime::open(data_dir, exec.evict_after) {
+            Err(e)
+                if matches!(e.downcast_ref::<JournalError>(), Some(JournalError::InUse))
+                    && tries < 20 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
+    match opened {
         Ok(rt) => {
             *rt.default_policy.lock().unwrap() = Arc::new(policy);
             Ok(rt)

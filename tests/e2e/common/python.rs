@@ -61,14 +61,29 @@ fn check_installed_sdk() {
 /// `target/py-guests` unless an identical build exists, and precompiles it
 /// into the shared cache. Returns the component's path.
 pub fn py_component(module: &str, class: Option<&str>) -> String {
-    let key = format!("{module}-{}", class.unwrap_or("default"));
+    let source = repo_root()
+        .join("tests/guests-py")
+        .join(format!("{module}.py"));
+    py_component_at(&source, class)
+}
+
+/// Like [`py_component`] for any Python module (e.g. an example).
+pub fn py_component_at(source: &Path, class: Option<&str>) -> String {
+    let module = source.file_stem().unwrap().to_string_lossy();
+    let parent = source
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    let key = format!("{parent}-{module}-{}", class.unwrap_or("default"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get(&key) {
         return p.clone();
     }
     check_installed_sdk();
     let root = repo_root();
-    let source = root.join("tests/guests-py").join(format!("{module}.py"));
+    let source = source.to_owned();
     let mut inputs = vec![source.clone(), root.join("wit/workflow.wit")];
     files_under(&root.join("guest-sdk-python/src"), &mut inputs);
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -52,6 +52,12 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
             }
         }
         "many-steps" => loop_names(input.n).await,
+        "steps-then-wait" => {
+            let done = loop_names(input.n).await?;
+            let ev = wait_for_event::<Value>("go", "go").await?;
+            let last: u64 = step("last", || async { Ok(1) }).await?;
+            Ok(json!({"steps": done.as_array().map(|a| a.len()), "event": ev.payload, "last": last}))
+        }
         "step-trap" => step_trap().await,
         "trap" => {
             step("before-trap", || async { Ok(1) }).await?;

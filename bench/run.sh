@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds weft and the benchmark in release mode, builds the Python guest
+# when componentize-py is installed, and runs every workload.
+#   bash bench/run.sh            # full sizes (about 10 minutes after the build)
+#   bash bench/run.sh --quick    # smaller sizes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v rustup >/dev/null; then rustup target add wasm32-wasip2; fi
+cargo build --release -p weft -p weft-bench
+args=("$@")
+if command -v componentize-py >/dev/null && python3 -c "import importlib.util as u; exit(u.find_spec('weft') is None)"; then
+    mkdir -p target/bench
+    target/release/weft build tests/guests-py/scenarios.py -o target/bench/scenarios-py.wasm
+    args+=(--python target/bench/scenarios-py.wasm)
+else
+    echo "componentize-py or the weft Python SDK is missing: Python workloads skipped" >&2
+fi
+exec target/release/weft-bench --weft target/release/weft "${args[@]}"

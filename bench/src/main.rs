@@ -1,0 +1,600 @@
+//! weft's benchmark. Runs workloads W1–W7 in-process on a fresh data dir,
+//! next to the physical limits of the disk measured in the same run, and
+//! prints one JSON object per figure, then a markdown table.
+//!
+//! Run with `bash bench/run.sh` (release build). `--quick` runs smaller
+//! sizes; `--python PATH` adds the Python guest (built by run.sh).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use weft::journal::Status;
+use weft::runner::Runtime;
+use weft::scheduler::Scheduler;
+
+struct Report {
+    rows: Vec<Value>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        workload: &str,
+        guest: &str,
+        metric: &str,
+        value: f64,
+        unit: &str,
+        note: &str,
+    ) {
+        let row = json!({"workload": workload, "guest": guest, "metric": metric, "value": value, "unit": unit, "note": note});
+        println!("{row}");
+        self.rows.push(row);
+    }
+
+    fn table(&self) {
+        println!(
+            "\n| workload | guest | metric | value | unit | note |\n|---|---|---|---:|---|---|"
+        );
+        for r in &self.rows {
+            let v = r["value"].as_f64().unwrap_or(0.0);
+            let v = if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}")
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} |",
+                r["workload"].as_str().unwrap_or(""),
+                r["guest"].as_str().unwrap_or(""),
+                r["metric"].as_str().unwrap_or(""),
+                v,
+                r["unit"].as_str().unwrap_or(""),
+                r["note"].as_str().unwrap_or("")
+            );
+        }
+    }
+}
+
+fn rss_kib() -> u64 {
+    status_field("VmRSS:")
+}
+
+fn status_field(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+/// The disk's limits: one durable redb commit, commits/s, writes/s with 100
+/// writes per durable commit.
+fn physical_limits(dir: &Path, r: &mut Report) -> Result<f64> {
+    let db = redb::Database::create(dir.join("limits.redb"))?;
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+    let payload = vec![7u8; 200];
+    let n = 500;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let txn = db.begin_write()?;
+        txn.open_table(T)?.insert(i, payload.as_slice())?;
+        txn.commit()?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let commits_per_s = n as f64 / start.elapsed().as_secs_f64();
+    let p50 = percentile(&mut lat, 0.5);
+    r.add(
+        "limit",
+        "-",
+        "durable commit latency p50",
+        p50,
+        "ms",
+        "redb, 1 write per commit",
+    );
+    r.add(
+        "limit",
+        "-",
+        "durable commit latency p99",
+        percentile(&mut lat, 0.99),
+        "ms",
+        "",
+    );
+    r.add("limit", "-", "durable commits/s", commits_per_s, "1/s", "");
+    let start = Instant::now();
+    let batches = 200u64;
+    for b in 0..batches {
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(T)?;
+            for i in 0..100 {
+                t.insert(1_000_000 + b * 100 + i, payload.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    r.add(
+        "limit",
+        "-",
+        "durable writes/s, 100 per commit",
+        (batches * 100) as f64 / start.elapsed().as_secs_f64(),
+        "1/s",
+        "",
+    );
+    Ok(p50)
+}
+
+struct Bench {
+    rt: Arc<Runtime>,
+    sched: Arc<Scheduler>,
+    dir: tempfile::TempDir,
+}
+
+fn setup(evict_after: Duration, max_running: usize, python: Option<&str>) -> Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let rt = Runtime::open(&dir.path().join("data"), evict_after)?;
+    let mut workflows = Vec::new();
+    let rs = std::fs::read(weft_test_artifacts::SCENARIOS)?;
+    let d = rt.components.store_bytes(&rs)?;
+    rt.components.load(&d)?;
+    workflows.push(("rs".to_owned(), d, None));
+    if let Some(p) = python {
+        let py = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+        let d = rt.components.store_bytes(&py)?;
+        rt.components.load(&d)?;
+        workflows.push(("py".to_owned(), d, None));
+    }
+    let sched = Scheduler::new(rt.clone(), workflows, max_running);
+    sched.install_children();
+    Ok(Bench { rt, sched, dir })
+}
+
+impl Bench {
+    async fn create_many(
+        &self,
+        wf: &str,
+        prefix: &str,
+        m: usize,
+        params: &Value,
+    ) -> Result<Vec<String>> {
+        let text = params.to_string();
+        let mut ids = Vec::with_capacity(m);
+        for i in 0..m {
+            let id = format!("{prefix}{i}");
+            self.sched.create(wf, Some(id.clone()), &text).await?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn wait_all(&self, status: Status, m: usize, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let n = self.rt.journal.list(Some(status))?.len();
+            if n >= m {
+                return Ok(());
+            }
+            let errored = self.rt.journal.list(Some(Status::Errored))?;
+            if let Some(e) = errored.first() {
+                bail!("instance {} errored: {:?}", e.id, e.error);
+            }
+            if start.elapsed() > limit {
+                bail!("only {n} of {m} instances reached {status:?} in {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("data/journal.redb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+}
+
+fn scenario(guest: &str, name: &str) -> String {
+    match (guest, name) {
+        ("py", "loop-names") => "loop".into(),
+        ("py", "steps-then-wait") => "steps_then_wait".into(),
+        ("py", "event-timeout") => "events".into(),
+        _ => name.into(),
+    }
+}
+
+async fn w1(
+    guest: &str,
+    n: u64,
+    python: Option<&str>,
+    commit_ms: f64,
+    r: &mut Report,
+) -> Result<()> {
+    let b = setup(Duration::from_secs(5), 500, python)?;
+    let params = json!({"scenario": scenario(guest, "loop-names"), "n": n});
+    let start = Instant::now();
+    b.create_many(guest, "w1-", 1, &params).await?;
+    b.wait_all(Status::Complete, 1, Duration::from_secs(600))
+        .await?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    r.add(
+        &format!("W1 sequential N={n}"),
+        guest,
+        "time per step",
+        ms,
+        "ms",
+        &format!("{:.2}x one durable commit", ms / commit_ms),
+    );
+    Ok(())
+}
+
+async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
+    let b = setup(Duration::from_secs(5), 500, python)?;
+    let params = json!({"scenario": scenario(guest, "loop-names"), "n": 10});
+    let rss0 = rss_kib();
+    let start = Instant::now();
+    b.create_many(guest, "w2-", m, &params).await?;
+    b.wait_all(Status::Complete, m, Duration::from_secs(1200))
+        .await?;
+    let s = start.elapsed().as_secs_f64();
+    let w = format!("W2 throughput M={m}");
+    r.add(
+        &w,
+        guest,
+        "workflows/s",
+        m as f64 / s,
+        "1/s",
+        "10 steps each, create to complete",
+    );
+    r.add(&w, guest, "steps/s", (m * 10) as f64 / s, "1/s", "");
+    r.add(
+        &w,
+        guest,
+        "peak RSS",
+        status_field("VmHWM:") as f64 / 1024.0,
+        "MiB",
+        &format!("process; {:.0} MiB before", rss0 as f64 / 1024.0),
+    );
+    r.add(
+        &w,
+        guest,
+        "journal bytes per step",
+        b.disk_bytes() as f64 / (m * 10) as f64,
+        "B",
+        "journal.redb size / steps",
+    );
+    Ok(())
+}
+
+async fn w3(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
+    // Sleeps of 2 s are evicted (evict_after 1 s) and woken by timers.
+    let b = setup(Duration::from_secs(1), 500, python)?;
+    let params = json!({"scenario": "sleep", "ms": 2000, "duration": 2});
+    b.create_many(guest, "w3-", m, &params).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_sleeping = rss_kib();
+    b.wait_all(Status::Complete, m, Duration::from_secs(600))
+        .await?;
+    let mut late = Vec::new();
+    for rec in b.rt.journal.list(Some(Status::Complete))? {
+        let e = b.rt.journal.entries(&rec.id)?;
+        let wake = e.iter().find_map(|(_, e)| match e {
+            weft::journal::Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
+            _ => None,
+        });
+        let after = e.iter().rev().find_map(|(_, e)| match e {
+            weft::journal::Entry::Step { started_ms, .. } => Some(*started_ms),
+            _ => None,
+        });
+        if let (Some(w), Some(a)) = (wake, after) {
+            late.push(a.saturating_sub(w) as f64);
+        }
+    }
+    let w = format!("W3 sleep M={m}");
+    r.add(
+        &w,
+        guest,
+        "wake lateness p50",
+        percentile(&mut late, 0.5),
+        "ms",
+        "next step start - wake time",
+    );
+    r.add(
+        &w,
+        guest,
+        "wake lateness p99",
+        percentile(&mut late, 0.99),
+        "ms",
+        "",
+    );
+    r.add(
+        &w,
+        guest,
+        "RSS while all sleep",
+        rss_sleeping as f64 / 1024.0,
+        "MiB",
+        "process",
+    );
+    Ok(())
+}
+
+async fn w4(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
+    let b = setup(Duration::from_secs(1), 500, python)?;
+    let params = if guest == "py" {
+        json!({"scenario": "events"})
+    } else {
+        json!({"scenario": "event-timeout", "ms": 3_600_000})
+    };
+    let ids = b.create_many(guest, "w4-", m, &params).await?;
+    b.wait_all(Status::Waiting, m, Duration::from_secs(600))
+        .await?;
+    let mut sent = std::collections::HashMap::new();
+    for id in &ids {
+        if guest == "py" {
+            b.rt.send_event(id, "first", r#"{"by":"bench"}"#).await?;
+            sent.insert(id.clone(), weft::journal::now_ms());
+            b.rt.send_event(id, "second", "1").await?;
+        } else {
+            sent.insert(id.clone(), weft::journal::now_ms());
+            b.rt.send_event(id, "approve", "1").await?;
+        }
+    }
+    b.wait_all(Status::Complete, m, Duration::from_secs(600))
+        .await?;
+    let mut lat: Vec<f64> =
+        b.rt.journal
+            .list(Some(Status::Complete))?
+            .iter()
+            .map(|rec| rec.updated_ms.saturating_sub(sent[&rec.id]) as f64)
+            .collect();
+    let w = format!("W4 events M={m}");
+    r.add(
+        &w,
+        guest,
+        "send-to-complete p50",
+        percentile(&mut lat, 0.5),
+        "ms",
+        "evicted waits, replayed on event",
+    );
+    r.add(
+        &w,
+        guest,
+        "send-to-complete p99",
+        percentile(&mut lat, 0.99),
+        "ms",
+        "",
+    );
+    Ok(())
+}
+
+async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result<()> {
+    let b = setup(Duration::from_millis(200), 500, python)?;
+    let params = json!({"scenario": scenario(guest, "steps-then-wait"), "n": n});
+    b.create_many(guest, "w6-", 1, &params).await?;
+    b.wait_all(Status::Waiting, 1, Duration::from_secs(600))
+        .await?;
+    let t0 = Instant::now();
+    b.rt.send_event("w6-0", "go", "1").await?;
+    b.wait_all(Status::Complete, 1, Duration::from_secs(600))
+        .await?;
+    let s = t0.elapsed().as_secs_f64();
+    let w = format!("W6 replay {n} steps");
+    r.add(
+        &w,
+        guest,
+        "resume time",
+        s * 1000.0,
+        "ms",
+        "evicted -> event -> complete",
+    );
+    r.add(
+        &w,
+        guest,
+        "journaled steps replayed/s",
+        n as f64 / s,
+        "1/s",
+        "",
+    );
+    Ok(())
+}
+
+async fn w7(
+    guest: &str,
+    m_evicted: usize,
+    m_hot: usize,
+    python: Option<&str>,
+    r: &mut Report,
+) -> Result<()> {
+    let params = if guest == "py" {
+        json!({"scenario": "events"})
+    } else {
+        json!({"scenario": "event-timeout", "ms": 3_600_000})
+    };
+    // Evicted: everything waits an hour, evict at once.
+    let b = setup(Duration::from_millis(100), 500, python)?;
+    let rss0 = rss_kib();
+    b.create_many(guest, "e-", m_evicted, &params).await?;
+    b.wait_all(Status::Waiting, m_evicted, Duration::from_secs(900))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss1 = rss_kib();
+    let w = "W7 density";
+    r.add(
+        w,
+        guest,
+        &format!("RSS of {m_evicted} evicted instances"),
+        (rss1.saturating_sub(rss0)) as f64 / 1024.0,
+        "MiB",
+        &format!("process total {:.0} MiB", rss1 as f64 / 1024.0),
+    );
+    drop(b);
+    // Hot: instances waiting in memory (evict_after longer than the run).
+    let b = setup(Duration::from_secs(3600), m_hot, python)?;
+    let rss0 = rss_kib();
+    b.create_many(guest, "h-", m_hot, &params).await?;
+    b.wait_all(Status::Running, m_hot, Duration::from_secs(900))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = rss_kib();
+    r.add(
+        w,
+        guest,
+        &format!("RSS per hot instance ({m_hot} hot)"),
+        (rss1.saturating_sub(rss0)) as f64 / m_hot as f64,
+        "KiB",
+        "guest memory held while waiting",
+    );
+    b.sched.shutdown();
+    // Start-up cost per instance: create to complete of an empty run.
+    let b = setup(Duration::from_secs(5), 500, python)?;
+    let n = if guest == "py" { 50 } else { 500 };
+    let params = json!({"scenario": scenario(guest, "loop-names"), "n": 0});
+    let t0 = Instant::now();
+    b.create_many(guest, "i-", n, &params).await?;
+    b.wait_all(Status::Complete, n, Duration::from_secs(600))
+        .await?;
+    r.add(
+        w,
+        guest,
+        "instantiate+run of an empty workflow",
+        t0.elapsed().as_secs_f64() * 1000.0 / n as f64,
+        "ms",
+        "amortised, 2 cores",
+    );
+    Ok(())
+}
+
+/// W5: a 50-step workflow in the weft binary, killed with kill -9 midway,
+/// then resumed.
+fn w5(weft: &Path, r: &mut Report) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let input = r#"{"scenario":"long","n":50,"ms":20}"#;
+    let err = dir.path().join("run.err");
+    let mut child = std::process::Command::new(weft)
+        .args([
+            "run",
+            weft_test_artifacts::SCENARIOS,
+            "--id",
+            "w5",
+            "--input",
+            input,
+        ])
+        .env("WEFT_DATA_DIR", dir.path().join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err)?)
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        let t = std::fs::read_to_string(&err).unwrap_or_default();
+        if t.matches("Step work-").count() >= 25 {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("W5: the run did not reach 25 steps");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill()?;
+    child.wait()?;
+    let first = std::fs::read_to_string(&err)?;
+    let t0 = Instant::now();
+    let out = std::process::Command::new(weft)
+        .args(["resume", "w5"])
+        .env("WEFT_DATA_DIR", dir.path().join("data"))
+        .output()?;
+    let took = t0.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() {
+        bail!("W5 resume failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let second = String::from_utf8_lossy(&out.stderr);
+    let execs = first.matches("EXEC work-").count() + second.matches("EXEC work-").count();
+    r.add(
+        "W5 crash",
+        "rs",
+        "restart-to-done",
+        took,
+        "ms",
+        "process start, replay of ~25 steps, 25 new steps of 20 ms",
+    );
+    r.add(
+        "W5 crash",
+        "rs",
+        "step executions for 50 steps",
+        execs as f64,
+        "",
+        "counted from step output outside the journal",
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let python = args
+        .iter()
+        .position(|a| a == "--python")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let weft = args
+        .iter()
+        .position(|a| a == "--weft")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/release/weft".into());
+    let mut r = Report { rows: Vec::new() };
+    let tmp = tempfile::tempdir()?;
+    let commit_ms = physical_limits(tmp.path(), &mut r)?;
+    let mut guests = vec!["rs"];
+    if python.is_some() {
+        guests.push("py");
+    }
+    let py = python.as_deref();
+    for g in &guests {
+        let big = *g == "rs" && !quick;
+        for n in if big { vec![100, 1000] } else { vec![100] } {
+            w1(g, n, py, commit_ms, &mut r).await?;
+        }
+        for m in if big {
+            vec![200, 2000, 20000]
+        } else if *g == "rs" {
+            vec![200, 2000]
+        } else {
+            vec![200]
+        } {
+            w2(g, m, py, &mut r).await?;
+        }
+        let m = if *g == "rs" && !quick { 2000 } else { 200 };
+        w3(g, m, py, &mut r).await?;
+        w4(g, m, py, &mut r).await?;
+        for n in if *g == "rs" && !quick {
+            vec![1000, 10000]
+        } else {
+            vec![1000]
+        } {
+            w6(g, n, py, &mut r).await?;
+        }
+        let (ev, hot) = if *g == "rs" {
+            (if quick { 1000 } else { 10000 }, 500)
+        } else {
+            (if quick { 200 } else { 1000 }, 100)
+        };
+        w7(g, ev, hot, py, &mut r).await?;
+    }
+    w5(Path::new(&weft), &mut r)?;
+    r.table();
+    Ok(())
+}
