@@ -164,34 +164,62 @@ fn setup(evict_after: Duration, max_running: usize, python: Option<&str>) -> Res
     Ok(Bench { rt, sched, dir })
 }
 
+impl Drop for Bench {
+    /// Stops the instance tasks so that the runtime and its engine (and the
+    /// pooling allocator's address space) are released.
+    fn drop(&mut self) {
+        self.sched.shutdown();
+    }
+}
+
 impl Bench {
-    async fn create_many(
-        &self,
-        wf: &str,
-        prefix: &str,
-        m: usize,
-        params: &Value,
-    ) -> Result<Vec<String>> {
-        let text = params.to_string();
-        let mut ids = Vec::with_capacity(m);
-        for i in 0..m {
-            let id = format!("{prefix}{i}");
-            self.sched.create(wf, Some(id.clone()), &text).await?;
-            ids.push(id);
+    /// Creates `m` instances concurrently, as clients of the API would (the
+    /// journal group-commits the creations).
+    async fn create_many(&self, wf: &str, prefix: &str, m: usize, params: &Value) -> Result<Vec<String>> {
+        let text = Arc::new(params.to_string());
+        let ids: Vec<String> = (0..m).map(|i| format!("{prefix}{i}")).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for chunk in ids.chunks(m.div_ceil(64).max(1)) {
+            let sched = self.sched.clone();
+            let (wf, text, chunk) = (wf.to_owned(), text.clone(), chunk.to_vec());
+            set.spawn(async move {
+                for id in chunk {
+                    sched.create(&wf, Some(id), &text).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
         }
         Ok(ids)
     }
 
     async fn wait_all(&self, status: Status, m: usize, limit: Duration) -> Result<()> {
         let start = Instant::now();
+        let mut last_check = Instant::now();
         loop {
-            let n = self.rt.journal.list(Some(status))?.len();
+            // Finished instances are counted by the runtime; other states
+            // need a scan of the instance table (slower, so less often).
+            let n = if status == Status::Complete {
+                self.rt.finished.load(std::sync::atomic::Ordering::Relaxed)
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.rt.journal.list(Some(status))?.len()
+            };
             if n >= m {
                 return Ok(());
             }
-            let errored = self.rt.journal.list(Some(Status::Errored))?;
-            if let Some(e) = errored.first() {
-                bail!("instance {} errored: {:?}", e.id, e.error);
+            if status == Status::Complete && start.elapsed() <= limit {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            if last_check.elapsed() > Duration::from_secs(2) || start.elapsed() > limit {
+                last_check = Instant::now();
+                let errored = self.rt.journal.list(Some(Status::Errored))?;
+                if let Some(e) = errored.first() {
+                    bail!("instance {} errored: {:?}", e.id, e.error);
+                }
             }
             if start.elapsed() > limit {
                 bail!("only {n} of {m} instances reached {status:?} in {limit:?}");
@@ -441,8 +469,8 @@ async fn w7(
         &format!("process total {:.0} MiB", rss1 as f64 / 1024.0),
     );
     drop(b);
-    // Hot: instances waiting in memory (evict_after longer than the run).
-    let b = setup(Duration::from_secs(3600), m_hot, python)?;
+    // Hot: instances waiting in memory (evict_after longer than any wait).
+    let b = setup(Duration::from_secs(3 * 86_400), m_hot, python)?;
     let rss0 = rss_kib();
     b.create_many(guest, "h-", m_hot, &params).await?;
     b.wait_all(Status::Running, m_hot, Duration::from_secs(900))
@@ -558,6 +586,14 @@ async fn main() -> Result<()> {
     let mut r = Report { rows: Vec::new() };
     let tmp = tempfile::tempdir()?;
     let commit_ms = physical_limits(tmp.path(), &mut r)?;
+    // `--only W2` (repeatable) runs only the workloads named.
+    let only: Vec<String> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| *i > 0 && args[i - 1] == "--only" && !a.starts_with("--"))
+        .map(|(_, a)| a.clone())
+        .collect();
+    let run = |w: &str| only.is_empty() || only.iter().any(|o| o == w);
     let mut guests = vec!["rs"];
     if python.is_some() {
         guests.push("py");
@@ -565,36 +601,48 @@ async fn main() -> Result<()> {
     let py = python.as_deref();
     for g in &guests {
         let big = *g == "rs" && !quick;
-        for n in if big { vec![100, 1000] } else { vec![100] } {
-            w1(g, n, py, commit_ms, &mut r).await?;
+        if run("W1") {
+            for n in if big { vec![100, 1000] } else { vec![100] } {
+                w1(g, n, py, commit_ms, &mut r).await?;
+            }
         }
-        for m in if big {
-            vec![200, 2000, 20000]
-        } else if *g == "rs" {
-            vec![200, 2000]
-        } else {
-            vec![200]
-        } {
-            w2(g, m, py, &mut r).await?;
+        if run("W2") {
+            let sizes = if big {
+                vec![200, 2000, 20000]
+            } else if *g == "rs" {
+                vec![200, 2000]
+            } else {
+                vec![200]
+            };
+            for m in sizes {
+                w2(g, m, py, &mut r).await?;
+            }
         }
-        let m = if *g == "rs" && !quick { 2000 } else { 200 };
-        w3(g, m, py, &mut r).await?;
-        w4(g, m, py, &mut r).await?;
-        for n in if *g == "rs" && !quick {
-            vec![1000, 10000]
-        } else {
-            vec![1000]
-        } {
-            w6(g, n, py, &mut r).await?;
+        let m = if big { 2000 } else { 200 };
+        if run("W3") {
+            w3(g, m, py, &mut r).await?;
         }
-        let (ev, hot) = if *g == "rs" {
-            (if quick { 1000 } else { 10000 }, 500)
-        } else {
-            (if quick { 200 } else { 1000 }, 100)
-        };
-        w7(g, ev, hot, py, &mut r).await?;
+        if run("W4") {
+            w4(g, m, py, &mut r).await?;
+        }
+        if run("W6") {
+            for n in if big { vec![1000, 10000] } else { vec![1000] } {
+                w6(g, n, py, &mut r).await?;
+            }
+        }
+        if run("W7") {
+            let (ev, hot) = match (*g, quick) {
+                ("rs", false) => (10000, 500),
+                ("rs", true) => (1000, 500),
+                (_, false) => (1000, 100),
+                (_, true) => (200, 50),
+            };
+            w7(g, ev, hot, py, &mut r).await?;
+        }
     }
-    w5(Path::new(&weft), &mut r)?;
+    if run("W5") {
+        w5(Path::new(&weft), &mut r)?;
+    }
     r.table();
     Ok(())
 }

@@ -42,6 +42,9 @@ pub struct Runtime {
     pub data_dir: PathBuf,
     events: Mutex<HashMap<String, watch::Sender<u64>>>,
     controls: Mutex<HashMap<String, Arc<Control>>>,
+    /// Instances this process ran to a final state (for benchmarks and
+    /// metrics).
+    pub finished: std::sync::atomic::AtomicUsize,
     /// Policies by workflow name; `default_policy` for the others.
     policies: Mutex<HashMap<String, Arc<crate::policy::Policy>>>,
     pub default_policy: Mutex<Arc<crate::policy::Policy>>,
@@ -98,6 +101,7 @@ impl Runtime {
             events: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
             children: std::sync::OnceLock::new(),
+            finished: std::sync::atomic::AtomicUsize::new(0),
             policies: Mutex::new(HashMap::new()),
             default_policy: Mutex::new(Arc::new(crate::policy::Policy::default())),
             evict_after,
@@ -317,6 +321,8 @@ impl Runtime {
                 if let Some(parent) = &rec.parent {
                     self.notify(parent);
                 }
+                self.finished
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(Idle::Final(rec));
             }
             if control.pause_requested() {
