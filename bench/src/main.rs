@@ -175,7 +175,13 @@ impl Drop for Bench {
 impl Bench {
     /// Creates `m` instances concurrently, as clients of the API would (the
     /// journal group-commits the creations).
-    async fn create_many(&self, wf: &str, prefix: &str, m: usize, params: &Value) -> Result<Vec<String>> {
+    async fn create_many(
+        &self,
+        wf: &str,
+        prefix: &str,
+        m: usize,
+        params: &Value,
+    ) -> Result<Vec<String>> {
         let text = Arc::new(params.to_string());
         let ids: Vec<String> = (0..m).map(|i| format!("{prefix}{i}")).collect();
         let mut set = tokio::task::JoinSet::new();

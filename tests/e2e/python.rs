@@ -49,7 +49,7 @@ fn rust_and_python_run_side_by_side_with_the_same_output() {
         fields["workflowName"]
             .as_str()
             .unwrap()
-            .starts_with("scenarios")
+            .contains("scenarios")
     );
 }
 
