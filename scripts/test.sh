@@ -12,6 +12,9 @@ fi
 # tests build against the SDK installed from this checkout.
 python3 -m pip install --quiet --disable-pip-version-check \
     componentize-py==0.25.1 mypy ./guest-sdk-python
+# Make the scripts pip just installed (componentize-py) reachable.
+export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+if command -v pyenv >/dev/null; then pyenv rehash || true; fi
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings

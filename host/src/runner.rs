@@ -191,12 +191,7 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let event = WorkflowEvent {
-            payload: rec.input.get().to_owned(),
-            timestamp_ms: rec.created_ms,
-            instance_id: rec.id.clone(),
-            workflow_name: rec.workflow.clone(),
-        };
+        let event = workflow_event(&rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;
             store
@@ -483,12 +478,7 @@ impl Runtime {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let event = WorkflowEvent {
-            payload: rec.input.get().to_owned(),
-            timestamp_ms: rec.created_ms,
-            instance_id: rec.id.clone(),
-            workflow_name: rec.workflow.clone(),
-        };
+        let event = workflow_event(rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;
             store
@@ -689,6 +679,16 @@ enum RunEnd {
         event_types: Vec<String>,
         children: Vec<String>,
     },
+}
+
+/// The `run` argument of an instance.
+fn workflow_event(rec: &InstanceRecord) -> WorkflowEvent {
+    WorkflowEvent {
+        payload: rec.input.get().to_owned(),
+        timestamp_ms: rec.created_ms,
+        instance_id: rec.id.clone(),
+        workflow_name: rec.workflow.clone(),
+    }
 }
 
 /// Builds an event from its type and JSON payload, checking both.
