@@ -32,6 +32,9 @@ pub trait Children: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ErrorInfo>> + Send + '_>>;
 }
 
+/// How long before its wake time an evicted instance is replayed.
+const PREWARM: Duration = Duration::from_millis(100);
+
 /// Default time after which a waiting instance is dropped from memory.
 pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(5);
 
@@ -390,7 +393,11 @@ impl Runtime {
                     return Ok(());
                 }
             }
-            let left = wake_ms.saturating_sub(now_ms());
+            // Wake a little early: the replay then happens before the timer
+            // and the rest of the wait is spent hot, so the instance resumes
+            // on time even when many wake together.
+            let prewarm = (PREWARM.min(self.evict_after / 2)).as_millis() as u64;
+            let left = wake_ms.saturating_sub(now_ms()).saturating_sub(prewarm);
             if left == 0 {
                 return Ok(());
             }
