@@ -81,14 +81,14 @@ impl From<anyhow::Error> for ApiError {
                 _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", j.to_string()),
             };
         }
-        let msg = format!("{e:#}");
-        if msg.contains("invalid instance id")
-            || msg.contains("not valid JSON")
-            || msg.contains("event type")
-        {
-            return ApiError::bad_request(msg);
+        if let Some(i) = e.downcast_ref::<crate::runner::InvalidInput>() {
+            return ApiError::bad_request(i.to_string());
         }
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e:#}"),
+        )
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, watch};
@@ -12,12 +12,17 @@ use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::types::WorkflowEvent;
 use crate::engine::Components;
-use crate::host::{HostState, Instance, Progress, RunningStep, WaitFor, next_retry_ms};
+use crate::host::{HostState, Instance, Progress, RunningStep, next_retry_ms};
 use crate::journal::{
     AttemptResult, Created, Entry, ErrorInfo, EventRecord, InstanceRecord, Journal, JournalError,
     MAX_PAYLOAD_BYTES, Status, StatusUpdate, UnixMs, now_ms, raw_json,
 };
 use crate::replay::Replay;
+
+mod upgrade;
+mod watchdog;
+
+use watchdog::watchdog;
 
 /// Starts child workflows; implemented by the server's scheduler.
 pub trait Children: Send + Sync {
@@ -142,9 +147,10 @@ impl Runtime {
     ) -> Result<Created> {
         let id = id.unwrap_or_else(new_id);
         if !valid_id(&id) {
-            bail!(
+            return Err(InvalidInput(format!(
                 "invalid instance id `{id}`: use 1 to 100 letters, digits, `_` or `-`, not starting with `-`"
-            );
+            ))
+            .into());
         }
         let input = parse_payload("input", input)?;
         let now = now_ms();
@@ -162,85 +168,6 @@ impl Runtime {
             seed: rand::random(),
         };
         Ok(self.journal.create(rec).await?)
-    }
-
-    /// Replays an instance's journal against component `digest` without
-    /// doing any new work or writing anything: `Ok(Err(e))` when the new
-    /// code does not make the journaled calls.
-    pub async fn check_replay(&self, id: &str, digest: &str) -> Result<Result<(), ErrorInfo>> {
-        let rec = self
-            .journal
-            .instance(id)?
-            .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
-        let component = self.components.load(digest)?;
-        let replay = Replay::new(self.journal.entries(id)?);
-        let events = watch::channel(0).1;
-        let mut inst = Instance::new(
-            rec.id.clone(),
-            self.journal.clone(),
-            replay,
-            rec.seed,
-            events,
-            Arc::new(Control::default()),
-            None,
-            self.policy(&rec.workflow),
-            None,
-        );
-        Arc::get_mut(&mut inst).expect("new instance").dry_run = true;
-        let mut store = Store::new(
-            self.components.engine(),
-            HostState::new(inst.clone(), rec.seed),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        let event = workflow_event(&rec);
-        let run = async {
-            let wf = component.pre.instantiate_async(&mut store).await?;
-            store
-                .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                .await?
-        };
-        // The replay is done when every journaled call was made again.
-        let caught_up = async {
-            loop {
-                {
-                    let st = inst.lock();
-                    if st.fatal.is_some() || (!st.replay.is_replaying() && st.busy == 0) {
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        let outcome = tokio::time::timeout(Duration::from_secs(60), async {
-            tokio::select! {
-                r = run => Some(r),
-                _ = caught_up => None,
-            }
-        })
-        .await;
-        drop(store);
-        let st = inst.lock();
-        if let Some(e) = &st.fatal {
-            return Ok(Err(e.clone()));
-        }
-        match outcome {
-            Err(_) => Ok(Err(ErrorInfo::new(
-                "UpgradeTimeout",
-                "the replay did not catch up within 60 s",
-            ))),
-            Ok(Some(Ok(Ok(_)))) | Ok(Some(Ok(Err(_)))) => {
-                drop(st);
-                Ok(inst.check_finished())
-            }
-            Ok(_) if !st.replay.is_replaying() => Ok(Ok(())),
-            Ok(Some(Err(trap))) => Ok(Err(ErrorInfo::new(
-                "WorkflowTrap",
-                format!("the new version trapped while replaying: {trap:#}"),
-            ))),
-            Ok(None) => Ok(Ok(())),
-        }
     }
 
     /// Sets the policy of a workflow.
@@ -457,34 +384,7 @@ impl Runtime {
             progress.clone(),
         );
         let policy = inst.policy.clone();
-        let mut store = Store::new(
-            self.components.engine(),
-            HostState::new(inst.clone(), rec.seed),
-        );
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        let body_ticks_max =
-            policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64;
-        store.epoch_deadline_callback(move |ctx| {
-            let inst = ctx.data().instance();
-            let mut st = inst.lock();
-            if st.running.is_empty() {
-                st.body_ticks += 1;
-                if st.body_ticks > body_ticks_max.max(1) {
-                    drop(st);
-                    let e = ErrorInfo::new(
-                        "CpuLimitExceeded",
-                        format!(
-                            "the workflow body ran for more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
-                            inst.policy.limits.body_cpu_ms
-                        ),
-                    );
-                    inst.lock().fatal.get_or_insert(e);
-                    return Err(wasmtime::format_err!("CPU limit exceeded"));
-                }
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
+        let mut store = self.new_store(&inst, rec.seed);
         let event = workflow_event(rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;
@@ -688,6 +588,39 @@ enum RunEnd {
     },
 }
 
+impl Runtime {
+    /// A store for one run of `inst`: memory limit, and an epoch callback
+    /// that yields to the host every tick and ends a workflow body that
+    /// spins past its CPU limit outside step bodies.
+    fn new_store(&self, inst: &Arc<Instance>, seed: u64) -> Store<HostState> {
+        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), seed));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        let max_ticks =
+            (inst.policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64).max(1);
+        store.epoch_deadline_callback(move |ctx| {
+            let inst = ctx.data().instance();
+            let mut st = inst.lock();
+            if st.running.is_empty() {
+                st.body_ticks += 1;
+                if st.body_ticks > max_ticks {
+                    let e = ErrorInfo::new(
+                        "CpuLimitExceeded",
+                        format!(
+                            "the workflow body ran for more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
+                            inst.policy.limits.body_cpu_ms
+                        ),
+                    );
+                    st.fatal.get_or_insert(e);
+                    return Err(wasmtime::format_err!("CPU limit exceeded"));
+                }
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+}
+
 /// The `run` argument of an instance.
 fn workflow_event(rec: &InstanceRecord) -> WorkflowEvent {
     WorkflowEvent {
@@ -698,14 +631,20 @@ fn workflow_event(rec: &InstanceRecord) -> WorkflowEvent {
     }
 }
 
+/// Input a caller got wrong: a bad id, event type or payload.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
 /// Builds an event from its type and JSON payload, checking both.
 pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
     if event_type.is_empty() || event_type.len() > 100 {
-        bail!("an event type must be 1 to 100 characters");
+        return Err(InvalidInput("an event type must be 1 to 100 characters".into()).into());
     }
     Ok(EventRecord {
         event_type: event_type.to_owned(),
-        payload: serde_json::from_str(parse_payload("event payload", payload)?.get())?,
+        payload: serde_json::from_str(parse_payload("event payload", payload)?.get())
+            .map_err(|e| InvalidInput(format!("the event payload is not valid JSON: {e}")))?,
         timestamp_ms: now_ms(),
     })
 }
@@ -713,80 +652,12 @@ pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
 /// Validates a JSON payload of at most 1 MiB.
 pub fn parse_payload(what: &str, text: &str) -> Result<Box<serde_json::value::RawValue>> {
     if text.len() > MAX_PAYLOAD_BYTES {
-        bail!(
+        return Err(InvalidInput(format!(
             "the {what} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
             text.len()
-        );
+        ))
+        .into());
     }
-    raw_json(text.trim()).with_context(|| format!("the {what} is not valid JSON"))
-}
-
-/// Watches a live instance: returns when a step passes its deadline or when
-/// every pending call waits longer than `evict_after`.
-async fn watchdog(inst: &Instance, control: &Control, evict_after: Duration) -> Interrupt {
-    loop {
-        let notified = inst.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let paused = control.changed.notified();
-        tokio::pin!(paused);
-        paused.as_mut().enable();
-        let next_check = {
-            let st = inst.lock();
-            if control.pause_requested() && st.running.is_empty() && st.busy == 0 {
-                return Interrupt::Pause;
-            }
-            if let Some(step) = st.running.values().min_by_key(|s| s.deadline) {
-                if step.deadline <= Instant::now() {
-                    return Interrupt::Timeout(step.clone());
-                }
-                Some(step.deadline)
-            } else if st.busy > 0 {
-                None
-            } else if let Some(wake_ms) = st.waits.values().map(|w| w.wake_ms).min() {
-                let left = Duration::from_millis(wake_ms.saturating_sub(now_ms()));
-                if left > evict_after {
-                    let event_types = st
-                        .waits
-                        .values()
-                        .filter_map(|w| match &w.what {
-                            WaitFor::Event(t) => Some(t.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    let children = st
-                        .waits
-                        .values()
-                        .filter_map(|w| match &w.what {
-                            WaitFor::Child(c) => Some(c.clone()),
-                            _ => None,
-                        })
-                        .collect();
-                    return Interrupt::Evict {
-                        wake_ms,
-                        event_types,
-                        children,
-                    };
-                }
-                None
-            } else {
-                None
-            }
-        };
-        match next_check {
-            Some(at) => {
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = &mut paused => {}
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                }
-            }
-            None => {
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = &mut paused => {}
-                }
-            }
-        }
-    }
+    raw_json(text.trim())
+        .map_err(|e| InvalidInput(format!("the {what} is not valid JSON: {e}")).into())
 }

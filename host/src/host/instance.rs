@@ -1,0 +1,331 @@
+//! The state of one instance run, shared by its host calls and the
+//! runner's watchdog: the replay index, running steps, pending waits, and
+//! the operator's pause switch.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, watch};
+use wasmtime::Result;
+
+use crate::bindings::types::{self as wit, StepConfig};
+use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, now_ms};
+use crate::replay::{Kind, Replay};
+
+/// Progress of an instance, reported for new work only (never for replay).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    StepDone {
+        name: String,
+        attempt: u32,
+        elapsed_ms: u64,
+    },
+    StepFailed {
+        name: String,
+        attempt: u32,
+        error: ErrorInfo,
+        retry_in_ms: Option<u64>,
+    },
+    Sleeping {
+        name: String,
+        wake_ms: UnixMs,
+    },
+    Waiting {
+        name: String,
+        event_type: String,
+        deadline_ms: UnixMs,
+    },
+    EventReceived {
+        name: String,
+        event_type: String,
+    },
+    /// The instance was dropped from memory until `wake_ms` or an event.
+    Evicted {
+        wake_ms: UnixMs,
+    },
+    /// The instance is being replayed from `entries` journal entries.
+    Replaying {
+        entries: usize,
+    },
+}
+
+/// What a pending wait waits for.
+#[derive(Debug, Clone)]
+pub enum WaitFor {
+    Sleep,
+    Retry,
+    Event(String),
+    /// A child workflow with this id.
+    Child(String),
+}
+
+/// A host call that is waiting for time or an event.
+#[derive(Debug, Clone)]
+pub struct PendingWait {
+    pub wake_ms: UnixMs,
+    pub what: WaitFor,
+}
+
+/// A step attempt whose body is running.
+#[derive(Debug, Clone)]
+pub struct RunningStep {
+    pub name: String,
+    pub n: u32,
+    pub attempt: u32,
+    pub started_ms: UnixMs,
+    pub deadline: Instant,
+    pub retries: wit::RetryPolicy,
+}
+
+pub(crate) struct StepHandle {
+    pub(crate) name: String,
+    pub(crate) n: u32,
+    pub(crate) attempt: u32,
+    pub(crate) config: StepConfig,
+    pub(crate) not_before: Option<UnixMs>,
+    pub(crate) started_ms: UnixMs,
+}
+
+/// Mutable state of one instance run.
+pub struct State {
+    pub replay: Replay,
+    pub(crate) handles: HashMap<u64, StepHandle>,
+    pub(crate) next_id: u64,
+    pub running: HashMap<u64, RunningStep>,
+    pub waits: HashMap<u64, PendingWait>,
+    /// Host calls doing work right now (journal writes, replay checks); an
+    /// instance is never evicted while one is.
+    pub busy: usize,
+    /// The generator behind the guest's randomness outside steps.
+    pub(crate) rng: rand::rngs::StdRng,
+    /// Set when the instance must end as `errored` (non-determinism).
+    pub fatal: Option<ErrorInfo>,
+    /// Set when the host failed (journal I/O); the instance stays resumable.
+    pub host_error: Option<String>,
+    /// Set when the instance stopped at a durable call because a pause was
+    /// requested.
+    pub paused: bool,
+    /// Steps begun in this run (replayed or new).
+    pub steps: u64,
+    /// Epoch ticks the workflow body ran while no step body was running.
+    pub body_ticks: u64,
+}
+
+/// One instance run: shared by the store's host calls and the runner.
+pub struct Instance {
+    pub id: String,
+    pub journal: Journal,
+    pub state: Mutex<State>,
+    /// Signalled whenever running steps or pending waits change.
+    pub changed: Notify,
+    /// Counts events sent to this instance.
+    pub events: watch::Receiver<u64>,
+    /// Operator requests (pause).
+    pub control: Arc<crate::runner::Control>,
+    /// Starts child workflows, when a server runs this instance.
+    pub children: Option<Arc<dyn crate::runner::Children>>,
+    /// What the workflow may do (hosts, secrets, limits).
+    pub policy: Arc<crate::policy::Policy>,
+    /// Replay only, to check a new version: stop before any new work or
+    /// wait, and write nothing.
+    pub dry_run: bool,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl Instance {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        journal: Journal,
+        replay: Replay,
+        seed: u64,
+        events: watch::Receiver<u64>,
+        control: Arc<crate::runner::Control>,
+        children: Option<Arc<dyn crate::runner::Children>>,
+        policy: Arc<crate::policy::Policy>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Arc<Instance> {
+        Arc::new(Instance {
+            id,
+            journal,
+            control,
+            children,
+            policy,
+            dry_run: false,
+            state: Mutex::new(State {
+                replay,
+                handles: HashMap::new(),
+                next_id: 0,
+                running: HashMap::new(),
+                waits: HashMap::new(),
+                busy: 0,
+                rng: rand::SeedableRng::seed_from_u64(seed),
+                fatal: None,
+                host_error: None,
+                paused: false,
+                steps: 0,
+                body_ticks: 0,
+            }),
+            changed: Notify::new(),
+            events,
+            progress,
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether journaled calls remain to be replayed.
+    pub fn replaying(&self) -> bool {
+        self.lock().replay.is_replaying()
+    }
+
+    /// Checks that the replay made every journaled call (used when `run`
+    /// returns).
+    pub fn check_finished(&self) -> Result<(), ErrorInfo> {
+        self.lock()
+            .replay
+            .check_caught_up(None)
+            .map_err(|e| e.into_error())
+    }
+
+    pub(crate) fn report(&self, p: Progress) {
+        if let Some(tx) = &self.progress {
+            let _ = tx.send(p);
+        }
+    }
+
+    /// Records a workflow-ending error and returns the trap that unwinds the
+    /// guest.
+    pub(crate) fn fatal(&self, e: ErrorInfo) -> wasmtime::Error {
+        let msg = e.to_string();
+        let mut st = self.lock();
+        if st.fatal.is_none() {
+            st.fatal = Some(e);
+        }
+        wasmtime::format_err!(msg)
+    }
+
+    pub(crate) fn host_failure(&self, e: impl std::fmt::Display) -> wasmtime::Error {
+        let msg = format!("journal write failed: {e}");
+        self.lock().host_error.get_or_insert(msg.clone());
+        wasmtime::format_err!(msg)
+    }
+
+    /// Waits until `wake_ms`, registered as a pending wait so the runner can
+    /// evict the instance while it waits.
+    pub(crate) async fn wait_until(&self, wake_ms: UnixMs, what: WaitFor) {
+        let now = now_ms();
+        if wake_ms <= now {
+            return;
+        }
+        let _guard = self.register_wait(wake_ms, what);
+        tokio::time::sleep(Duration::from_millis(wake_ms - now)).await;
+    }
+
+    /// Marks a host call as working until the guard drops.
+    pub(crate) fn busy(&self) -> BusyGuard<'_> {
+        self.lock().busy += 1;
+        BusyGuard { inst: self }
+    }
+
+    pub(crate) fn register_wait(&self, wake_ms: UnixMs, what: WaitFor) -> WaitGuard<'_> {
+        let id = {
+            let mut st = self.lock();
+            st.next_id += 1;
+            let id = st.next_id;
+            st.waits.insert(id, PendingWait { wake_ms, what });
+            id
+        };
+        self.changed.notify_one();
+        WaitGuard { inst: self, id }
+    }
+
+    /// In a dry run, stops the guest where it would do new work or wait.
+    pub(crate) fn dry_run_stop(&self) -> Result<()> {
+        if self.dry_run {
+            return Err(wasmtime::format_err!("dry run reached new work"));
+        }
+        Ok(())
+    }
+
+    /// In a dry run, a call that would wait waits forever (the replay
+    /// check decides from the other calls).
+    pub(crate) async fn dry_run_park(&self) {
+        if self.dry_run {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Before new work: let the guest finish replaying what it can, then
+    /// check that no journaled call was skipped.
+    pub(crate) async fn catch_up(&self, kind: Kind, name: &str, n: u32) -> Result<()> {
+        // The first poll of a host call happens inside the guest's call;
+        // yielding once lets the guest run until all its tasks are blocked,
+        // which, on replay, means every journaled call reachable was made.
+        // With nothing left to replay there is nothing to wait for.
+        if self.replaying() {
+            tokio::task::yield_now().await;
+        }
+        let r = self.lock().replay.check_caught_up(Some((kind, name, n)));
+        r.map_err(|e| self.fatal(e.into_error()))?;
+        self.dry_run_stop()?;
+        self.check_pause()
+    }
+
+    /// Stops the guest at a durable call when a pause was requested.
+    pub(crate) fn check_pause(&self) -> Result<()> {
+        if self.control.pause_requested() {
+            self.lock().paused = true;
+            return Err(wasmtime::format_err!("instance paused"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn nondet(
+        &self,
+        probe: fn(&Nondet) -> bool,
+        live: impl FnOnce() -> Nondet,
+    ) -> Nondet {
+        let mut st = self.lock();
+        if !st.running.is_empty() {
+            // Inside a step body: the step's result is what is journaled.
+            return live();
+        }
+        if let Some(v) = st.replay.next_nondet(probe) {
+            return v;
+        }
+        let v = live();
+        drop(st);
+        if !self.dry_run {
+            self.journal
+                .append_lazy(&self.id, vec![Entry::Nondet { value: v.clone() }]);
+        }
+        v
+    }
+}
+
+pub(crate) struct BusyGuard<'a> {
+    inst: &'a Instance,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.inst.lock().busy -= 1;
+        self.inst.changed.notify_one();
+    }
+}
+
+pub(crate) struct WaitGuard<'a> {
+    inst: &'a Instance,
+    id: u64,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.inst.lock().waits.remove(&self.id);
+        self.inst.changed.notify_one();
+    }
+}

@@ -1,0 +1,586 @@
+//! The `weft:workflow/durable` host interface and the per-instance state
+//! behind it: replay matching, journaling, waits and the journaled WASI
+//! clocks and randomness.
+//!
+//! Store data is [`HostState`]; the durable interface reads it through the
+//! [`Durable`] projection. Everything that must outlive one host call (the
+//! replay index, pending waits, running steps) lives in [`Instance`], shared
+//! with the runner's watchdog.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Result;
+use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::types::{
+    self as wit, Backoff as WitBackoff, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
+};
+use crate::bindings::weft::workflow::durable;
+use crate::journal::{
+    AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, UnixMs, WaitResult, now_ms,
+};
+use crate::replay::{Backoff, CallRecord, Kind, retry_delay_ms};
+
+mod child;
+mod instance;
+mod wasi;
+
+pub use child::child_id;
+use instance::StepHandle;
+pub use instance::{Instance, PendingWait, Progress, RunningStep, State, WaitFor};
+use wasi::{GuestOutput, InstanceRandom, JournaledClock, JournaledMonotonic};
+
+/// Default wait-for-event timeout: 24 hours.
+pub const DEFAULT_EVENT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Longest sleep: 365 days.
+pub const MAX_SLEEP_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// The data of every store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    durable: DurableCtx,
+    /// Enforces the memory limit and remembers that it was hit.
+    pub limiter: MemoryLimiter,
+}
+
+/// Caps linear memory and tables; records when a guest asked for more.
+pub struct MemoryLimiter {
+    pub max_bytes: usize,
+    pub hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl HostState {
+    /// The instance this store runs.
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.durable.inst
+    }
+}
+
+impl HostState {
+    /// Builds the store data for one run of `inst`: WASI with journaled
+    /// clocks and randomness, guest output suppressed while replaying.
+    pub fn new(inst: Arc<Instance>, seed: u64) -> HostState {
+        let mut b = WasiCtx::builder();
+        b.stdout(GuestOutput(inst.clone()))
+            .stderr(GuestOutput(inst.clone()))
+            .wall_clock(JournaledClock(inst.clone()))
+            .monotonic_clock(JournaledMonotonic(inst.clone()))
+            .secure_random(InstanceRandom(inst.clone()))
+            .insecure_random(InstanceRandom(inst.clone()))
+            .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
+        HostState {
+            wasi: b.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max_bytes: inst.policy.limits.memory_bytes,
+                hit: false,
+            },
+            durable: DurableCtx { inst },
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The durable interface's view of the store.
+pub struct DurableCtx {
+    inst: Arc<Instance>,
+}
+
+/// [`HasData`] projection for the durable interface.
+pub struct Durable;
+
+impl HasData for Durable {
+    type Data<'a> = &'a mut DurableCtx;
+}
+
+/// Adds `weft:workflow/durable` to a linker.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    durable::add_to_linker::<HostState, Durable>(linker, |s| &mut s.durable)?;
+    Ok(())
+}
+
+fn instance_of<T>(accessor: &Accessor<T, Durable>) -> Arc<Instance> {
+    accessor.with(|mut a| a.get().inst.clone())
+}
+
+fn to_wit(e: ErrorInfo) -> wit::ErrorInfo {
+    wit::ErrorInfo {
+        name: e.name,
+        message: e.message,
+    }
+}
+
+fn from_wit(e: wit::ErrorInfo) -> ErrorInfo {
+    ErrorInfo::new(e.name, e.message)
+}
+
+fn wait_result(r: WaitResult) -> Result<wit::Event, wit::WaitError> {
+    match r {
+        WaitResult::Delivered { event } => Ok(wit::Event {
+            event_type: event.event_type,
+            payload: event.payload.to_string(),
+            timestamp_ms: event.timestamp_ms,
+        }),
+        WaitResult::TimedOut => Err(wit::WaitError::Timeout),
+    }
+}
+
+fn backoff(b: WitBackoff) -> Backoff {
+    match b {
+        WitBackoff::Constant => Backoff::Constant,
+        WitBackoff::Linear => Backoff::Linear,
+        WitBackoff::Exponential => Backoff::Exponential,
+    }
+}
+
+/// When the next attempt after failed attempt `attempt` may start, or
+/// `None` when the retries are used up.
+pub fn next_retry_ms(retries: &wit::RetryPolicy, attempt: u32, now: UnixMs) -> Option<UnixMs> {
+    (attempt <= retries.limit).then(|| {
+        now.saturating_add(retry_delay_ms(
+            retries.delay_ms,
+            backoff(retries.backoff),
+            attempt,
+        ))
+    })
+}
+
+impl durable::Host for DurableCtx {
+    fn secret(&mut self, name: String) -> Result<Result<String, wit::ErrorInfo>> {
+        let inst = &self.inst;
+        if inst.lock().running.is_empty() {
+            return Ok(Err(wit::ErrorInfo {
+                name: "NotInStep".into(),
+                message: format!(
+                    "secret(\"{name}\") was called outside a step body; read secrets inside steps"
+                ),
+            }));
+        }
+        Ok(inst.policy.secrets.get(&name).cloned().ok_or_else(|| wit::ErrorInfo {
+            name: "UnknownSecret".into(),
+            message: format!("the workflow has no secret named `{name}` (add it under [workflows.NAME.secrets] in weft.toml)"),
+        }))
+    }
+
+    fn step_begin(&mut self, name: String, config: StepConfig) -> Result<StepStart> {
+        let inst = &self.inst;
+        let mut st = inst.lock();
+        st.steps += 1;
+        if st.steps > inst.policy.limits.max_steps {
+            drop(st);
+            return Err(inst.fatal(ErrorInfo::new(
+                "StepLimitExceeded",
+                format!(
+                    "the instance began more than {} steps (limit `max_steps`)",
+                    inst.policy.limits.max_steps
+                ),
+            )));
+        }
+        let n = st.replay.occurrence(&name);
+        let (attempt, not_before) = match st.replay.take(Kind::Step, &name, n) {
+            Err(e) => {
+                drop(st);
+                return Err(inst.fatal(e.into_error()));
+            }
+            Ok(Some(CallRecord::Step {
+                outcome: Some(outcome),
+                ..
+            })) => {
+                return Ok(StepStart::Cached(
+                    outcome.map(|v| v.to_string()).map_err(to_wit),
+                ));
+            }
+            Ok(Some(CallRecord::Step {
+                attempts, retry_ms, ..
+            })) => (attempts + 1, retry_ms),
+            Ok(_) => (1, None),
+        };
+        st.next_id += 1;
+        let handle = st.next_id;
+        st.handles.insert(
+            handle,
+            StepHandle {
+                name,
+                n,
+                attempt,
+                config,
+                not_before,
+                started_ms: 0,
+            },
+        );
+        Ok(StepStart::Run(StepRun { handle, attempt }))
+    }
+}
+
+impl<T> durable::HostWithStore<T> for Durable {
+    async fn step_ready(accessor: &Accessor<T, Self>, handle: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        let busy = inst.busy();
+        let (name, n, not_before) = {
+            let st = inst.lock();
+            let h = st
+                .handles
+                .get(&handle)
+                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
+            (h.name.clone(), h.n, h.not_before)
+        };
+        inst.catch_up(Kind::Step, &name, n).await?;
+        drop(busy);
+        if let Some(at) = not_before {
+            inst.wait_until(at, WaitFor::Retry).await;
+        }
+        start_attempt(&inst, handle);
+        Ok(())
+    }
+
+    async fn step_end(
+        accessor: &Accessor<T, Self>,
+        handle: u64,
+        outcome: StepOutcome,
+    ) -> Result<StepVerdict> {
+        let inst = instance_of(accessor);
+        let busy = inst.busy();
+        let (name, n, attempt, started_ms, retries) = {
+            let mut st = inst.lock();
+            st.running.remove(&handle);
+            let h = st
+                .handles
+                .get(&handle)
+                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
+            (
+                h.name.clone(),
+                h.n,
+                h.attempt,
+                h.started_ms,
+                h.config.retries,
+            )
+        };
+        inst.changed.notify_one();
+        let ended_ms = now_ms();
+        let policy = inst.policy.clone();
+        let outcome = match outcome {
+            StepOutcome::Ok(json) if policy.leaks(&json) => StepOutcome::Ok(policy.redact(&json)),
+            StepOutcome::Err(e) => StepOutcome::Err(to_wit(policy.redact_error(from_wit(e)))),
+            StepOutcome::NonRetryable(e) => {
+                StepOutcome::NonRetryable(to_wit(policy.redact_error(from_wit(e))))
+            }
+            other => other,
+        };
+        let (result, retry_in) = match outcome {
+            StepOutcome::Ok(json) => match check_result(&name, json) {
+                Ok(value) => (AttemptResult::Ok { value }, None),
+                Err(error) => (
+                    AttemptResult::Err {
+                        error,
+                        retry_ms: None,
+                    },
+                    None,
+                ),
+            },
+            StepOutcome::NonRetryable(e) => (
+                AttemptResult::Err {
+                    error: from_wit(e),
+                    retry_ms: None,
+                },
+                None,
+            ),
+            StepOutcome::Err(e) => {
+                let retry_ms = next_retry_ms(&retries, attempt, ended_ms);
+                (
+                    AttemptResult::Err {
+                        error: from_wit(e),
+                        retry_ms,
+                    },
+                    retry_ms.map(|at| at - ended_ms),
+                )
+            }
+        };
+        let entry = Entry::Step {
+            name: name.clone(),
+            n,
+            attempt,
+            started_ms,
+            ended_ms,
+            result: result.clone(),
+        };
+        inst.journal
+            .append(&inst.id, vec![entry])
+            .await
+            .map_err(|e| inst.host_failure(e))?;
+        // The outcome is durable; a pause takes effect now.
+        inst.check_pause()?;
+        match result {
+            AttemptResult::Ok { value } => {
+                inst.report(Progress::StepDone {
+                    name,
+                    attempt,
+                    elapsed_ms: ended_ms.saturating_sub(started_ms),
+                });
+                inst.lock().handles.remove(&handle);
+                Ok(StepVerdict::Done(Ok(value.to_string())))
+            }
+            AttemptResult::Err { error, retry_ms } => {
+                inst.report(Progress::StepFailed {
+                    name,
+                    attempt,
+                    error: error.clone(),
+                    retry_in_ms: retry_in,
+                });
+                drop(busy);
+                match retry_ms {
+                    Some(at) => {
+                        inst.wait_until(at, WaitFor::Retry).await;
+                        if let Some(h) = inst.lock().handles.get_mut(&handle) {
+                            h.attempt += 1;
+                        }
+                        start_attempt(&inst, handle);
+                        Ok(StepVerdict::Retry(attempt + 1))
+                    }
+                    None => {
+                        inst.lock().handles.remove(&handle);
+                        Ok(StepVerdict::Done(Err(to_wit(error))))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_workflow(
+        accessor: &Accessor<T, Self>,
+        name: String,
+        workflow: String,
+        params: String,
+    ) -> Result<Result<String, wit::ErrorInfo>> {
+        let inst = instance_of(accessor);
+        child::run_child(&inst, name, workflow, params)
+            .await
+            .map(|r| r.map(|v| v.to_string()).map_err(to_wit))
+    }
+
+    async fn fetch(
+        accessor: &Accessor<T, Self>,
+        request: wit::HttpRequest,
+    ) -> Result<Result<wit::HttpResponse, wit::FetchError>> {
+        let inst = instance_of(accessor);
+        Ok(crate::fetch::fetch(&inst, request).await)
+    }
+
+    async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
+        Ok(())
+    }
+
+    async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        durable_sleep(&inst, name, |now| {
+            now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
+        })
+        .await
+    }
+
+    async fn sleep_until(accessor: &Accessor<T, Self>, name: String, unix_ms: u64) -> Result<()> {
+        let inst = instance_of(accessor);
+        durable_sleep(&inst, name, |now| {
+            unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
+        })
+        .await
+    }
+
+    async fn wait_for_event(
+        accessor: &Accessor<T, Self>,
+        name: String,
+        event_type: String,
+        timeout_ms: Option<u64>,
+    ) -> Result<Result<wit::Event, wit::WaitError>> {
+        let inst = instance_of(accessor);
+        let busy = inst.busy();
+        let (n, rec) = {
+            let mut st = inst.lock();
+            let n = st.replay.occurrence(&name);
+            (n, st.replay.take(Kind::Wait, &name, n))
+        };
+        let deadline_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+            Some(CallRecord::Wait {
+                result: Some(r), ..
+            }) => return Ok(wait_result(r)),
+            Some(CallRecord::Wait { deadline_ms, .. }) => deadline_ms,
+            _ => {
+                inst.catch_up(Kind::Wait, &name, n).await?;
+                let now = now_ms();
+                let deadline_ms =
+                    now.saturating_add(timeout_ms.unwrap_or(DEFAULT_EVENT_TIMEOUT_MS));
+                inst.journal
+                    .append(
+                        &inst.id,
+                        vec![Entry::WaitStart {
+                            name: name.clone(),
+                            n,
+                            event_type: event_type.clone(),
+                            started_ms: now,
+                            deadline_ms,
+                        }],
+                    )
+                    .await
+                    .map_err(|e| inst.host_failure(e))?;
+                inst.report(Progress::Waiting {
+                    name: name.clone(),
+                    event_type: event_type.clone(),
+                    deadline_ms,
+                });
+                deadline_ms
+            }
+        };
+        drop(busy);
+        inst.dry_run_park().await;
+        let mut events = inst.events.clone();
+        loop {
+            let busy = inst.busy();
+            events.borrow_and_update();
+            let timed_out = now_ms() >= deadline_ms;
+            let buffered = inst
+                .journal
+                .inbox(&inst.id)
+                .map_err(|e| inst.host_failure(e))?
+                .iter()
+                .any(|e| e.event_type == event_type);
+            if buffered || timed_out {
+                let r = inst
+                    .journal
+                    .take_event(&inst.id, &name, n, &event_type, timed_out)
+                    .await
+                    .map_err(|e| inst.host_failure(e))?;
+                if let Some(r) = r {
+                    if matches!(r, WaitResult::Delivered { .. }) {
+                        inst.report(Progress::EventReceived {
+                            name: name.clone(),
+                            event_type: event_type.clone(),
+                        });
+                    }
+                    return Ok(wait_result(r));
+                }
+            }
+            let _guard = inst.register_wait(deadline_ms, WaitFor::Event(event_type.clone()));
+            drop(busy);
+            let left = deadline_ms.saturating_sub(now_ms());
+            tokio::select! {
+                _ = events.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(left)) => {}
+            }
+        }
+    }
+}
+
+fn start_attempt(inst: &Instance, handle: u64) {
+    let mut st = inst.lock();
+    let now = now_ms();
+    let Some(h) = st.handles.get_mut(&handle) else {
+        return;
+    };
+    h.started_ms = now;
+    let running = RunningStep {
+        name: h.name.clone(),
+        n: h.n,
+        attempt: h.attempt,
+        started_ms: now,
+        deadline: Instant::now() + Duration::from_millis(h.config.timeout_ms),
+        retries: h.config.retries,
+    };
+    st.running.insert(handle, running);
+    drop(st);
+    inst.changed.notify_one();
+}
+
+/// Validates a step's result: JSON, at most 1 MiB.
+pub(crate) fn check_result(name: &str, json: String) -> Result<serde_json::Value, ErrorInfo> {
+    if json.len() > MAX_PAYLOAD_BYTES {
+        return Err(ErrorInfo::new(
+            "StepResultTooLarge",
+            format!(
+                "step \"{name}\" returned {} bytes; a step result may be at most {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+                json.len()
+            ),
+        ));
+    }
+    serde_json::from_str(&json).map_err(|e| {
+        ErrorInfo::new(
+            "InvalidStepResult",
+            format!("step \"{name}\" returned invalid JSON: {e}"),
+        )
+    })
+}
+
+async fn durable_sleep(
+    inst: &Instance,
+    name: String,
+    wake: impl FnOnce(UnixMs) -> UnixMs,
+) -> Result<()> {
+    let busy = inst.busy();
+    let (n, rec) = {
+        let mut st = inst.lock();
+        let n = st.replay.occurrence(&name);
+        (n, st.replay.take(Kind::Sleep, &name, n))
+    };
+    let wake_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+        Some(CallRecord::Sleep { wake_ms }) => wake_ms,
+        _ => {
+            inst.catch_up(Kind::Sleep, &name, n).await?;
+            let now = now_ms();
+            let wake_ms = wake(now);
+            inst.journal
+                .append(
+                    &inst.id,
+                    vec![Entry::Sleep {
+                        name: name.clone(),
+                        n,
+                        started_ms: now,
+                        wake_ms,
+                    }],
+                )
+                .await
+                .map_err(|e| inst.host_failure(e))?;
+            inst.report(Progress::Sleeping { name, wake_ms });
+            wake_ms
+        }
+    };
+    drop(busy);
+    if wake_ms > now_ms() {
+        inst.dry_run_park().await;
+    }
+    inst.wait_until(wake_ms, WaitFor::Sleep).await;
+    Ok(())
+}
