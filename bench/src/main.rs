@@ -604,6 +604,11 @@ async fn main() -> Result<()> {
     if python.is_some() {
         guests.push("py");
     }
+    // `--guest py` (or `rs`) runs one guest language only.
+    if let Some(i) = args.iter().position(|a| a == "--guest") {
+        let g = args.get(i + 1).map(String::as_str).unwrap_or("");
+        guests.retain(|x| *x == g);
+    }
     let py = python.as_deref();
     for g in &guests {
         let big = *g == "rs" && !quick;
