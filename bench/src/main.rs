@@ -62,6 +62,21 @@ fn rss_kib() -> u64 {
     status_field("VmRSS:")
 }
 
+/// CPU time (user + system) the process used so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime and stime
+    // are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}
+
 fn status_field(name: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -279,11 +294,13 @@ async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
     let b = setup(Duration::from_secs(5), 500, python)?;
     let params = json!({"scenario": scenario(guest, "loop-names"), "n": 10});
     let rss0 = rss_kib();
+    let cpu0 = cpu_seconds();
     let start = Instant::now();
     b.create_many(guest, "w2-", m, &params).await?;
     b.wait_all(Status::Complete, m, Duration::from_secs(1200))
         .await?;
     let s = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
     let w = format!("W2 throughput M={m}");
     r.add(
         &w,
@@ -294,6 +311,14 @@ async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
         "10 steps each, create to complete",
     );
     r.add(&w, guest, "steps/s", (m * 10) as f64 / s, "1/s", "");
+    r.add(
+        &w,
+        guest,
+        "CPU time per step",
+        cpu * 1e6 / (m * 10) as f64,
+        "µs",
+        "user + system, all threads",
+    );
     r.add(
         &w,
         guest,

@@ -23,7 +23,6 @@ use std::sync::{Arc, mpsc};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
 };
 use tokio::sync::oneshot;
 
@@ -384,8 +383,17 @@ impl Writer {
                 txn.set_durability(Durability::None)?;
             }
             let mut replies = Vec::with_capacity(batch.len());
-            for op in batch {
-                replies.push(self.stage(&txn, op));
+            {
+                let mut t = Tables {
+                    instances: txn.open_table(INSTANCES)?,
+                    journal: txn.open_table(JOURNAL)?,
+                    inbox: txn.open_table(INBOX)?,
+                    timers: txn.open_table(TIMERS)?,
+                    meta: txn.open_table(META)?,
+                };
+                for op in batch {
+                    replies.push(self.stage(&mut t, op));
+                }
             }
             txn.commit()?;
             Ok(replies)
@@ -403,25 +411,20 @@ impl Writer {
         }
     }
 
-    fn stage(&mut self, txn: &WriteTransaction, op: Op) -> Reply {
+    fn stage(&mut self, t: &mut Tables<'_>, op: Op) -> Reply {
         match op {
-            Op::Create(rec, reply) => Reply::Created(reply, self.create(txn, rec)),
-            Op::Truncate(id, from, reply) => {
-                Reply::Unit(Some(reply), self.truncate(txn, &id, from))
+            Op::Create(rec, reply) => Reply::Created(reply, self.create(t, rec)),
+            Op::Truncate(id, from, reply) => Reply::Unit(Some(reply), self.truncate(t, &id, from)),
+            Op::Delete(id, reply) => Reply::Unit(Some(reply), self.delete(t, &id)),
+            Op::SetVersion(id, digest, reply) => {
+                Reply::Unit(Some(reply), self.modify(t, &id, |rec| rec.digest = digest))
             }
-            Op::Delete(id, reply) => Reply::Unit(Some(reply), self.delete(txn, &id)),
-            Op::SetVersion(id, digest, reply) => Reply::Unit(
-                Some(reply),
-                self.modify(txn, &id, |rec| rec.digest = digest),
-            ),
-            Op::Update(id, update, reply) => {
-                Reply::Unit(Some(reply), self.update(txn, &id, update))
-            }
+            Op::Update(id, update, reply) => Reply::Unit(Some(reply), self.update(t, &id, update)),
             Op::Append {
                 id, entries, reply, ..
-            } => Reply::Unit(reply, self.append(txn, &id, &entries)),
+            } => Reply::Unit(reply, self.append(t, &id, &entries)),
             Op::PushEvent(id, event, reply) => {
-                Reply::Unit(Some(reply), self.push_event(txn, &id, event))
+                Reply::Unit(Some(reply), self.push_event(t, &id, event))
             }
             Op::TakeEvent {
                 id,
@@ -432,31 +435,31 @@ impl Writer {
                 reply,
             } => Reply::Wait(
                 reply,
-                self.take_event(txn, &id, &name, n, &event_type, or_timeout),
+                self.take_event(t, &id, &name, n, &event_type, or_timeout),
             ),
         }
     }
 
-    fn create(
-        &mut self,
-        txn: &WriteTransaction,
-        rec: InstanceRecord,
-    ) -> Result<Created, JournalError> {
-        let mut table = txn.open_table(INSTANCES)?;
-        if let Some(existing) = table.get(rec.id.as_str())? {
+    fn create(&mut self, t: &mut Tables<'_>, rec: InstanceRecord) -> Result<Created, JournalError> {
+        if let Some(existing) = t.instances.get(rec.id.as_str())? {
             return Ok(Created::Existing(decode(existing.value())?));
         }
-        table.insert(rec.id.as_str(), encode(&rec).as_slice())?;
+        t.instances
+            .insert(rec.id.as_str(), encode(&rec).as_slice())?;
         Ok(Created::New(rec))
     }
 
     fn update(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         u: StatusUpdate,
     ) -> Result<(), JournalError> {
-        self.modify(txn, id, |rec| {
+        if u.status.is_final() {
+            // Reloaded from the table should the instance be restarted.
+            self.next_seq.remove(id);
+        }
+        self.modify(t, id, |rec| {
             rec.status = u.status;
             rec.output = u.output;
             rec.error = u.error;
@@ -465,27 +468,25 @@ impl Writer {
 
     fn modify(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         f: impl FnOnce(&mut InstanceRecord),
     ) -> Result<(), JournalError> {
-        let mut table = txn.open_table(INSTANCES)?;
-        let mut rec: InstanceRecord = match table.get(id)? {
+        let mut rec: InstanceRecord = match t.instances.get(id)? {
             Some(v) => decode(v.value())?,
             None => return Err(JournalError::UnknownInstance(id.to_owned())),
         };
         f(&mut rec);
         rec.updated_ms = now_ms();
-        table.insert(id, encode(&rec).as_slice())?;
+        t.instances.insert(id, encode(&rec).as_slice())?;
         Ok(())
     }
 
-    fn seq(&mut self, txn: &WriteTransaction, id: &str) -> Result<u64, JournalError> {
+    fn seq(&mut self, t: &mut Tables<'_>, id: &str) -> Result<u64, JournalError> {
         if let Some(s) = self.next_seq.get(id) {
             return Ok(*s);
         }
-        let table = txn.open_table(JOURNAL)?;
-        let next = match table.range((id, 0u64)..=(id, u64::MAX))?.next_back() {
+        let next = match t.journal.range((id, 0u64)..=(id, u64::MAX))?.next_back() {
             Some(row) => row?.0.value().1 + 1,
             None => 0,
         };
@@ -494,15 +495,13 @@ impl Writer {
 
     fn append(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         entries: &[Entry],
     ) -> Result<(), JournalError> {
-        let mut seq = self.seq(txn, id)?;
-        let mut table = txn.open_table(JOURNAL)?;
-        let mut timers = txn.open_table(TIMERS)?;
+        let mut seq = self.seq(t, id)?;
         for e in entries {
-            table.insert((id, seq), encode(e).as_slice())?;
+            t.journal.insert((id, seq), encode(e).as_slice())?;
             seq += 1;
             let wake = match e {
                 Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
@@ -514,72 +513,65 @@ impl Writer {
                 _ => None,
             };
             if let Some(at) = wake {
-                timers.insert((at, id), ())?;
+                t.timers.insert((at, id), ())?;
             }
         }
-        self.next_seq.insert(id.to_owned(), seq);
+        match self.next_seq.get_mut(id) {
+            Some(s) => *s = seq,
+            None => {
+                self.next_seq.insert(id.to_owned(), seq);
+            }
+        }
         Ok(())
     }
 
-    fn truncate(
-        &mut self,
-        txn: &WriteTransaction,
-        id: &str,
-        from: u64,
-    ) -> Result<(), JournalError> {
-        let mut table = txn.open_table(JOURNAL)?;
-        table.retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
+    fn truncate(&mut self, t: &mut Tables<'_>, id: &str, from: u64) -> Result<(), JournalError> {
+        t.journal
+            .retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
         self.next_seq.remove(id);
         Ok(())
     }
 
-    fn delete(&mut self, txn: &WriteTransaction, id: &str) -> Result<(), JournalError> {
-        if txn.open_table(INSTANCES)?.remove(id)?.is_none() {
+    fn delete(&mut self, t: &mut Tables<'_>, id: &str) -> Result<(), JournalError> {
+        if t.instances.remove(id)?.is_none() {
             return Err(JournalError::UnknownInstance(id.to_owned()));
         }
-        self.truncate(txn, id, 0)?;
-        txn.open_table(INBOX)?
+        self.truncate(t, id, 0)?;
+        t.inbox
             .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
-        txn.open_table(TIMERS)?.retain(|(_, t), _| t != id)?;
+        t.timers.retain(|(_, tid), _| tid != id)?;
         Ok(())
     }
 
     fn push_event(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         event: EventRecord,
     ) -> Result<(), JournalError> {
-        {
-            let instances = txn.open_table(INSTANCES)?;
-            let rec: InstanceRecord = match instances.get(id)? {
-                Some(v) => decode(v.value())?,
-                None => return Err(JournalError::UnknownInstance(id.to_owned())),
-            };
-            if rec.status.is_final() {
-                return Err(JournalError::Finished {
-                    id: id.to_owned(),
-                    status: rec.status.as_str(),
-                });
-            }
+        let rec: InstanceRecord = match t.instances.get(id)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(JournalError::UnknownInstance(id.to_owned())),
+        };
+        if rec.status.is_final() {
+            return Err(JournalError::Finished {
+                id: id.to_owned(),
+                status: rec.status.as_str(),
+            });
         }
         let seq = match self.next_event {
             Some(s) => s,
-            None => {
-                let meta = txn.open_table(META)?;
-                meta.get("next_event")?.map(|v| v.value()).unwrap_or(0)
-            }
+            None => t.meta.get("next_event")?.map(|v| v.value()).unwrap_or(0),
         };
-        txn.open_table(INBOX)?
-            .insert((id, seq), encode(&event).as_slice())?;
-        txn.open_table(META)?.insert("next_event", seq + 1)?;
+        t.inbox.insert((id, seq), encode(&event).as_slice())?;
+        t.meta.insert("next_event", seq + 1)?;
         self.next_event = Some(seq + 1);
         Ok(())
     }
 
     fn take_event(
         &mut self,
-        txn: &WriteTransaction,
+        t: &mut Tables<'_>,
         id: &str,
         name: &str,
         n: u32,
@@ -587,27 +579,24 @@ impl Writer {
         or_timeout: bool,
     ) -> Result<Option<WaitResult>, JournalError> {
         let mut found = None;
-        {
-            let inbox = txn.open_table(INBOX)?;
-            for row in inbox.range((id, 0u64)..=(id, u64::MAX))? {
-                let (k, v) = row?;
-                let event: EventRecord = decode(v.value())?;
-                if event.event_type == event_type {
-                    found = Some((k.value().1, event));
-                    break;
-                }
+        for row in t.inbox.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, v) = row?;
+            let event: EventRecord = decode(v.value())?;
+            if event.event_type == event_type {
+                found = Some((k.value().1, event));
+                break;
             }
         }
         let result = match found {
             Some((seq, event)) => {
-                txn.open_table(INBOX)?.remove((id, seq))?;
+                t.inbox.remove((id, seq))?;
                 WaitResult::Delivered { event }
             }
             None if or_timeout => WaitResult::TimedOut,
             None => return Ok(None),
         };
         self.append(
-            txn,
+            t,
             id,
             &[Entry::WaitEnd {
                 name: name.to_owned(),
@@ -618,6 +607,15 @@ impl Writer {
         )?;
         Ok(Some(result))
     }
+}
+
+/// The tables of one write transaction, opened once per batch.
+struct Tables<'txn> {
+    instances: redb::Table<'txn, &'static str, &'static [u8]>,
+    journal: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    inbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
+    timers: redb::Table<'txn, (u64, &'static str), ()>,
+    meta: redb::Table<'txn, &'static str, u64>,
 }
 
 enum Reply {
