@@ -439,7 +439,9 @@ where
         w::StepStart::Cached(Err(e)) => return Err(Error::from_info(e)),
         w::StepStart::Run(run) => run,
     };
-    durable::step_ready(run.handle).await;
+    if !run.started {
+        durable::step_ready(run.handle).await;
+    }
     loop {
         let outcome = match (s.body)().await {
             Ok(value) => match serde_json::to_string(&value) {

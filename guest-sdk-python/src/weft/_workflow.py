@@ -156,7 +156,8 @@ async def _run_step(
         raise _rebuild(start.value.value, module_globals)
     handle = start.value.handle
     attempt = start.value.attempt
-    await durable.step_ready(handle)
+    if not start.value.started:
+        await durable.step_ready(handle)
     while True:
         outcome: types.StepOutcome
         try:

@@ -230,6 +230,10 @@ impl durable::Host for DurableCtx {
             })) => (attempts + 1, retry_ms),
             Ok(_) => (1, None),
         };
+        // With nothing left to replay and no backoff pending, `step-ready`
+        // would return at once: start the attempt here and spare the guest
+        // that async call.
+        let start_now = not_before.is_none() && !st.replay.is_replaying() && !inst.dry_run;
         st.next_id += 1;
         let handle = st.next_id;
         st.handles.insert(
@@ -243,7 +247,16 @@ impl durable::Host for DurableCtx {
                 started_ms: 0,
             },
         );
-        Ok(StepStart::Run(StepRun { handle, attempt }))
+        drop(st);
+        if start_now {
+            inst.check_pause()?;
+            start_attempt(inst, handle);
+        }
+        Ok(StepStart::Run(StepRun {
+            handle,
+            attempt,
+            started: start_now,
+        }))
     }
 }
 
