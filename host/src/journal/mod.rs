@@ -104,10 +104,12 @@ enum Op {
         InstanceRecord,
         oneshot::Sender<Result<Created, JournalError>>,
     ),
+    /// Without a reply the update is not durable by itself: it becomes
+    /// durable with the next durable write.
     Update(
         String,
         StatusUpdate,
-        oneshot::Sender<Result<(), JournalError>>,
+        Option<oneshot::Sender<Result<InstanceRecord, JournalError>>>,
     ),
     Append {
         id: String,
@@ -134,6 +136,7 @@ impl Op {
     fn durable(&self) -> bool {
         match self {
             Op::Append { durable, .. } => *durable,
+            Op::Update(_, _, reply) => reply.is_some(),
             _ => true,
         }
     }
@@ -193,11 +196,24 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Sets an instance's status (and output or error).
-    pub async fn update(&self, id: &str, update: StatusUpdate) -> Result<(), JournalError> {
+    /// Sets an instance's status (and output or error); returns the record
+    /// as stored.
+    pub async fn update(
+        &self,
+        id: &str,
+        update: StatusUpdate,
+    ) -> Result<InstanceRecord, JournalError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Op::Update(id.to_owned(), update, tx))?;
+        self.send(Op::Update(id.to_owned(), update, Some(tx)))?;
         rx.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Sets an instance's status without waiting: it is visible at once to
+    /// readers after the writer's next commit and durable with the next
+    /// durable write. For states a crash may lose (`running`: an instance
+    /// found `queued` after a restart is simply run).
+    pub fn update_lazy(&self, id: &str, update: StatusUpdate) {
+        let _ = self.send(Op::Update(id.to_owned(), update, None));
     }
 
     /// Removes an instance's journal entries from sequence number `from` on.
@@ -416,10 +432,11 @@ impl Writer {
             Op::Create(rec, reply) => Reply::Created(reply, self.create(t, rec)),
             Op::Truncate(id, from, reply) => Reply::Unit(Some(reply), self.truncate(t, &id, from)),
             Op::Delete(id, reply) => Reply::Unit(Some(reply), self.delete(t, &id)),
-            Op::SetVersion(id, digest, reply) => {
-                Reply::Unit(Some(reply), self.modify(t, &id, |rec| rec.digest = digest))
-            }
-            Op::Update(id, update, reply) => Reply::Unit(Some(reply), self.update(t, &id, update)),
+            Op::SetVersion(id, digest, reply) => Reply::Unit(
+                Some(reply),
+                self.modify(t, &id, |rec| rec.digest = digest).map(drop),
+            ),
+            Op::Update(id, update, reply) => Reply::Record(reply, self.update(t, &id, update)),
             Op::Append {
                 id, entries, reply, ..
             } => Reply::Unit(reply, self.append(t, &id, &entries)),
@@ -454,7 +471,7 @@ impl Writer {
         t: &mut Tables<'_>,
         id: &str,
         u: StatusUpdate,
-    ) -> Result<(), JournalError> {
+    ) -> Result<InstanceRecord, JournalError> {
         if u.status.is_final() {
             // Reloaded from the table should the instance be restarted.
             self.next_seq.remove(id);
@@ -471,7 +488,7 @@ impl Writer {
         t: &mut Tables<'_>,
         id: &str,
         f: impl FnOnce(&mut InstanceRecord),
-    ) -> Result<(), JournalError> {
+    ) -> Result<InstanceRecord, JournalError> {
         let mut rec: InstanceRecord = match t.instances.get(id)? {
             Some(v) => decode(v.value())?,
             None => return Err(JournalError::UnknownInstance(id.to_owned())),
@@ -479,7 +496,7 @@ impl Writer {
         f(&mut rec);
         rec.updated_ms = now_ms();
         t.instances.insert(id, encode(&rec).as_slice())?;
-        Ok(())
+        Ok(rec)
     }
 
     fn seq(&mut self, t: &mut Tables<'_>, id: &str) -> Result<u64, JournalError> {
@@ -631,6 +648,10 @@ enum Reply {
         oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
         Result<Option<WaitResult>, JournalError>,
     ),
+    Record(
+        Option<oneshot::Sender<Result<InstanceRecord, JournalError>>>,
+        Result<InstanceRecord, JournalError>,
+    ),
 }
 
 impl Reply {
@@ -644,6 +665,12 @@ impl Reply {
                 }
             }
             Reply::Wait(tx, r) => drop(tx.send(r)),
+            Reply::Record(Some(tx), r) => drop(tx.send(r)),
+            Reply::Record(None, r) => {
+                if let Err(e) = r {
+                    tracing::error!("journal write failed: {e}");
+                }
+            }
         }
     }
 }

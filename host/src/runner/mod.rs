@@ -243,25 +243,30 @@ impl Runtime {
                 .instance(id)?
                 .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
             if rec.status.is_final() {
-                if let Some(parent) = &rec.parent {
-                    self.notify(parent);
-                }
-                self.finished
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(Idle::Final(rec));
+                return Ok(self.finish(rec));
             }
             if control.pause_requested() {
                 self.set_status(id, Status::Paused, None, None).await?;
                 return Ok(Idle::Paused);
             }
             if rec.status != Status::Running {
-                self.set_status(id, Status::Running, None, None).await?;
+                // Not waited for: after a crash an instance found `queued`
+                // is run all the same.
+                self.journal.update_lazy(
+                    id,
+                    StatusUpdate {
+                        status: Status::Running,
+                        output: None,
+                        error: None,
+                    },
+                );
             }
             match self
                 .run_once(&rec, &events, &control, progress.clone())
                 .await?
             {
-                RunEnd::Final | RunEnd::Retry => continue,
+                RunEnd::Final(rec) => return Ok(self.finish(rec)),
+                RunEnd::Retry => continue,
                 RunEnd::Paused => {
                     self.set_status(id, Status::Paused, None, None).await?;
                     return Ok(Idle::Paused);
@@ -283,6 +288,16 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Bookkeeping for an instance found or made final.
+    fn finish(&self, rec: InstanceRecord) -> Idle {
+        if let Some(parent) = &rec.parent {
+            self.notify(parent);
+        }
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Idle::Final(rec)
     }
 
     /// The pause switch of an instance.
@@ -341,8 +356,9 @@ impl Runtime {
         status: Status,
         output: Option<Box<serde_json::value::RawValue>>,
         error: Option<ErrorInfo>,
-    ) -> Result<()> {
-        self.journal
+    ) -> Result<InstanceRecord> {
+        Ok(self
+            .journal
             .update(
                 id,
                 StatusUpdate {
@@ -351,8 +367,7 @@ impl Runtime {
                     error,
                 },
             )
-            .await?;
-        Ok(())
+            .await?)
     }
 
     async fn run_once(
@@ -407,8 +422,8 @@ impl Runtime {
             bail!("instance {id}: {e}");
         }
         if let Some(e) = fatal {
-            self.set_status(id, Status::Errored, None, Some(e)).await?;
-            return Ok(RunEnd::Final);
+            let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
+            return Ok(RunEnd::Final(rec));
         }
         if paused || matches!(ended, Err(Interrupt::Pause)) {
             return Ok(RunEnd::Paused);
@@ -416,8 +431,8 @@ impl Runtime {
         match ended {
             Ok(Ok(Ok(json))) => {
                 let json = policy.redact(&json);
-                if let Err(e) = inst.check_finished() {
-                    self.set_status(id, Status::Errored, None, Some(e)).await?;
+                let rec = if let Err(e) = inst.check_finished() {
+                    self.set_status(id, Status::Errored, None, Some(e)).await?
                 } else {
                     match parse_payload("workflow output", &json) {
                         Ok(out) => {
@@ -429,13 +444,13 @@ impl Runtime {
                             self.set_status(id, Status::Errored, None, Some(e)).await?
                         }
                     }
-                }
-                Ok(RunEnd::Final)
+                };
+                Ok(RunEnd::Final(rec))
             }
             Ok(Ok(Err(e))) => {
                 let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
-                self.set_status(id, Status::Errored, None, Some(e)).await?;
-                Ok(RunEnd::Final)
+                let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
+                Ok(RunEnd::Final(rec))
             }
             Ok(Err(trap)) => {
                 tracing::debug!("instance {id} trapped: {trap:?}");
@@ -490,8 +505,8 @@ impl Runtime {
                     self.journal.append(id, entries).await?;
                     return Ok(RunEnd::Retry);
                 }
-                self.set_status(id, Status::Errored, None, Some(e)).await?;
-                Ok(RunEnd::Final)
+                let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
+                Ok(RunEnd::Final(rec))
             }
             Err(Interrupt::Timeout(step)) => {
                 let now = now_ms();
@@ -578,7 +593,8 @@ impl Control {
 }
 
 enum RunEnd {
-    Final,
+    /// The instance ended; its final record.
+    Final(InstanceRecord),
     Retry,
     Paused,
     Evicted {
