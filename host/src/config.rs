@@ -3,7 +3,7 @@
 //! ```toml
 //! [server]
 //! addr = "127.0.0.1:8080"   # optional
-//! max_running = 256         # instances in memory at once (optional)
+//! max_running = 256         # instances working at once (optional)
 //!
 //! [workflows.hello]
 //! component = "target/guests/wasm32-wasip2/release/hello.wasm"

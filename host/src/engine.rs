@@ -53,16 +53,23 @@ fn hex_of(digest: &str) -> &str {
 /// Bytes of a pooled memory or table slot kept resident between instances.
 const KEEP_RESIDENT: usize = 1 << 20;
 
+/// Component instances the engine's pool holds at once.
+const POOL_INSTANCES: u32 = 1000;
+
+/// Instances a server keeps in memory at once (running or waiting briefly):
+/// the pool, less room for upgrade checks and replays outside the scheduler.
+pub const MAX_RESIDENT: usize = POOL_INSTANCES as usize - 48;
+
 fn new_engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
-    pool.total_component_instances(1000)
-        .total_core_instances(10_000)
-        .total_memories(2000)
-        .total_tables(4000)
-        .total_stacks(1000)
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(10 * POOL_INSTANCES)
+        .total_memories(2 * POOL_INSTANCES)
+        .total_tables(4 * POOL_INSTANCES)
+        .total_stacks(POOL_INSTANCES)
         .max_memory_size(1 << 30);
     // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a freed slot is reset
     // by restoring just the pages its instance wrote, up to 1 MiB of them,

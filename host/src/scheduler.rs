@@ -4,18 +4,21 @@
 //! terminate and restart.
 //!
 //! An instance holds a pool permit (and its workflow's permit) only while it
-//! runs or waits briefly in memory. Evicted, paused and waiting instances
-//! hold no permit and no guest memory: only a parked task with a timer.
+//! works: a wait in memory (a short sleep, an event, a retry delay) gives
+//! them back until it ends, as Cloudflare counts concurrency. Instances in
+//! memory are bounded by the engine's instance slots. Evicted, paused and
+//! waiting instances hold no permit and no guest memory: only a parked task
+//! with a timer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::journal::{Created, InstanceRecord, Status, StatusUpdate};
-use crate::runner::{Idle, Runtime};
+use crate::runner::{Admission, Idle, Runtime};
 
 /// A workflow deployed on the server.
 pub struct Deployed {
@@ -32,6 +35,9 @@ pub struct Scheduler {
     pub rt: Arc<Runtime>,
     workflows: HashMap<String, Deployed>,
     pool: Arc<Semaphore>,
+    /// Bounds the instances in memory (running or waiting hot) by the
+    /// engine's instance slots.
+    resident: Arc<Semaphore>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
 }
@@ -72,6 +78,7 @@ impl Scheduler {
             rt,
             workflows,
             pool: Arc::new(Semaphore::new(max_running.max(1))),
+            resident: Arc::new(Semaphore::new(crate::engine::MAX_RESIDENT)),
             tasks: Mutex::new(HashMap::new()),
             me: std::sync::OnceLock::new(),
         })
@@ -140,34 +147,17 @@ impl Scheduler {
         tasks.insert(id.to_owned(), handle);
     }
 
-    async fn permits(
-        &self,
-        rec: &InstanceRecord,
-    ) -> Result<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
-        let limit = self
-            .workflows
-            .get(&rec.workflow)
-            .and_then(|w| w.limit.clone());
-        let immediate = (
-            self.pool.clone().try_acquire_owned().ok(),
-            limit.as_ref().map(|l| l.clone().try_acquire_owned().ok()),
-        );
-        match immediate {
-            (Some(p), None) => return Ok((p, None)),
-            (Some(p), Some(Some(w))) => return Ok((p, Some(w))),
-            _ => {}
+    /// Takes the run permits of an instance, marking it queued while it
+    /// waits for them.
+    async fn admit(&self, rec: &InstanceRecord, admission: &Admission) -> Result<()> {
+        if admission.try_acquire() {
+            return Ok(());
         }
-        drop(immediate);
         if rec.status != Status::Queued {
             self.set_status(&rec.id, Status::Queued).await?;
         }
-        // Workflow permit first, so a full workflow does not hold pool slots.
-        let w = match limit {
-            Some(l) => Some(l.acquire_owned().await?),
-            None => None,
-        };
-        let p = self.pool.clone().acquire_owned().await?;
-        Ok((p, w))
+        admission.acquire().await?;
+        Ok(())
     }
 
     async fn set_status(&self, id: &str, status: Status) -> Result<()> {
@@ -188,6 +178,7 @@ impl Scheduler {
     async fn instance_task(self: Arc<Self>, id: &str) -> Result<()> {
         let mut events = self.rt.event_receiver(id);
         let control = self.rt.control(id);
+        let mut admission = None;
         loop {
             let Some(rec) = self.rt.journal.instance(id)? else {
                 return Ok(());
@@ -202,12 +193,27 @@ impl Scheduler {
                 // Parked until resumed; resume spawns a new task.
                 return Ok(());
             }
-            let permits = tokio::select! {
-                p = self.permits(&rec) => p?,
+            let admission: &Arc<Admission> = admission.get_or_insert_with(|| {
+                let limit = self
+                    .workflows
+                    .get(&rec.workflow)
+                    .and_then(|w| w.limit.clone());
+                Admission::new(self.pool.clone(), limit)
+            });
+            // A place in memory first (the engine's instance slots), then
+            // the permits to run.
+            let resident = tokio::select! {
+                p = self.resident.clone().acquire_owned() => p?,
                 _ = control.changed.notified() => continue,
             };
-            let idle = self.rt.run_until_idle(id, &None).await?;
-            drop(permits);
+            tokio::select! {
+                r = self.admit(&rec, admission) => r?,
+                _ = control.changed.notified() => continue,
+            }
+            let idle = self.rt.run_until_idle(id, &None, Some(admission)).await;
+            admission.release();
+            drop(resident);
+            let idle = idle?;
             match idle {
                 Idle::Final(_) | Idle::Paused => return Ok(()),
                 Idle::Evicted {

@@ -298,30 +298,40 @@ fn pause_resume_terminate_and_restart() {
 }
 
 #[test]
-fn a_concurrency_limit_queues_instances() {
+fn a_concurrency_limit_queues_working_instances_not_waiting_ones() {
     let w = Weft::new();
     let s = w.serve("serve", &rust_only(), &[]);
+    // Each instance works 300 ms in a step, sleeps 2 s, then runs a step.
     for i in 0..3 {
         create(
             &s,
             "limited",
             &format!("q{i}"),
-            json!({"scenario": "sleep", "ms": 400}),
+            json!({"scenario": "slow-step-sleep", "ms": 300}),
         );
     }
-    let mut spans = Vec::new();
+    let mut work = Vec::new();
+    let mut sleeps = Vec::new();
     for i in 0..3 {
         let v = s.wait_status("limited", &format!("q{i}"), "complete");
         let steps = v["steps"].as_array().unwrap();
-        spans.push((u(&steps[0]["startedMs"]), u(&steps[1]["endedMs"])));
+        work.push((u(&steps[0]["startedMs"]), u(&steps[0]["endedMs"])));
+        sleeps.push((u(&steps[0]["endedMs"]), u(&steps[1]["startedMs"])));
     }
-    spans.sort();
-    for pair in spans.windows(2) {
+    work.sort();
+    for pair in work.windows(2) {
         assert!(
             pair[1].0 >= pair[0].1,
-            "limit 1: runs must not overlap: {spans:?}"
+            "limit 1: working instances must not overlap: {work:?}"
         );
     }
+    // A sleeping instance does not count against the limit: the next one
+    // works while it sleeps, so the three 2 s sleeps overlap.
+    sleeps.sort();
+    assert!(
+        sleeps[2].0 < sleeps[0].1,
+        "waiting instances must not hold the limit: {sleeps:?}"
+    );
     s.run.kill9();
 }
 

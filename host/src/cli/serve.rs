@@ -24,7 +24,8 @@ pub struct ServeArgs {
     /// A bearer token every API call must carry.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Instances in memory at once (default: the config's, else 500).
+    /// Instances working at once; waiting ones do not count (default: the
+    /// config's, else 500).
     #[arg(long)]
     pub max_running: Option<usize>,
     #[command(flatten)]

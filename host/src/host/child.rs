@@ -143,6 +143,8 @@ pub(super) async fn run_child(
                 .append(&inst.id, vec![end(result.clone())])
                 .await
                 .map_err(|e| inst.host_failure(e))?;
+            drop(busy);
+            inst.wait_over().await;
             return Ok(to_result(result));
         }
         let _guard = inst.register_wait(u64::MAX, WaitFor::Child(child.clone()));

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{Notify, mpsc, watch};
 use wasmtime::Result;
 
 use crate::bindings::types::{self as wit, StepConfig};
-use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, now_ms};
+use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, until_ms};
 use crate::replay::{Kind, Replay};
 
 /// Progress of an instance, reported for new work only (never for replay).
@@ -131,6 +131,8 @@ pub struct Instance {
     /// wait, and write nothing.
     pub dry_run: bool,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// The run permits of a server's instance, given back while it waits.
+    pub admission: Option<Arc<crate::runner::Admission>>,
 }
 
 impl Instance {
@@ -153,6 +155,7 @@ impl Instance {
             children,
             policy,
             dry_run: false,
+            admission: None,
             state: Mutex::new(State {
                 replay,
                 handles: HashMap::new(),
@@ -217,12 +220,31 @@ impl Instance {
     /// Waits until `wake_ms`, registered as a pending wait so the runner can
     /// evict the instance while it waits.
     pub(crate) async fn wait_until(&self, wake_ms: UnixMs, what: WaitFor) {
-        let now = now_ms();
-        if wake_ms <= now {
+        let left = until_ms(wake_ms);
+        if left.is_zero() {
             return;
         }
-        let _guard = self.register_wait(wake_ms, what);
-        tokio::time::sleep(Duration::from_millis(wake_ms - now)).await;
+        let guard = self.register_wait(wake_ms, what);
+        tokio::time::sleep(left).await;
+        drop(guard);
+        self.wait_over().await;
+    }
+
+    /// Called when a wait of a server's instance ends, before the guest goes
+    /// on: takes the run permits back if the watchdog gave them up while
+    /// the instance only waited.
+    pub(crate) async fn wait_over(&self) {
+        if let Some(a) = &self.admission {
+            // The semaphores are never closed while instances run.
+            let _ = a.acquire().await;
+        }
+    }
+
+    /// The instance only waits: its run permits may serve another.
+    pub(crate) fn waiting_only(&self) {
+        if let Some(a) = &self.admission {
+            a.release();
+        }
     }
 
     /// Marks a host call as working until the guard drops.

@@ -19,7 +19,7 @@ use crate::bindings::types::{
 };
 use crate::bindings::weft::workflow::durable;
 use crate::journal::{
-    AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, UnixMs, WaitResult, now_ms,
+    AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, UnixMs, WaitResult, now_ms, until_ms,
 };
 use crate::replay::{Backoff, CallRecord, Kind, retry_delay_ms};
 
@@ -498,6 +498,8 @@ impl<T> durable::HostWithStore<T> for Durable {
                     .await
                     .map_err(|e| inst.host_failure(e))?;
                 if let Some(r) = r {
+                    drop(busy);
+                    inst.wait_over().await;
                     if matches!(r, WaitResult::Delivered { .. }) {
                         inst.report(Progress::EventReceived {
                             name: name.clone(),
@@ -509,10 +511,9 @@ impl<T> durable::HostWithStore<T> for Durable {
             }
             let _guard = inst.register_wait(deadline_ms, WaitFor::Event(event_type.clone()));
             drop(busy);
-            let left = deadline_ms.saturating_sub(now_ms());
             tokio::select! {
                 _ = events.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(left)) => {}
+                _ = tokio::time::sleep(until_ms(deadline_ms)) => {}
             }
         }
     }

@@ -23,6 +23,14 @@ pub fn now_ms() -> UnixMs {
         .unwrap_or(0)
 }
 
+/// Time left until `at` (zero when it has passed), to the microsecond, so
+/// that a timer set from it fires at `at` and not up to a millisecond late.
+pub fn until_ms(at: UnixMs) -> std::time::Duration {
+    (std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
+}
+
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
     serde_json::to_writer(&mut out, value).expect("journal records serialize");

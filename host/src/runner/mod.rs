@@ -15,12 +15,15 @@ use crate::engine::Components;
 use crate::host::{HostState, Instance, Progress, RunningStep, next_retry_ms};
 use crate::journal::{
     AttemptResult, Created, Entry, ErrorInfo, EventRecord, InstanceRecord, Journal, JournalError,
-    MAX_PAYLOAD_BYTES, Status, StatusUpdate, UnixMs, now_ms, raw_json,
+    MAX_PAYLOAD_BYTES, Status, StatusUpdate, UnixMs, now_ms, raw_json, until_ms,
 };
 use crate::replay::Replay;
 
+mod admission;
 mod upgrade;
 mod watchdog;
+
+pub use admission::Admission;
 
 use watchdog::watchdog;
 
@@ -212,7 +215,7 @@ impl Runtime {
     ) -> Result<InstanceRecord> {
         let mut events = self.event_receiver(id);
         loop {
-            match self.run_until_idle(id, &progress).await? {
+            match self.run_until_idle(id, &progress, None).await? {
                 Idle::Final(rec) => return Ok(rec),
                 Idle::Evicted {
                     wake_ms,
@@ -229,11 +232,14 @@ impl Runtime {
     }
 
     /// Runs an instance until it is final, evicted (waiting long) or
-    /// paused, replaying its journal first.
+    /// paused, replaying its journal first. With `admission` (a server's
+    /// instance), its permits are held on entry, given back while the
+    /// instance only waits and taken again when a wait ends.
     pub async fn run_until_idle(
         &self,
         id: &str,
         progress: &Option<mpsc::UnboundedSender<Progress>>,
+        admission: Option<&Arc<Admission>>,
     ) -> Result<Idle> {
         let events = self.event_receiver(id);
         let control = self.control(id);
@@ -262,7 +268,7 @@ impl Runtime {
                 );
             }
             match self
-                .run_once(&rec, &events, &control, progress.clone())
+                .run_once(&rec, &events, &control, progress.clone(), admission)
                 .await?
             {
                 RunEnd::Final(rec) => return Ok(self.finish(rec)),
@@ -338,13 +344,12 @@ impl Runtime {
             // Wake a little early: the replay then happens before the timer
             // and the rest of the wait is spent hot, so the instance resumes
             // on time even when many wake together.
-            let prewarm = (PREWARM.min(self.evict_after / 2)).as_millis() as u64;
-            let left = wake_ms.saturating_sub(now_ms()).saturating_sub(prewarm);
-            if left == 0 {
+            let left = until_ms(wake_ms).saturating_sub(PREWARM.min(self.evict_after / 2));
+            if left.is_zero() {
                 return Ok(());
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(left)) => return Ok(()),
+                _ = tokio::time::sleep(left) => return Ok(()),
                 _ = events.changed() => {}
             }
         }
@@ -376,6 +381,7 @@ impl Runtime {
         events: &watch::Receiver<u64>,
         control: &Arc<Control>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
+        admission: Option<&Arc<Admission>>,
     ) -> Result<RunEnd> {
         let component = self.components.load(&rec.digest)?;
         let entries = self.journal.entries(&rec.id)?;
@@ -387,7 +393,7 @@ impl Runtime {
             });
         }
         let replay = Replay::new(entries);
-        let inst = Instance::new(
+        let mut inst = Instance::new(
             rec.id.clone(),
             self.journal.clone(),
             replay,
@@ -398,6 +404,7 @@ impl Runtime {
             self.policy(&rec.workflow),
             progress.clone(),
         );
+        Arc::get_mut(&mut inst).expect("new instance").admission = admission.cloned();
         let policy = inst.policy.clone();
         let mut store = self.new_store(&inst, rec.seed);
         let event = workflow_event(rec);

@@ -57,6 +57,8 @@ pub(super) async fn watchdog(
                         children,
                     };
                 }
+                // Only short waits: no work until one ends.
+                inst.waiting_only();
                 None
             } else {
                 None

@@ -31,6 +31,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "timeout" => timeout().await,
         "too-large" => too_large().await,
         "sleep" => sleep_then_step(input.ms).await,
+        "slow-step-sleep" => slow_step_sleep(input.ms).await,
         "events" => events().await,
         "event-timeout" => event_timeout(input.ms).await,
         "concurrent" => concurrent(input.ms).await,
@@ -183,6 +184,19 @@ async fn too_large() -> Result<Value, Error> {
 async fn sleep_then_step(ms: u64) -> Result<Value, Error> {
     let before: u64 = step("before", || async { Ok(1) }).await?;
     sleep("nap", Duration::from_millis(ms)).await;
+    let after: u64 = step("after", || async { Ok(2) }).await?;
+    Ok(json!({ "before": before, "after": after }))
+}
+
+/// A step whose body takes `ms` (the instance works), then a durable sleep
+/// of 2 s (it only waits), then a step.
+async fn slow_step_sleep(ms: u64) -> Result<Value, Error> {
+    let before: u64 = step("work", move || async move {
+        weft_sdk::delay(Duration::from_millis(ms)).await;
+        Ok(1)
+    })
+    .await?;
+    sleep("nap", Duration::from_millis(2000)).await;
     let after: u64 = step("after", || async { Ok(2) }).await?;
     Ok(json!({ "before": before, "after": after }))
 }
