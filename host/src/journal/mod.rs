@@ -400,13 +400,7 @@ impl Writer {
             }
             let mut replies = Vec::with_capacity(batch.len());
             {
-                let mut t = Tables {
-                    instances: txn.open_table(INSTANCES)?,
-                    journal: txn.open_table(JOURNAL)?,
-                    inbox: txn.open_table(INBOX)?,
-                    timers: txn.open_table(TIMERS)?,
-                    meta: txn.open_table(META)?,
-                };
+                let mut t = Tables::new(&txn);
                 for op in batch {
                     replies.push(self.stage(&mut t, op));
                 }
@@ -458,10 +452,10 @@ impl Writer {
     }
 
     fn create(&mut self, t: &mut Tables<'_>, rec: InstanceRecord) -> Result<Created, JournalError> {
-        if let Some(existing) = t.instances.get(rec.id.as_str())? {
+        if let Some(existing) = t.instances()?.get(rec.id.as_str())? {
             return Ok(Created::Existing(decode(existing.value())?));
         }
-        t.instances
+        t.instances()?
             .insert(rec.id.as_str(), encode(&rec).as_slice())?;
         Ok(Created::New(rec))
     }
@@ -489,13 +483,13 @@ impl Writer {
         id: &str,
         f: impl FnOnce(&mut InstanceRecord),
     ) -> Result<InstanceRecord, JournalError> {
-        let mut rec: InstanceRecord = match t.instances.get(id)? {
+        let mut rec: InstanceRecord = match t.instances()?.get(id)? {
             Some(v) => decode(v.value())?,
             None => return Err(JournalError::UnknownInstance(id.to_owned())),
         };
         f(&mut rec);
         rec.updated_ms = now_ms();
-        t.instances.insert(id, encode(&rec).as_slice())?;
+        t.instances()?.insert(id, encode(&rec).as_slice())?;
         Ok(rec)
     }
 
@@ -503,7 +497,7 @@ impl Writer {
         if let Some(s) = self.next_seq.get(id) {
             return Ok(*s);
         }
-        let next = match t.journal.range((id, 0u64)..=(id, u64::MAX))?.next_back() {
+        let next = match t.journal()?.range((id, 0u64)..=(id, u64::MAX))?.next_back() {
             Some(row) => row?.0.value().1 + 1,
             None => 0,
         };
@@ -518,7 +512,7 @@ impl Writer {
     ) -> Result<(), JournalError> {
         let mut seq = self.seq(t, id)?;
         for e in entries {
-            t.journal.insert((id, seq), encode(e).as_slice())?;
+            t.journal()?.insert((id, seq), encode(e).as_slice())?;
             seq += 1;
             let wake = match e {
                 Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
@@ -530,7 +524,7 @@ impl Writer {
                 _ => None,
             };
             if let Some(at) = wake {
-                t.timers.insert((at, id), ())?;
+                t.timers()?.insert((at, id), ())?;
             }
         }
         match self.next_seq.get_mut(id) {
@@ -543,20 +537,20 @@ impl Writer {
     }
 
     fn truncate(&mut self, t: &mut Tables<'_>, id: &str, from: u64) -> Result<(), JournalError> {
-        t.journal
+        t.journal()?
             .retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
         self.next_seq.remove(id);
         Ok(())
     }
 
     fn delete(&mut self, t: &mut Tables<'_>, id: &str) -> Result<(), JournalError> {
-        if t.instances.remove(id)?.is_none() {
+        if t.instances()?.remove(id)?.is_none() {
             return Err(JournalError::UnknownInstance(id.to_owned()));
         }
         self.truncate(t, id, 0)?;
-        t.inbox
+        t.inbox()?
             .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
-        t.timers.retain(|(_, tid), _| tid != id)?;
+        t.timers()?.retain(|(_, tid), _| tid != id)?;
         Ok(())
     }
 
@@ -566,7 +560,7 @@ impl Writer {
         id: &str,
         event: EventRecord,
     ) -> Result<(), JournalError> {
-        let rec: InstanceRecord = match t.instances.get(id)? {
+        let rec: InstanceRecord = match t.instances()?.get(id)? {
             Some(v) => decode(v.value())?,
             None => return Err(JournalError::UnknownInstance(id.to_owned())),
         };
@@ -578,10 +572,10 @@ impl Writer {
         }
         let seq = match self.next_event {
             Some(s) => s,
-            None => t.meta.get("next_event")?.map(|v| v.value()).unwrap_or(0),
+            None => t.meta()?.get("next_event")?.map(|v| v.value()).unwrap_or(0),
         };
-        t.inbox.insert((id, seq), encode(&event).as_slice())?;
-        t.meta.insert("next_event", seq + 1)?;
+        t.inbox()?.insert((id, seq), encode(&event).as_slice())?;
+        t.meta()?.insert("next_event", seq + 1)?;
         self.next_event = Some(seq + 1);
         Ok(())
     }
@@ -596,7 +590,7 @@ impl Writer {
         or_timeout: bool,
     ) -> Result<Option<WaitResult>, JournalError> {
         let mut found = None;
-        for row in t.inbox.range((id, 0u64)..=(id, u64::MAX))? {
+        for row in t.inbox()?.range((id, 0u64)..=(id, u64::MAX))? {
             let (k, v) = row?;
             let event: EventRecord = decode(v.value())?;
             if event.event_type == event_type {
@@ -606,7 +600,7 @@ impl Writer {
         }
         let result = match found {
             Some((seq, event)) => {
-                t.inbox.remove((id, seq))?;
+                t.inbox()?.remove((id, seq))?;
                 WaitResult::Delivered { event }
             }
             None if or_timeout => WaitResult::TimedOut,
@@ -626,13 +620,45 @@ impl Writer {
     }
 }
 
-/// The tables of one write transaction, opened once per batch.
+/// The tables of one write transaction, each opened once per batch, when
+/// first used.
 struct Tables<'txn> {
-    instances: redb::Table<'txn, &'static str, &'static [u8]>,
-    journal: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
-    inbox: redb::Table<'txn, (&'static str, u64), &'static [u8]>,
-    timers: redb::Table<'txn, (u64, &'static str), ()>,
-    meta: redb::Table<'txn, &'static str, u64>,
+    txn: &'txn redb::WriteTransaction,
+    instances: Option<redb::Table<'txn, &'static str, &'static [u8]>>,
+    journal: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
+    inbox: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
+    timers: Option<redb::Table<'txn, (u64, &'static str), ()>>,
+    meta: Option<redb::Table<'txn, &'static str, u64>>,
+}
+
+macro_rules! table_accessor {
+    ($name:ident, $def:ident, $k:ty, $v:ty) => {
+        fn $name(&mut self) -> Result<&mut redb::Table<'txn, $k, $v>, JournalError> {
+            if self.$name.is_none() {
+                self.$name = Some(self.txn.open_table($def)?);
+            }
+            Ok(self.$name.as_mut().expect("opened above"))
+        }
+    };
+}
+
+impl<'txn> Tables<'txn> {
+    fn new(txn: &'txn redb::WriteTransaction) -> Self {
+        Tables {
+            txn,
+            instances: None,
+            journal: None,
+            inbox: None,
+            timers: None,
+            meta: None,
+        }
+    }
+
+    table_accessor!(instances, INSTANCES, &'static str, &'static [u8]);
+    table_accessor!(journal, JOURNAL, (&'static str, u64), &'static [u8]);
+    table_accessor!(inbox, INBOX, (&'static str, u64), &'static [u8]);
+    table_accessor!(timers, TIMERS, (u64, &'static str), ());
+    table_accessor!(meta, META, &'static str, u64);
 }
 
 enum Reply {
