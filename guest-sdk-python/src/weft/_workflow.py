@@ -110,8 +110,21 @@ def _info(e: BaseException) -> types.ErrorInfo:
     return types.ErrorInfo(type(e).__name__, str(e))
 
 
+_default_config: tuple[types.StepConfig, dict[str, Any]] | None = None
+
+
 def _step_config(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepConfig, dict[str, Any]]:
-    config = dict(config or {})
+    global _default_config
+    if not config:
+        # Most steps take the defaults: work them out once per instance.
+        if _default_config is None:
+            _default_config = _parse_step_config(name, {})
+        return _default_config
+    return _parse_step_config(name, config)
+
+
+def _parse_step_config(name: str, config: Mapping[str, Any]) -> tuple[types.StepConfig, dict[str, Any]]:
+    config = dict(config)
     unknown = set(config) - {"retries", "timeout"}
     if unknown:
         raise ValueError(f"step {name!r}: unknown config keys {sorted(unknown)}")
@@ -180,6 +193,22 @@ async def _run_step(
         raise _rebuild(verdict.value.value, module_globals)
 
 
+_params_by_code: dict[Any, list[str]] = {}
+
+
+def _parameter_names(fn: Callable[..., Any]) -> list[str]:
+    """The parameter names of a step function. A step declared in a loop is
+    the same code each time, so its signature is read once."""
+    code = getattr(fn, "__code__", None)
+    plain = code is not None and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__")
+    if plain and code in _params_by_code:
+        return _params_by_code[code]
+    names = list(inspect.signature(fn).parameters)
+    if plain:
+        _params_by_code[code] = names
+    return names
+
+
 class StepFunction(Generic[T]):
     """A function decorated with `@step.do`: awaiting a call runs the step."""
 
@@ -204,8 +233,7 @@ class StepFunction(Generic[T]):
         self._done: asyncio.Future[Any] | None = None
         self._undo: Callable[..., Awaitable[Any]] | None = None
         self._rollback = False
-        params = inspect.signature(fn).parameters
-        self._params = list(params)
+        self._params = _parameter_names(fn)
         step._register(self)
 
     def undo(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
