@@ -17,9 +17,58 @@ use weft::scheduler::Scheduler;
 
 struct Report {
     rows: Vec<Value>,
+    /// Print each row as it comes (off while repeating a workload).
+    print: bool,
 }
 
 impl Report {
+    fn new(print: bool) -> Report {
+        Report {
+            rows: Vec::new(),
+            print,
+        }
+    }
+
+    /// Adds the median of each figure over several runs of a workload, with
+    /// the range in its note.
+    fn add_median(&mut self, runs: Vec<Vec<Value>>) {
+        let Some(first) = runs.first() else { return };
+        if runs.len() == 1 {
+            for row in first.clone() {
+                self.push(row);
+            }
+            return;
+        }
+        for (i, row) in first.iter().enumerate() {
+            let mut values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(i).and_then(|row| row["value"].as_f64()))
+                .collect();
+            let median = percentile(&mut values, 0.5);
+            let (lo, hi) = (values[0], values[values.len() - 1]);
+            let mut row = row.clone();
+            row["value"] = json!(median);
+            let note = row["note"].as_str().unwrap_or("").to_owned();
+            let range = format!(
+                "median of {} runs ({} to {})",
+                values.len(),
+                short(lo),
+                short(hi)
+            );
+            row["note"] = json!(if note.is_empty() {
+                range
+            } else {
+                format!("{range}; {note}")
+            });
+            self.push(row);
+        }
+    }
+
+    fn push(&mut self, row: Value) {
+        println!("{row}");
+        self.rows.push(row);
+    }
+
     fn add(
         &mut self,
         workload: &str,
@@ -30,7 +79,9 @@ impl Report {
         note: &str,
     ) {
         let row = json!({"workload": workload, "guest": guest, "metric": metric, "value": value, "unit": unit, "note": note});
-        println!("{row}");
+        if self.print {
+            println!("{row}");
+        }
         self.rows.push(row);
     }
 
@@ -39,12 +90,7 @@ impl Report {
             "\n| workload | guest | metric | value | unit | note |\n|---|---|---|---:|---|---|"
         );
         for r in &self.rows {
-            let v = r["value"].as_f64().unwrap_or(0.0);
-            let v = if v >= 100.0 {
-                format!("{v:.0}")
-            } else {
-                format!("{v:.3}")
-            };
+            let v = short(r["value"].as_f64().unwrap_or(0.0));
             println!(
                 "| {} | {} | {} | {} | {} | {} |",
                 r["workload"].as_str().unwrap_or(""),
@@ -56,6 +102,33 @@ impl Report {
             );
         }
     }
+}
+
+/// A figure for the table: whole numbers from 100 up, else 3 decimals.
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Runs a workload `$n` times into quiet reports and adds the median of
+/// each figure to `$r`.
+macro_rules! repeated {
+    ($r:expr, $n:expr, |$run:ident| $body:expr) => {{
+        let mut runs = Vec::new();
+        for _ in 0..$n {
+            let mut $run = Report::new($n == 1);
+            $body.await?;
+            runs.push($run.rows);
+        }
+        if $n == 1 {
+            $r.rows.extend(runs.pop().unwrap_or_default());
+        } else {
+            $r.add_median(runs);
+        }
+    }};
 }
 
 fn rss_kib() -> u64 {
@@ -279,13 +352,15 @@ async fn w1(
     b.wait_all(Status::Complete, 1, Duration::from_secs(600))
         .await?;
     let ms = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
+    let w = format!("W1 sequential N={n}");
+    r.add(&w, guest, "time per step", ms, "ms", "");
     r.add(
-        &format!("W1 sequential N={n}"),
+        &w,
         guest,
-        "time per step",
-        ms,
-        "ms",
-        &format!("{:.2}x one durable commit", ms / commit_ms),
+        "time per step / durable commit",
+        ms / commit_ms,
+        "x",
+        "commit latency p50 of this run's limits",
     );
     Ok(())
 }
@@ -614,7 +689,15 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "target/release/weft".into());
-    let mut r = Report { rows: Vec::new() };
+    let mut r = Report::new(true);
+    // `--repeat N`: W1-W4 run N times; each figure is the median.
+    let repeat: usize = args
+        .iter()
+        .position(|a| a == "--repeat")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let tmp = tempfile::tempdir()?;
     let commit_ms = physical_limits(tmp.path(), &mut r)?;
     // `--only W2` (repeatable) runs only the workloads named.
@@ -639,7 +722,7 @@ async fn main() -> Result<()> {
         let big = *g == "rs" && !quick;
         if run("W1") {
             for n in if big { vec![100, 1000] } else { vec![100] } {
-                w1(g, n, py, commit_ms, &mut r).await?;
+                repeated!(r, repeat, |run| w1(g, n, py, commit_ms, &mut run));
             }
         }
         if run("W2") {
@@ -651,15 +734,15 @@ async fn main() -> Result<()> {
                 vec![200]
             };
             for m in sizes {
-                w2(g, m, py, &mut r).await?;
+                repeated!(r, repeat, |run| w2(g, m, py, &mut run));
             }
         }
         let m = if big { 2000 } else { 200 };
         if run("W3") {
-            w3(g, m, py, &mut r).await?;
+            repeated!(r, repeat, |run| w3(g, m, py, &mut run));
         }
         if run("W4") {
-            w4(g, m, py, &mut r).await?;
+            repeated!(r, repeat, |run| w4(g, m, py, &mut run));
         }
         if run("W6") {
             for n in if big { vec![1000, 10000] } else { vec![1000] } {

@@ -4,8 +4,8 @@
 //! moment, applies them in one transaction and commits once (group commit),
 //! and only then answers each request, so a result is durable before anyone
 //! acts on it. The writer is the journal's own thread, except that a durable
-//! append with no other append in flight (one instance running, as with
-//! `weft run`) commits on its caller's thread when the writer is free,
+//! append of the only instance in memory (as with `weft run`), with no other
+//! append in flight, commits on its caller's thread when the writer is free,
 //! sparing two thread hand-offs per step. Whoever writes holds the writer
 //! lock and takes the queue in order, so requests are applied in the order
 //! they were queued. Reads use their own read transactions and may run on
@@ -167,6 +167,8 @@ struct Shared {
     writer: Mutex<Writer>,
     /// Durable appends waiting for their commit.
     in_flight: AtomicUsize,
+    /// Instances in memory (see [`Journal::live`]).
+    live: AtomicUsize,
 }
 
 struct Queue {
@@ -234,6 +236,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Counts an instance in memory until dropped ([`Journal::live`]).
+pub struct Live(Arc<Shared>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Journal {
     /// Opens (or creates) the journal file. Fails with
     /// [`JournalError::InUse`] when another process has it open.
@@ -270,6 +281,7 @@ impl Journal {
             queued: Condvar::new(),
             writer: Mutex::new(Writer::new(db.clone())),
             in_flight: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
         });
         let thread_shared = shared.clone();
         std::thread::Builder::new()
@@ -345,6 +357,14 @@ impl Journal {
         rx.await.map_err(|_| JournalError::Closed)?
     }
 
+    /// Counts an instance in memory while the guard lives. A durable append
+    /// commits on its caller's thread only while one instance is in memory:
+    /// with more, the thread has other instances to run.
+    pub fn live(&self) -> Live {
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        Live(self.shared.clone())
+    }
+
     /// Appends entries and waits until they are durable.
     pub async fn append(&self, id: &str, entries: Vec<Entry>) -> Result<(), JournalError> {
         let (tx, rx) = oneshot::channel();
@@ -354,12 +374,14 @@ impl Journal {
             durable: true,
             reply: Some(tx),
         };
-        let alone = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
+        let alone = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0
+            && self.shared.live.load(Ordering::Relaxed) <= 1;
         let _in_flight = InFlight(&self.shared.in_flight);
-        // With no other append waiting, commit here when the writer is
-        // free: this blocks the calling thread for one commit, but no other
-        // instance is waiting on the journal, and the step goes on without
-        // waking the journal thread and then being woken by it.
+        // With no other append waiting and no other instance in memory,
+        // commit here when the writer is free: this blocks the calling
+        // thread for one commit, but it has nothing else to run, and the
+        // step goes on without waking the journal thread and then being
+        // woken by it.
         if alone && let Ok(mut writer) = self.shared.writer.try_lock() {
             // All of the queue: it may hold this instance's earlier writes.
             let mut batch = self.shared.take_batch(usize::MAX);

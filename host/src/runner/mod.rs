@@ -406,6 +406,7 @@ impl Runtime {
         );
         Arc::get_mut(&mut inst).expect("new instance").admission = admission.cloned();
         let policy = inst.policy.clone();
+        let _live = self.journal.live();
         let mut store = self.new_store(&inst, rec.seed);
         let event = workflow_event(rec);
         let run = async {
