@@ -15,8 +15,12 @@
 //! - `instances`: id → [`InstanceRecord`]
 //! - `journal`: (id, seq) → [`Entry`], the ordered history of an instance
 //! - `inbox`: (id, seq) → [`EventRecord`], events not yet delivered
-//! - `timers`: (wake ms, id) → (), when an instance must be woken
 //! - `meta`: format version and counters
+//!
+//! Wake times live in the entries themselves (a sleep's `wake_ms`, a wait's
+//! `deadline_ms`, a failed attempt's `retry_ms`): a server resumes every
+//! unfinished instance at start and each one's task keeps its own timer.
+//! (Journals written before this have a `timers` table, which is unused.)
 
 mod types;
 
@@ -35,7 +39,6 @@ use tokio::sync::oneshot;
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
 const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
-const TIMERS: TableDefinition<(u64, &str), ()> = TableDefinition::new("timers");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Largest step result or event payload, in bytes.
@@ -268,7 +271,6 @@ impl Journal {
             txn.open_table(INSTANCES)?;
             txn.open_table(JOURNAL)?;
             txn.open_table(INBOX)?;
-            txn.open_table(TIMERS)?;
         }
         txn.commit()?;
         let db = Arc::new(db);
@@ -484,19 +486,6 @@ impl Journal {
         Ok(out)
     }
 
-    /// Timers due at or before `now`, oldest first.
-    pub fn due_timers(&self, now: UnixMs) -> Result<Vec<(UnixMs, String)>, JournalError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(TIMERS)?;
-        let mut out = Vec::new();
-        for row in table.range((0u64, "")..(now.saturating_add(1), ""))? {
-            let (k, _) = row?;
-            let (at, id) = k.value();
-            out.push((at, id.to_owned()));
-        }
-        Ok(out)
-    }
-
     /// Number of journal entries over all instances.
     pub fn entry_count(&self) -> Result<u64, JournalError> {
         let txn = self.db.begin_read()?;
@@ -645,18 +634,6 @@ impl Writer {
         for e in entries {
             t.journal()?.insert((id, seq), encode(e).as_slice())?;
             seq += 1;
-            let wake = match e {
-                Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
-                Entry::WaitStart { deadline_ms, .. } => Some(*deadline_ms),
-                Entry::Step {
-                    result: AttemptResult::Err { retry_ms, .. },
-                    ..
-                } => *retry_ms,
-                _ => None,
-            };
-            if let Some(at) = wake {
-                t.timers()?.insert((at, id), ())?;
-            }
         }
         match self.next_seq.get_mut(id) {
             Some(s) => *s = seq,
@@ -681,7 +658,6 @@ impl Writer {
         self.truncate(t, id, 0)?;
         t.inbox()?
             .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
-        t.timers()?.retain(|(_, tid), _| tid != id)?;
         Ok(())
     }
 
@@ -758,7 +734,6 @@ struct Tables<'txn> {
     instances: Option<redb::Table<'txn, &'static str, &'static [u8]>>,
     journal: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
     inbox: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
-    timers: Option<redb::Table<'txn, (u64, &'static str), ()>>,
     meta: Option<redb::Table<'txn, &'static str, u64>>,
 }
 
@@ -780,7 +755,6 @@ impl<'txn> Tables<'txn> {
             instances: None,
             journal: None,
             inbox: None,
-            timers: None,
             meta: None,
         }
     }
@@ -788,7 +762,6 @@ impl<'txn> Tables<'txn> {
     table_accessor!(instances, INSTANCES, &'static str, &'static [u8]);
     table_accessor!(journal, JOURNAL, (&'static str, u64), &'static [u8]);
     table_accessor!(inbox, INBOX, (&'static str, u64), &'static [u8]);
-    table_accessor!(timers, TIMERS, (u64, &'static str), ());
     table_accessor!(meta, META, &'static str, u64);
 }
 
