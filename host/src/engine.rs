@@ -50,8 +50,12 @@ fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
-/// Bytes of a pooled memory or table slot kept resident between instances.
-const KEEP_RESIDENT: usize = 1 << 20;
+/// Bytes of a pooled memory slot kept resident between instances: enough
+/// for what a Rust workflow writes (~70 KiB); a Python instance writes ~10
+/// MiB, of which a freed slot keeps this much (bench/README.md).
+const KEEP_RESIDENT: usize = 128 << 10;
+/// Bytes of a pooled table slot kept resident between instances.
+const KEEP_TABLE_RESIDENT: usize = 16 << 10;
 
 /// Component instances the engine's pool holds at once.
 const POOL_INSTANCES: u32 = 1000;
@@ -72,8 +76,8 @@ fn new_engine() -> Result<Engine> {
         .total_stacks(POOL_INSTANCES)
         .max_memory_size(1 << 30);
     // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a freed slot is reset
-    // by restoring just the pages its instance wrote, up to 1 MiB of them,
-    // which stay resident, instead of being `madvise`d away: every
+    // by restoring just the pages its instance wrote, up to KEEP_RESIDENT of
+    // them, which stay resident, instead of being `madvise`d away: every
     // `madvise`, and every copy-on-write fault in the slot's next instance,
     // costs a TLB shoot-down on the other cores, and those dominated short
     // instances. Without the scan, keeping memory resident means a `memset`
@@ -82,7 +86,7 @@ fn new_engine() -> Result<Engine> {
     scanning
         .pagemap_scan(wasmtime::Enabled::Yes)
         .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT);
+        .table_keep_resident(KEEP_TABLE_RESIDENT);
     for pool in [scanning, pool] {
         let mut pooled = config.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
