@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v rustup >/dev/null; then rustup target add wasm32-wasip2; fi
 cargo build --release -p weft -p weft-bench
+# Workloads each open a fresh data dir; compiled components are shared, as a
+# server compiles a component once and then loads it from its cache.
+export WEFT_CACHE_DIR="${WEFT_CACHE_DIR:-$PWD/target/bench/cache}"
 args=("$@")
 if command -v componentize-py >/dev/null && python3 -c "import importlib.util as u; exit(u.find_spec('weft') is None)"; then
     mkdir -p target/bench
