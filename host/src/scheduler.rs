@@ -11,6 +11,7 @@
 //! with a timer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
@@ -39,6 +40,8 @@ pub struct Scheduler {
     /// engine's instance slots.
     resident: Arc<Semaphore>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Live tasks after the last pruning of `tasks`.
+    tasks_pruned_at: AtomicUsize,
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
 }
 
@@ -80,6 +83,7 @@ impl Scheduler {
             pool: Arc::new(Semaphore::new(max_running.max(1))),
             resident: Arc::new(Semaphore::new(crate::engine::MAX_RESIDENT)),
             tasks: Mutex::new(HashMap::new()),
+            tasks_pruned_at: AtomicUsize::new(0),
             me: std::sync::OnceLock::new(),
         })
     }
@@ -136,6 +140,12 @@ impl Scheduler {
         let mut tasks = self.tasks.lock().unwrap();
         if tasks.get(id).is_some_and(|t| !t.is_finished()) {
             return;
+        }
+        // Forget ended tasks now and then, so that the map holds about as
+        // many entries as there are live tasks, not every instance ever run.
+        if tasks.len() >= 2 * self.tasks_pruned_at.load(Ordering::Relaxed).max(256) {
+            tasks.retain(|_, t| !t.is_finished());
+            self.tasks_pruned_at.store(tasks.len(), Ordering::Relaxed);
         }
         let me = self.clone();
         let id2 = id.to_owned();
@@ -448,5 +458,62 @@ impl crate::runner::Children for Scheduler {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+
+    /// A server that ran many instances to the end keeps no per-instance
+    /// state for them: no event channel, no pause switch, and task handles
+    /// only in proportion to the live ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_instances_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
+        let bytes = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
+        let digest = rt.components.store_bytes(&bytes).unwrap();
+        let sched = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
+        let start = Instant::now();
+        let round = 300;
+        for r in 0..3 {
+            for i in 0..round {
+                let params = r#"{"scenario":"loop-names","n":1}"#;
+                sched
+                    .create("rs", Some(format!("r{r}-{i}")), params)
+                    .await
+                    .unwrap();
+            }
+            while rt.finished.load(Relaxed) < (r + 1) * round {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "instances did not finish"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // Tasks end just after their instance counts as finished.
+        while sched
+            .tasks
+            .lock()
+            .unwrap()
+            .values()
+            .any(|t| !t.is_finished())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "tasks did not end"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rt.tracked_instances(), 0);
+        let handles = sched.tasks.lock().unwrap().len();
+        assert!(
+            handles < 2 * round,
+            "{handles} task handles kept for 900 ended instances"
+        );
     }
 }

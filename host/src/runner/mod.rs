@@ -301,9 +301,22 @@ impl Runtime {
         if let Some(parent) = &rec.parent {
             self.notify(parent);
         }
+        // Its event channel and pause switch are not needed any more (a
+        // restart makes new ones); keeping them would grow these maps with
+        // every instance a server ever ran.
+        self.events.lock().unwrap().remove(&rec.id);
+        self.controls.lock().unwrap().remove(&rec.id);
         self.finished
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Idle::Final(rec)
+    }
+
+    /// Instances with an event channel or a pause switch in memory (for
+    /// tests and metrics): those live, paused or waiting on this process.
+    pub fn tracked_instances(&self) -> usize {
+        let events = self.events.lock().unwrap();
+        let controls = self.controls.lock().unwrap();
+        events.len() + controls.keys().filter(|k| !events.contains_key(*k)).count()
     }
 
     /// The pause switch of an instance.
