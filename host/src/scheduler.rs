@@ -220,7 +220,10 @@ impl Scheduler {
                 r = self.admit(&rec, admission) => r?,
                 _ = control.changed.notified() => continue,
             }
-            let idle = self.rt.run_until_idle(id, &None, Some(admission)).await;
+            // Boxed: the parked task then holds only the small state of its
+            // wait, not room for a whole run (W7: host memory per evicted
+            // instance).
+            let idle = Box::pin(self.rt.run_until_idle(id, &None, Some(admission))).await;
             admission.release();
             drop(resident);
             let idle = idle?;
