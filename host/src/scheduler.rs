@@ -59,7 +59,8 @@ pub enum LifecycleError {
 }
 
 impl Scheduler {
-    /// Creates a scheduler; `max_running` bounds instances in memory.
+    /// Creates a scheduler; `max_running` bounds the instances working at
+    /// once (waiting ones give their permit back).
     pub fn new(
         rt: Arc<Runtime>,
         workflows: Vec<(String, String, Option<usize>)>,
