@@ -290,10 +290,24 @@ class StepFunction(Generic[T]):
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
         given = dict(zip(self._params, args))
         given.update(kwargs)
-        task = asyncio.ensure_future(self._execute(given))
-        if self._done is None:
-            self._done = task
-        return await task
+        if self._done is not None:
+            return await self._execute(given)
+        # The first call is also this step's value as a dependency: publish
+        # it through a future, but run the step in this task (a task per
+        # step would cost an event-loop turn per step).
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._done = done
+        try:
+            value = await self._execute(given)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except BaseException as e:
+            done.set_exception(e)
+            done.exception()  # seen here; dependents still get it
+            raise
+        done.set_result(value)
+        return value
 
     def __repr__(self) -> str:
         return f"<step {self.name!r}>"
