@@ -187,8 +187,8 @@ pub fn main() -> i32 {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // One worker per core (tokio's default): instances run on all of them.
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
     {
