@@ -8,22 +8,24 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, watch};
-use wasmtime::{Store, UpdateDeadline};
 
-use crate::bindings::types::WorkflowEvent;
 use crate::engine::Components;
-use crate::host::{HostState, Instance, Progress, RunningStep, next_retry_ms};
+use crate::host::{Instance, Progress, RunningStep, next_retry_ms};
 use crate::journal::{
-    AttemptResult, Created, Entry, ErrorInfo, EventRecord, InstanceRecord, Journal, JournalError,
-    MAX_PAYLOAD_BYTES, Status, StatusUpdate, UnixMs, now_ms, raw_json, until_ms,
+    AttemptResult, Created, Entry, ErrorInfo, InstanceRecord, Journal, JournalError, Status,
+    StatusUpdate, UnixMs, now_ms, until_ms,
 };
 use crate::replay::Replay;
 
 mod admission;
+mod input;
+mod store;
 mod upgrade;
 mod watchdog;
 
 pub use admission::Admission;
+pub use input::{InvalidInput, make_event, new_id, parse_payload, valid_id};
+use store::workflow_event;
 
 use watchdog::watchdog;
 
@@ -80,22 +82,6 @@ enum Interrupt {
     },
     /// A pause was requested and no step is running.
     Pause,
-}
-
-/// Checks an instance id against `^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$`.
-pub fn valid_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 100
-        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
-}
-
-/// A fresh random instance id.
-pub fn new_id() -> String {
-    let v: u64 = rand::random();
-    format!("{v:016x}")
 }
 
 impl Runtime {
@@ -623,78 +609,4 @@ enum RunEnd {
         event_types: Vec<String>,
         children: Vec<String>,
     },
-}
-
-impl Runtime {
-    /// A store for one run of `inst`: memory limit, and an epoch callback
-    /// that yields to the host every tick and ends a workflow body that
-    /// spins past its CPU limit outside step bodies.
-    fn new_store(&self, inst: &Arc<Instance>, seed: u64) -> Store<HostState> {
-        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), seed));
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        let max_ticks =
-            (inst.policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64).max(1);
-        store.epoch_deadline_callback(move |ctx| {
-            let inst = ctx.data().instance();
-            let mut st = inst.lock();
-            if st.running.is_empty() {
-                st.body_ticks += 1;
-                if st.body_ticks > max_ticks {
-                    let e = ErrorInfo::new(
-                        "CpuLimitExceeded",
-                        format!(
-                            "the workflow body ran for more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
-                            inst.policy.limits.body_cpu_ms
-                        ),
-                    );
-                    st.fatal.get_or_insert(e);
-                    return Err(wasmtime::format_err!("CPU limit exceeded"));
-                }
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store
-    }
-}
-
-/// The `run` argument of an instance.
-fn workflow_event(rec: &InstanceRecord) -> WorkflowEvent {
-    WorkflowEvent {
-        payload: rec.input.get().to_owned(),
-        timestamp_ms: rec.created_ms,
-        instance_id: rec.id.clone(),
-        workflow_name: rec.workflow.clone(),
-    }
-}
-
-/// Input a caller got wrong: a bad id, event type or payload.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidInput(pub String);
-
-/// Builds an event from its type and JSON payload, checking both.
-pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
-    if event_type.is_empty() || event_type.len() > 100 {
-        return Err(InvalidInput("an event type must be 1 to 100 characters".into()).into());
-    }
-    Ok(EventRecord {
-        event_type: event_type.to_owned(),
-        payload: serde_json::from_str(parse_payload("event payload", payload)?.get())
-            .map_err(|e| InvalidInput(format!("the event payload is not valid JSON: {e}")))?,
-        timestamp_ms: now_ms(),
-    })
-}
-
-/// Validates a JSON payload of at most 1 MiB.
-pub fn parse_payload(what: &str, text: &str) -> Result<Box<serde_json::value::RawValue>> {
-    if text.len() > MAX_PAYLOAD_BYTES {
-        return Err(InvalidInput(format!(
-            "the {what} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
-            text.len()
-        ))
-        .into());
-    }
-    raw_json(text.trim())
-        .map_err(|e| InvalidInput(format!("the {what} is not valid JSON: {e}")).into())
 }
