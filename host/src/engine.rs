@@ -39,6 +39,9 @@ pub struct Components {
     cache_dir: PathBuf,
     fingerprint: String,
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    /// Held while a component is compiled or read from the cache, so that
+    /// instances starting together load it once.
+    loading: Mutex<()>,
 }
 
 /// `sha256:<hex>` of some bytes.
@@ -135,6 +138,7 @@ impl Components {
             cache_dir,
             fingerprint,
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(()),
         })
     }
 
@@ -148,9 +152,7 @@ impl Components {
         let digest = digest_of(bytes);
         let path = self.dir.join(format!("{}.wasm", hex_of(&digest)));
         if !path.exists() {
-            let tmp = path.with_extension("wasm.tmp");
-            std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &path)?;
+            write_atomically(&path, bytes)?;
         }
         Ok(digest)
     }
@@ -193,6 +195,11 @@ impl Components {
         if let Some(c) = self.loaded.lock().unwrap().get(digest) {
             return Ok(c.clone());
         }
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // Loaded by whoever held the lock before?
+        if let Some(c) = self.loaded.lock().unwrap().get(digest) {
+            return Ok(c.clone());
+        }
         let hex = hex_of(digest);
         let cwasm = self
             .cache_dir
@@ -219,9 +226,7 @@ impl Components {
                     )
                 })?;
                 let c = compile(&self.engine, &bytes)?;
-                let tmp = cwasm.with_extension("tmp");
-                std::fs::write(&tmp, c.serialize()?)?;
-                std::fs::rename(&tmp, &cwasm)?;
+                write_atomically(&cwasm, &c.serialize()?)?;
                 // Run from the file, as every later start does: the
                 // compiler's heap is freed and the code is mapped the same
                 // way each time.
@@ -248,6 +253,23 @@ impl Components {
             .insert(digest.to_owned(), loaded.clone());
         Ok(loaded)
     }
+}
+
+/// Writes a file under a temporary name of its own, then renames it, so
+/// that readers never see a partial file and writers racing to write the
+/// same file (other processes sharing a `WEFT_CACHE_DIR`) do not trip on
+/// each other's temporary file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}-{:x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
 }
 
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
