@@ -23,6 +23,7 @@
 //! (Journals written before this have a `timers` table, which is unused.)
 
 mod types;
+mod wal;
 mod writer;
 
 pub use types::*;
@@ -163,6 +164,11 @@ impl Shared {
                     q.sleeping = false;
                 }
                 if q.ops.is_empty() {
+                    drop(q);
+                    // Leave redb holding everything, and the log empty.
+                    if let Err(e) = lock(&self.writer).checkpoint() {
+                        tracing::error!("journal checkpoint at close failed: {e}");
+                    }
                     return;
                 }
             }
@@ -227,6 +233,7 @@ impl Journal {
             txn.open_table(INBOX)?;
         }
         txn.commit()?;
+        let wal = writer::open_wal(&db, path)?;
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -235,7 +242,7 @@ impl Journal {
                 sleeping: false,
             }),
             queued: Condvar::new(),
-            writer: Mutex::new(Writer::new(db.clone())),
+            writer: Mutex::new(Writer::new(db.clone(), wal)),
             in_flight: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
         });

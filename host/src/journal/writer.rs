@@ -1,13 +1,53 @@
 //! The journal's write side: the requests, the writer that applies a batch
-//! of them in one transaction, and the tables it opens.
+//! of them in one transaction and logs it (see [`super::wal`]), and the
+//! tables it opens.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
+use super::wal::{self, CHECKPOINT_BYTES, Change, Changes, PUT, REMOVE, REMOVE_FROM, TableId, Wal};
 use super::*;
+
+/// `meta` key: the last log batch redb holds.
+const WAL_BATCH: &str = "wal_batch";
+
+/// Opens the write-ahead log next to the database at `path` and applies the
+/// batches redb does not hold durably (those after its last checkpoint)
+/// in one durable commit.
+pub(super) fn open_wal(db: &Database, path: &Path) -> Result<Wal, JournalError> {
+    let after = {
+        let txn = db.begin_read()?;
+        match txn.open_table(META) {
+            Ok(meta) => meta.get(WAL_BATCH)?.map_or(0, |v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => 0,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let (mut wal, batches) = Wal::open(&path.with_extension("wal"), after)?;
+    if let Some((last, _)) = batches.last() {
+        let txn = db.begin_write()?;
+        {
+            let mut t = Tables::new(&txn, None);
+            for (_, body) in &batches {
+                for c in wal::changes(body)? {
+                    t.replay(&c)?;
+                }
+            }
+            t.meta()?.insert(WAL_BATCH, *last)?;
+        }
+        txn.commit()?;
+        tracing::info!(
+            "applied {} batches of the write-ahead log after a crash",
+            batches.len()
+        );
+    }
+    wal.restart();
+    Ok(wal)
+}
 
 pub(super) enum Op {
     Truncate(String, u64, oneshot::Sender<Result<(), JournalError>>),
@@ -57,41 +97,40 @@ impl Op {
 
 pub(super) struct Writer {
     db: Arc<Database>,
+    wal: Wal,
+    /// The log record being staged (kept for its buffer).
+    changes: Changes,
     next_seq: HashMap<String, u64>,
     next_event: Option<u64>,
 }
 
 impl Writer {
-    pub(super) fn new(db: Arc<Database>) -> Self {
+    pub(super) fn new(db: Arc<Database>, wal: Wal) -> Self {
         Writer {
             db,
+            wal,
+            changes: Changes::new(),
             next_seq: HashMap::new(),
             next_event: None,
         }
     }
 
-    /// Applies a batch in one transaction. Each op's effects are staged; on
-    /// a failed commit every op gets the error, and the sequence caches are
-    /// dropped so they are reloaded from the database.
+    /// Applies a batch in one transaction. Each op's effects are staged and
+    /// logged; the log record is written (and synced if any op is durable)
+    /// before the transaction commits, so whatever a reader sees of a
+    /// durable op is durable. On a failure every op gets the error, and the
+    /// sequence caches are dropped so they are reloaded from the database.
     pub(super) fn apply(&mut self, batch: Vec<Op>) {
         let durable = batch.iter().any(Op::durable);
-        let result = (|| -> Result<Vec<Reply>, JournalError> {
-            let mut txn = self.db.begin_write()?;
-            if !durable {
-                txn.set_durability(Durability::None)?;
-            }
-            let mut replies = Vec::with_capacity(batch.len());
-            {
-                let mut t = Tables::new(&txn);
-                for op in batch {
-                    replies.push(self.stage(&mut t, op));
+        match self.commit(batch, durable) {
+            Ok(replies) => {
+                replies.into_iter().for_each(Reply::send);
+                if self.wal.len() >= CHECKPOINT_BYTES
+                    && let Err(e) = self.checkpoint()
+                {
+                    tracing::error!("journal checkpoint failed: {e}");
                 }
             }
-            txn.commit()?;
-            Ok(replies)
-        })();
-        match result {
-            Ok(replies) => replies.into_iter().for_each(Reply::send),
             Err(e) => {
                 tracing::error!("journal commit failed: {e}");
                 self.next_seq.clear();
@@ -103,7 +142,56 @@ impl Writer {
         }
     }
 
-    fn stage(&mut self, t: &mut Tables<'_>, op: Op) -> Reply {
+    fn commit(&mut self, batch: Vec<Op>, durable: bool) -> Result<Vec<Reply>, JournalError> {
+        let mut txn = self.db.begin_write()?;
+        // redb keeps the pages in memory; the log makes the batch durable.
+        txn.set_durability(Durability::None)?;
+        let mut changes = std::mem::replace(&mut self.changes, Changes::new());
+        changes.clear();
+        let mut replies = Vec::with_capacity(batch.len());
+        {
+            let mut t = Tables::new(&txn, Some(&mut changes));
+            for op in batch {
+                replies.push(self.stage(&mut t, op));
+            }
+            if !t.log.as_ref().is_some_and(|c| c.is_empty()) {
+                t.meta()?.insert(WAL_BATCH, self.wal.next_batch())?;
+            }
+        }
+        let written = if changes.is_empty() {
+            if durable {
+                // Lazy writes of earlier batches may be unsynced.
+                self.wal.sync()?;
+            }
+            None
+        } else {
+            self.wal.write(&mut changes, durable)?;
+            Some(changes.record_len())
+        };
+        self.changes = changes;
+        if let Err(e) = txn.commit() {
+            if let Some(len) = written {
+                self.wal.unwrite(len);
+            }
+            return Err(e.into());
+        }
+        Ok(replies)
+    }
+
+    /// Commits redb durably, so that it holds every batch, and starts the
+    /// log over.
+    pub(super) fn checkpoint(&mut self) -> Result<(), JournalError> {
+        if self.wal.len() == 0 {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(WAL_BATCH, self.wal.batch())?;
+        txn.commit()?;
+        self.wal.restart();
+        Ok(())
+    }
+
+    fn stage(&mut self, t: &mut Tables<'_, '_>, op: Op) -> Reply {
         match op {
             Op::Create(rec, reply) => Reply::Created(reply, self.create(t, rec)),
             Op::Truncate(id, from, reply) => Reply::Unit(Some(reply), self.truncate(t, &id, from)),
@@ -133,18 +221,21 @@ impl Writer {
         }
     }
 
-    fn create(&mut self, t: &mut Tables<'_>, rec: InstanceRecord) -> Result<Created, JournalError> {
+    fn create(
+        &mut self,
+        t: &mut Tables<'_, '_>,
+        rec: InstanceRecord,
+    ) -> Result<Created, JournalError> {
         if let Some(existing) = t.instances()?.get(rec.id.as_str())? {
             return Ok(Created::Existing(decode(existing.value())?));
         }
-        t.instances()?
-            .insert(rec.id.as_str(), encode(&rec).as_slice())?;
+        t.put_instance(rec.id.as_str(), &encode(&rec))?;
         Ok(Created::New(rec))
     }
 
     fn update(
         &mut self,
-        t: &mut Tables<'_>,
+        t: &mut Tables<'_, '_>,
         id: &str,
         u: StatusUpdate,
     ) -> Result<InstanceRecord, JournalError> {
@@ -161,7 +252,7 @@ impl Writer {
 
     fn modify(
         &mut self,
-        t: &mut Tables<'_>,
+        t: &mut Tables<'_, '_>,
         id: &str,
         f: impl FnOnce(&mut InstanceRecord),
     ) -> Result<InstanceRecord, JournalError> {
@@ -171,11 +262,11 @@ impl Writer {
         };
         f(&mut rec);
         rec.updated_ms = now_ms();
-        t.instances()?.insert(id, encode(&rec).as_slice())?;
+        t.put_instance(id, &encode(&rec))?;
         Ok(rec)
     }
 
-    fn seq(&mut self, t: &mut Tables<'_>, id: &str) -> Result<u64, JournalError> {
+    fn seq(&mut self, t: &mut Tables<'_, '_>, id: &str) -> Result<u64, JournalError> {
         if let Some(s) = self.next_seq.get(id) {
             return Ok(*s);
         }
@@ -188,13 +279,13 @@ impl Writer {
 
     fn append(
         &mut self,
-        t: &mut Tables<'_>,
+        t: &mut Tables<'_, '_>,
         id: &str,
         entries: &[Entry],
     ) -> Result<(), JournalError> {
         let mut seq = self.seq(t, id)?;
         for e in entries {
-            t.journal()?.insert((id, seq), encode(e).as_slice())?;
+            t.put_seq(TableId::Journal, id, seq, &encode(e))?;
             seq += 1;
         }
         match self.next_seq.get_mut(id) {
@@ -206,26 +297,29 @@ impl Writer {
         Ok(())
     }
 
-    fn truncate(&mut self, t: &mut Tables<'_>, id: &str, from: u64) -> Result<(), JournalError> {
-        t.journal()?
-            .retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
+    fn truncate(
+        &mut self,
+        t: &mut Tables<'_, '_>,
+        id: &str,
+        from: u64,
+    ) -> Result<(), JournalError> {
+        t.remove_from(TableId::Journal, id, from)?;
         self.next_seq.remove(id);
         Ok(())
     }
 
-    fn delete(&mut self, t: &mut Tables<'_>, id: &str) -> Result<(), JournalError> {
-        if t.instances()?.remove(id)?.is_none() {
+    fn delete(&mut self, t: &mut Tables<'_, '_>, id: &str) -> Result<(), JournalError> {
+        if !t.remove_instance(id)? {
             return Err(JournalError::UnknownInstance(id.to_owned()));
         }
         self.truncate(t, id, 0)?;
-        t.inbox()?
-            .retain_in((id, 0u64)..=(id, u64::MAX), |_, _| false)?;
+        t.remove_from(TableId::Inbox, id, 0)?;
         Ok(())
     }
 
     fn push_event(
         &mut self,
-        t: &mut Tables<'_>,
+        t: &mut Tables<'_, '_>,
         id: &str,
         event: EventRecord,
     ) -> Result<(), JournalError> {
@@ -243,15 +337,15 @@ impl Writer {
             Some(s) => s,
             None => t.meta()?.get("next_event")?.map(|v| v.value()).unwrap_or(0),
         };
-        t.inbox()?.insert((id, seq), encode(&event).as_slice())?;
-        t.meta()?.insert("next_event", seq + 1)?;
+        t.put_seq(TableId::Inbox, id, seq, &encode(&event))?;
+        t.put_meta("next_event", seq + 1)?;
         self.next_event = Some(seq + 1);
         Ok(())
     }
 
     fn take_event(
         &mut self,
-        t: &mut Tables<'_>,
+        t: &mut Tables<'_, '_>,
         id: &str,
         name: &str,
         n: u32,
@@ -269,7 +363,7 @@ impl Writer {
         }
         let result = match found {
             Some((seq, event)) => {
-                t.inbox()?.remove((id, seq))?;
+                t.remove_seq(TableId::Inbox, id, seq)?;
                 WaitResult::Delivered { event }
             }
             None if or_timeout => WaitResult::TimedOut,
@@ -289,14 +383,19 @@ impl Writer {
     }
 }
 
+type SeqTable<'txn> = redb::Table<'txn, (&'static str, u64), &'static [u8]>;
+
 /// The tables of one write transaction, each opened once per batch, when
-/// first used.
-struct Tables<'txn> {
+/// first used. Changes go through the `put_*` and `remove_*` methods, which
+/// record them in the batch's log record.
+struct Tables<'txn, 'c> {
     txn: &'txn redb::WriteTransaction,
     instances: Option<redb::Table<'txn, &'static str, &'static [u8]>>,
-    journal: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
-    inbox: Option<redb::Table<'txn, (&'static str, u64), &'static [u8]>>,
+    journal: Option<SeqTable<'txn>>,
+    inbox: Option<SeqTable<'txn>>,
     meta: Option<redb::Table<'txn, &'static str, u64>>,
+    /// Where changes are logged (none while replaying the log).
+    log: Option<&'c mut Changes>,
 }
 
 macro_rules! table_accessor {
@@ -310,14 +409,15 @@ macro_rules! table_accessor {
     };
 }
 
-impl<'txn> Tables<'txn> {
-    fn new(txn: &'txn redb::WriteTransaction) -> Self {
+impl<'txn, 'c> Tables<'txn, 'c> {
+    fn new(txn: &'txn redb::WriteTransaction, log: Option<&'c mut Changes>) -> Self {
         Tables {
             txn,
             instances: None,
             journal: None,
             inbox: None,
             meta: None,
+            log,
         }
     }
 
@@ -325,6 +425,87 @@ impl<'txn> Tables<'txn> {
     table_accessor!(journal, JOURNAL, (&'static str, u64), &'static [u8]);
     table_accessor!(inbox, INBOX, (&'static str, u64), &'static [u8]);
     table_accessor!(meta, META, &'static str, u64);
+
+    fn seq_table(&mut self, table: TableId) -> Result<&mut SeqTable<'txn>, JournalError> {
+        match table {
+            TableId::Journal => self.journal(),
+            TableId::Inbox => self.inbox(),
+            other => Err(JournalError::Format(format!(
+                "{other:?} is not keyed by sequence"
+            ))),
+        }
+    }
+
+    fn note(&mut self, kind: u8, table: TableId, id: &str, seq: u64, value: &[u8]) {
+        if let Some(log) = self.log.as_deref_mut() {
+            log.record(kind, table, id, seq, value);
+        }
+    }
+
+    fn put_instance(&mut self, id: &str, value: &[u8]) -> Result<(), JournalError> {
+        self.instances()?.insert(id, value)?;
+        self.note(PUT, TableId::Instances, id, 0, value);
+        Ok(())
+    }
+
+    /// Whether there was an instance to remove.
+    fn remove_instance(&mut self, id: &str) -> Result<bool, JournalError> {
+        let found = self.instances()?.remove(id)?.is_some();
+        self.note(REMOVE, TableId::Instances, id, 0, &[]);
+        Ok(found)
+    }
+
+    fn put_seq(
+        &mut self,
+        table: TableId,
+        id: &str,
+        seq: u64,
+        value: &[u8],
+    ) -> Result<(), JournalError> {
+        self.seq_table(table)?.insert((id, seq), value)?;
+        self.note(PUT, table, id, seq, value);
+        Ok(())
+    }
+
+    fn remove_seq(&mut self, table: TableId, id: &str, seq: u64) -> Result<(), JournalError> {
+        self.seq_table(table)?.remove((id, seq))?;
+        self.note(REMOVE, table, id, seq, &[]);
+        Ok(())
+    }
+
+    /// Removes the keys `(id, from..)`.
+    fn remove_from(&mut self, table: TableId, id: &str, from: u64) -> Result<(), JournalError> {
+        self.seq_table(table)?
+            .retain_in((id, from)..=(id, u64::MAX), |_, _| false)?;
+        self.note(REMOVE_FROM, table, id, from, &[]);
+        Ok(())
+    }
+
+    fn put_meta(&mut self, key: &str, value: u64) -> Result<(), JournalError> {
+        self.meta()?.insert(key, value)?;
+        self.note(PUT, TableId::Meta, key, 0, &value.to_le_bytes());
+        Ok(())
+    }
+
+    /// Applies a change read from the log.
+    fn replay(&mut self, c: &Change<'_>) -> Result<(), JournalError> {
+        match (c.kind, c.table) {
+            (PUT, TableId::Instances) => self.put_instance(c.id, c.value),
+            (REMOVE, TableId::Instances) => self.remove_instance(c.id).map(drop),
+            (PUT, TableId::Meta) => {
+                let v = c.value.try_into().map_err(|_| {
+                    JournalError::Format("a counter in the log is not 8 bytes".into())
+                })?;
+                self.put_meta(c.id, u64::from_le_bytes(v))
+            }
+            (PUT, t) if t.sequenced() => self.put_seq(t, c.id, c.seq, c.value),
+            (REMOVE, t) if t.sequenced() => self.remove_seq(t, c.id, c.seq),
+            (REMOVE_FROM, t) if t.sequenced() => self.remove_from(t, c.id, c.seq),
+            _ => Err(JournalError::Format(format!(
+                "a change the log cannot hold: {c:?}"
+            ))),
+        }
+    }
 }
 
 enum Reply {
