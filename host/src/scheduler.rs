@@ -21,6 +21,11 @@ use tokio::task::JoinHandle;
 use crate::journal::{Created, InstanceRecord, Status, StatusUpdate};
 use crate::runner::{Admission, Idle, Runtime};
 
+/// First and longest delay before an instance's task that failed (not its
+/// workflow: the host) tries again.
+const RETRY_TASK_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_TASK_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A workflow deployed on the server.
 pub struct Deployed {
     pub name: String,
@@ -151,8 +156,20 @@ impl Scheduler {
         let me = self.clone();
         let id2 = id.to_owned();
         let handle = tokio::spawn(async move {
-            if let Err(e) = me.instance_task(&id2).await {
-                tracing::error!("instance {id2}: {e:#}");
+            // A failure of the host's own (I/O, loading the component) is
+            // retried, as workflow engines retry their tasks: the instance
+            // would otherwise stay `running` with nothing running it.
+            let mut delay = RETRY_TASK_MIN;
+            while let Err(e) = me.clone().instance_task(&id2).await {
+                if matches!(
+                    e.downcast_ref::<crate::journal::JournalError>(),
+                    Some(crate::journal::JournalError::Closed)
+                ) {
+                    return;
+                }
+                tracing::error!("instance {id2}: {e:#}; trying again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_TASK_MAX);
             }
         });
         tasks.insert(id.to_owned(), handle);
@@ -470,6 +487,47 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::{Duration, Instant};
+
+    /// An instance whose task fails on the host's side (here its component
+    /// is missing from the data dir) is not left `running` for good: the
+    /// task tries again, and the instance completes once it can.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_fails_on_the_host_side_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
+        // A variant of the test guest (a custom section appended), so that
+        // no cache holds it compiled.
+        let mut bytes = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
+        let nonce = format!("{:x}", rand::random::<u64>());
+        bytes.extend_from_slice(&[0, 1 + 4 + nonce.len() as u8, 4]);
+        bytes.extend_from_slice(b"test");
+        bytes.extend_from_slice(nonce.as_bytes());
+        let digest = rt.components.store_bytes(&bytes).unwrap();
+        let stored = dir
+            .path()
+            .join("data/components")
+            .join(format!("{}.wasm", digest.trim_start_matches("sha256:")));
+        std::fs::remove_file(&stored).unwrap();
+        let sched = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
+        sched
+            .create("rs", Some("a".into()), r#"{"scenario":"loop-names","n":1}"#)
+            .await
+            .unwrap();
+        // The first attempt fails; put the component back before the next.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rt.finished.load(Relaxed), 0);
+        rt.components.store_bytes(&bytes).unwrap();
+        let start = Instant::now();
+        while rt.finished.load(Relaxed) < 1 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the instance was not retried"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rec = rt.journal.instance("a").unwrap().unwrap();
+        assert_eq!(rec.status, Status::Complete);
+    }
 
     /// A server that ran many instances to the end keeps no per-instance
     /// state for them: no event channel, no pause switch, and task handles
