@@ -1,9 +1,11 @@
 //! The journal: weft's only access to redb.
 //!
 //! Callers queue write requests; a writer takes all requests waiting at that
-//! moment, applies them in one transaction and commits once (group commit),
-//! and only then answers each request, so a result is durable before anyone
-//! acts on it. The writer is the journal's own thread, except that a durable
+//! moment, applies them in one transaction, appends the transaction's
+//! changes to the write-ahead log and syncs it once (group commit; see
+//! [`wal`]: redb itself commits without syncing and is checkpointed now and
+//! then), and only then answers each request, so a result is durable before
+//! anyone acts on it. The writer is the journal's own thread, except that a durable
 //! append of the only instance in memory (as with `weft run`), with no other
 //! append in flight, commits on its caller's thread when the writer is free,
 //! sparing two thread hand-offs per step. Whoever writes holds the writer
@@ -212,6 +214,11 @@ impl Journal {
     /// Opens (or creates) the journal file. Fails with
     /// [`JournalError::InUse`] when another process has it open.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Self::open_checkpointing_at(path, wal::CHECKPOINT_BYTES)
+    }
+
+    /// [`Journal::open`] with the log size that triggers a checkpoint.
+    fn open_checkpointing_at(path: &Path, checkpoint_bytes: u64) -> Result<Journal, JournalError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
         {
@@ -242,7 +249,7 @@ impl Journal {
                 sleeping: false,
             }),
             queued: Condvar::new(),
-            writer: Mutex::new(Writer::new(db.clone(), wal)),
+            writer: Mutex::new(Writer::new(db.clone(), wal, checkpoint_bytes)),
             in_flight: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
         });

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::wal::{self, CHECKPOINT_BYTES, Change, Changes, PUT, REMOVE, REMOVE_FROM, TableId, Wal};
+use super::wal::{self, Change, Changes, PUT, REMOVE, REMOVE_FROM, TableId, Wal};
 use super::*;
 
 /// `meta` key: the last log batch redb holds.
@@ -100,16 +100,19 @@ pub(super) struct Writer {
     wal: Wal,
     /// The log record being staged (kept for its buffer).
     changes: Changes,
+    /// Log size past which a batch is followed by a checkpoint.
+    checkpoint_bytes: u64,
     next_seq: HashMap<String, u64>,
     next_event: Option<u64>,
 }
 
 impl Writer {
-    pub(super) fn new(db: Arc<Database>, wal: Wal) -> Self {
+    pub(super) fn new(db: Arc<Database>, wal: Wal, checkpoint_bytes: u64) -> Self {
         Writer {
             db,
             wal,
             changes: Changes::new(),
+            checkpoint_bytes,
             next_seq: HashMap::new(),
             next_event: None,
         }
@@ -125,7 +128,7 @@ impl Writer {
         match self.commit(batch, durable) {
             Ok(replies) => {
                 replies.into_iter().for_each(Reply::send);
-                if self.wal.len() >= CHECKPOINT_BYTES
+                if self.wal.len() >= self.checkpoint_bytes
                     && let Err(e) = self.checkpoint()
                 {
                     tracing::error!("journal checkpoint failed: {e}");
