@@ -187,9 +187,15 @@ impl Writer {
         if self.wal.len() == 0 {
             return Ok(());
         }
+        let t0 = std::time::Instant::now();
         let txn = self.db.begin_write()?;
         txn.open_table(META)?.insert(WAL_BATCH, self.wal.batch())?;
         txn.commit()?;
+        tracing::debug!(
+            "checkpoint of {} log bytes took {:?}",
+            self.wal.len(),
+            t0.elapsed()
+        );
         self.wal.restart();
         Ok(())
     }
