@@ -133,14 +133,14 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
     let mut log = std::fs::read(&log_path).unwrap();
     let mut end = 0;
     loop {
-        let len = u32::from_le_bytes(log[end..end + 4].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(log[end..end + 8].try_into().unwrap()) as usize;
         if len == 0 {
             break;
         }
-        end += 16 + len;
+        end += 20 + len;
     }
     assert!(end > 0, "the log holds records");
-    let mut torn = vec![4, 0, 0, 0, 1, 2, 3, 4];
+    let mut torn = vec![4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
     torn.extend_from_slice(&23u64.to_le_bytes());
     torn.extend_from_slice(&[5, 6]);
     log[end..end + torn.len()].copy_from_slice(&torn);

@@ -15,7 +15,7 @@
 //! the journal opens, it applies the log's later batches to redb before
 //! anything reads it.
 //!
-//! A record is `len: u32, crc: u32, batch: u64`, then `len` bytes of
+//! A record is `len: u64, crc: u32, batch: u64`, then `len` bytes of
 //! changes, little-endian; the CRC-32 covers the batch number and the
 //! changes. The file grows in zero-filled chunks ahead of its records.
 //! Reading stops at the first record that is short, fails its CRC or does
@@ -35,7 +35,7 @@ use super::JournalError;
 /// 10-30 ms, 47 MiB 96 ms), about once a second under full load.
 pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-const HEADER: usize = 16;
+const HEADER: usize = 20;
 
 /// The log file grows by zero-filled chunks of this size ahead of its
 /// records: overwriting written blocks, `fdatasync` need not update the
@@ -114,7 +114,7 @@ impl Changes {
         }
         if kind == PUT {
             self.0
-                .extend_from_slice(&(value.len() as u32).to_le_bytes());
+                .extend_from_slice(&(value.len() as u64).to_le_bytes());
             self.0.extend_from_slice(value);
         }
     }
@@ -143,6 +143,10 @@ pub(super) fn changes(mut b: &[u8]) -> Result<Vec<Change<'_>>, JournalError> {
     fn u32_of(b: &mut &[u8]) -> Result<usize, JournalError> {
         Ok(u32::from_le_bytes(take(b, 4)?.try_into().expect("4 bytes")) as usize)
     }
+    fn u64_of(b: &mut &[u8]) -> Result<usize, JournalError> {
+        let n = u64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes"));
+        usize::try_from(n).map_err(|_| JournalError::Format("a log value is too long".into()))
+    }
     let mut out = Vec::new();
     while !b.is_empty() {
         let head = take(&mut b, 2)?;
@@ -160,7 +164,7 @@ pub(super) fn changes(mut b: &[u8]) -> Result<Vec<Change<'_>>, JournalError> {
             0
         };
         let value = if kind == PUT {
-            let n = u32_of(&mut b)?;
+            let n = u64_of(&mut b)?;
             take(&mut b, n)?
         } else {
             &[]
@@ -218,10 +222,13 @@ impl Wal {
         let mut prev: Option<u64> = None;
         while bytes.len() - at >= HEADER {
             let h = &bytes[at..at + HEADER];
-            let len = u32::from_le_bytes(h[0..4].try_into().expect("4 bytes")) as usize;
-            let sum = u32::from_le_bytes(h[4..8].try_into().expect("4 bytes"));
-            let batch = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-            let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            let len = u64::from_le_bytes(h[0..8].try_into().expect("8 bytes"));
+            let sum = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+            let batch = u64::from_le_bytes(h[12..20].try_into().expect("8 bytes"));
+            let Some(body) = usize::try_from(len)
+                .ok()
+                .and_then(|len| bytes.get(at + HEADER..(at + HEADER).checked_add(len)?))
+            else {
                 break;
             };
             if crc(batch, body) != sum || prev.is_some_and(|p| batch != p + 1) {
@@ -237,7 +244,7 @@ impl Wal {
                 found.push((batch, body.to_vec()));
             }
             prev = Some(batch);
-            at += HEADER + len;
+            at += HEADER + body.len();
         }
         let batch = found.last().map_or(after, |(b, _)| *b);
         let wal = Wal {
@@ -273,9 +280,9 @@ impl Wal {
         let body_len = changes.0.len() - HEADER;
         let sum = crc(batch, &changes.0[HEADER..]);
         let h = &mut changes.0[..HEADER];
-        h[0..4].copy_from_slice(&(body_len as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&sum.to_le_bytes());
-        h[8..16].copy_from_slice(&batch.to_le_bytes());
+        h[0..8].copy_from_slice(&(body_len as u64).to_le_bytes());
+        h[8..12].copy_from_slice(&sum.to_le_bytes());
+        h[12..20].copy_from_slice(&batch.to_le_bytes());
         let end = self.end + changes.0.len() as u64;
         if end > self.allocated {
             let grown = end.div_ceil(GROW_BY) * GROW_BY;
