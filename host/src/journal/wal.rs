@@ -76,20 +76,19 @@ impl TableId {
 }
 
 /// The changes of one batch, encoded as they are made, behind room for the
-/// record header.
+/// record header. The default holds no buffer, so taking it is free.
+#[derive(Default)]
 pub(super) struct Changes(Vec<u8>);
 
 impl Changes {
-    pub(super) fn new() -> Changes {
-        Changes(vec![0; HEADER])
-    }
-
+    /// Empties the record (keeping its buffer); call before each batch.
     pub(super) fn clear(&mut self) {
-        self.0.truncate(HEADER);
+        self.0.clear();
+        self.0.resize(HEADER, 0);
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.0.len() == HEADER
+        self.0.len() <= HEADER
     }
 
     /// Bytes of the record, header included.

@@ -111,7 +111,7 @@ impl Writer {
         Writer {
             db,
             wal,
-            changes: Changes::new(),
+            changes: Changes::default(),
             checkpoint_bytes,
             next_seq: HashMap::new(),
             next_event: None,
@@ -149,7 +149,9 @@ impl Writer {
         let mut txn = self.db.begin_write()?;
         // redb keeps the pages in memory; the log makes the batch durable.
         txn.set_durability(Durability::None)?;
-        let mut changes = std::mem::replace(&mut self.changes, Changes::new());
+        // Taken for the batch (the tables borrow it) and put back after, so
+        // that its buffer is reused.
+        let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
         let mut replies = Vec::with_capacity(batch.len());
         {
@@ -157,7 +159,7 @@ impl Writer {
             for op in batch {
                 replies.push(self.stage(&mut t, op));
             }
-            if !t.log.as_ref().is_some_and(|c| c.is_empty()) {
+            if t.log.as_ref().is_some_and(|c| !c.is_empty()) {
                 t.meta()?.insert(WAL_BATCH, self.wal.next_batch())?;
             }
         }

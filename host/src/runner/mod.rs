@@ -18,6 +18,7 @@ use crate::journal::{
 use crate::replay::Replay;
 
 mod admission;
+mod evicted;
 mod input;
 mod store;
 mod upgrade;
@@ -41,13 +42,6 @@ pub trait Children: Send + Sync {
         parent: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ErrorInfo>> + Send + '_>>;
 }
-
-/// How long before its wake time an evicted instance is replayed. 300 ms
-/// rather than 100: when many wake together (W3: 2000 within ~120 ms) more
-/// of the replays then happen before the wakes instead of among them (W3
-/// p99 median 10-15 against 26-30 ms over 11 interleaved pairs), at the cost
-/// of holding each instance in memory 200 ms longer.
-const PREWARM: Duration = Duration::from_millis(300);
 
 /// Default time after which a waiting instance is dropped from memory.
 pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(5);
@@ -317,45 +311,6 @@ impl Runtime {
             .entry(id.to_owned())
             .or_default()
             .clone()
-    }
-
-    /// Waits, holding no instance, until `wake_ms` or until an event of one
-    /// of `event_types` is in the inbox.
-    pub async fn sleep_evicted(
-        &self,
-        id: &str,
-        events: &mut watch::Receiver<u64>,
-        wake_ms: UnixMs,
-        event_types: &[String],
-        children: &[String],
-    ) -> Result<()> {
-        loop {
-            events.borrow_and_update();
-            let inbox = self.journal.inbox(id)?;
-            if inbox.iter().any(|e| event_types.contains(&e.event_type)) {
-                return Ok(());
-            }
-            for child in children {
-                if self
-                    .journal
-                    .instance(child)?
-                    .is_none_or(|c| c.status.is_final())
-                {
-                    return Ok(());
-                }
-            }
-            // Wake a little early: the replay then happens before the timer
-            // and the rest of the wait is spent hot, so the instance resumes
-            // on time even when many wake together.
-            let left = until_ms(wake_ms).saturating_sub(PREWARM.min(self.evict_after / 2));
-            if left.is_zero() {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(left) => return Ok(()),
-                _ = events.changed() => {}
-            }
-        }
     }
 
     async fn set_status(
