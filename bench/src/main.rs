@@ -589,19 +589,18 @@ async fn main() -> Result<()> {
     }
     let py = python.as_deref();
     for g in &guests {
-        let big = *g == "rs" && !quick;
+        // The sizes for both languages; `--quick` runs smaller ones.
+        let big = !quick;
         if run("W1") {
             for n in if big { vec![100, 1000] } else { vec![100] } {
                 repeated!(r, repeat, |run| w1(g, n, py, commit_ms, &mut run));
             }
         }
         if run("W2") {
-            let sizes = if big {
-                vec![200, 2000, 20000]
-            } else if *g == "rs" {
-                vec![200, 2000]
-            } else {
-                vec![200]
+            let sizes = match (big, *g) {
+                (true, _) => vec![200, 2000, 20000],
+                (false, "rs") => vec![200, 2000],
+                (false, _) => vec![200],
             };
             for m in sizes {
                 repeated!(r, repeat, |run| w2(g, m, py, &mut run));
@@ -620,11 +619,10 @@ async fn main() -> Result<()> {
             }
         }
         if run("W7") {
-            let (ev, hot) = match (*g, quick) {
-                ("rs", false) => (10000, 500),
-                ("rs", true) => (1000, 500),
-                (_, false) => (1000, 100),
-                (_, true) => (200, 50),
+            let (ev, hot) = match (big, *g) {
+                (true, _) => (10000, 500),
+                (false, "rs") => (1000, 500),
+                (false, _) => (200, 50),
             };
             w7(g, ev, hot, py, &mut r).await?;
         }
