@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds weft and the benchmark in release mode, builds the Python guest
 # when componentize-py is installed, and runs every workload.
-#   bash bench/run.sh            # full sizes (about 10 minutes after the build)
+#   bash bench/run.sh            # full sizes (about 10 minutes after the build;
+#                                # --repeat 3: about 20)
 #   bash bench/run.sh --quick    # smaller sizes
 set -euo pipefail
 cd "$(dirname "$0")/.."
