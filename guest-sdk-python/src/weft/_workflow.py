@@ -110,6 +110,22 @@ def _info(e: BaseException) -> types.ErrorInfo:
     return types.ErrorInfo(type(e).__name__, str(e))
 
 
+_decode = json.JSONDecoder().raw_decode
+
+
+def _loads(text: str) -> Any:
+    """`json.loads` of a journaled result. The host's JSON is compact, so the
+    decoder's scan is used directly, without the whitespace handling around
+    it; anything else takes `json.loads`, which also raises its errors."""
+    try:
+        value, end = _decode(text)
+    except ValueError:
+        return json.loads(text)
+    if end != len(text):
+        return json.loads(text)
+    return value
+
+
 _default_config: tuple[types.StepConfig, dict[str, Any]] | None = None
 
 
@@ -165,7 +181,7 @@ async def _run_step(
     start = durable.step_begin(name, wit_config)
     if isinstance(start, types.StepStart_Cached):
         if isinstance(start.value, Ok):
-            return json.loads(start.value.value)
+            return _loads(start.value.value)
         raise _rebuild(start.value.value, module_globals)
     handle = start.value.handle
     attempt = start.value.attempt
@@ -189,24 +205,29 @@ async def _run_step(
             attempt = verdict.value
             continue
         if isinstance(verdict.value, Ok):
-            return json.loads(verdict.value.value)
+            return _loads(verdict.value.value)
         raise _rebuild(verdict.value.value, module_globals)
 
 
-_params_by_code: dict[Any, list[str]] = {}
+_by_code: dict[Any, tuple[bool, list[str]]] = {}
 
 
-def _parameter_names(fn: Callable[..., Any]) -> list[str]:
-    """The parameter names of a step function. A step declared in a loop is
-    the same code each time, so its signature is read once."""
+def _signature(fn: Callable[..., Any]) -> tuple[bool, list[str]]:
+    """Whether a step function is an `async def`, and its parameter names. A
+    step declared in a loop is the same code each time, so this is worked
+    out once per code object, for functions that carry no attributes of
+    their own (`__wrapped__`, `__signature__` and the coroutine marker live
+    there)."""
     code = getattr(fn, "__code__", None)
-    plain = code is not None and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__")
-    if plain and code in _params_by_code:
-        return _params_by_code[code]
-    names = list(inspect.signature(fn).parameters)
+    plain = code is not None and not getattr(fn, "__dict__", None)
     if plain:
-        _params_by_code[code] = names
-    return names
+        known = _by_code.get(code)
+        if known is not None:
+            return known
+    found = (inspect.iscoroutinefunction(fn), list(inspect.signature(fn).parameters))
+    if plain:
+        _by_code[code] = found
+    return found
 
 
 class StepFunction(Generic[T]):
@@ -221,7 +242,8 @@ class StepFunction(Generic[T]):
         concurrent: bool,
         config: Mapping[str, Any] | None,
     ) -> None:
-        if not inspect.iscoroutinefunction(fn):
+        is_async, params = _signature(fn)
+        if not is_async:
             raise TypeError(f"@step.do needs an `async def`, got {fn!r}")
         self._step = step
         self._fn = fn
@@ -233,7 +255,7 @@ class StepFunction(Generic[T]):
         self._done: asyncio.Future[Any] | None = None
         self._undo: Callable[..., Awaitable[Any]] | None = None
         self._rollback = False
-        self._params = _parameter_names(fn)
+        self._params = params
         step._register(self)
 
     def undo(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -264,11 +286,13 @@ class StepFunction(Generic[T]):
 
     async def _execute(self, given: dict[str, Any]) -> T:
         deps = self._dependencies()
-        if self._concurrent:
-            values = await asyncio.gather(*(d._resolve() for d in deps))
-        else:
-            values = [await d._resolve() for d in deps]
-        by_name = {d.__name__: v for d, v in zip(deps, values)}
+        by_name: dict[str, Any] = {}
+        if deps:
+            if self._concurrent:
+                values = await asyncio.gather(*(d._resolve() for d in deps))
+            else:
+                values = [await d._resolve() for d in deps]
+            by_name = {d.__name__: v for d, v in zip(deps, values)}
         module_globals = getattr(self._fn, "__globals__", {})
 
         async def body(ctx: StepContext) -> Any:
