@@ -54,19 +54,22 @@ fn hex_of(digest: &str) -> &str {
 }
 
 /// Bytes of a pooled memory slot kept resident between instances: enough
-/// for what a Rust workflow writes (~70 KiB); a Python instance copies ~1.5
-/// MiB of its image on write, of which a freed slot keeps this much
+/// for what a Rust workflow writes (~70 KiB). A Python instance copies ~1.5
+/// MiB of its image on write, in ~250 scattered runs; wasmtime's reset stops
+/// after 32 of them and decommits the rest, so more would not help it
 /// (bench/README.md).
 const KEEP_RESIDENT: usize = 128 << 10;
 /// Bytes of a pooled table slot kept resident between instances.
 const KEEP_TABLE_RESIDENT: usize = 16 << 10;
 
 /// Component instances the engine's pool holds at once. A slot costs
-/// address space, not memory, until an instance uses it. 2048 rather than
-/// 1000: when 2000 evicted sleepers wake within ~120 ms (W3), all of them
-/// can be replayed ahead of their wake instead of half of them waiting for a
-/// slot and replaying late (W3 p99 1-6 ms against 19-51 ms, 5 interleaved
-/// pairs; 4096 was no better).
+/// address space, not memory, until an instance uses it: the pool reserves
+/// ~16 TiB of the process's 128 TiB (where that fails, `new_engine` falls
+/// back to allocating on demand). 2048 rather than 1000: when 2000 evicted
+/// sleepers wake within ~120 ms (W3), all of them can be replayed ahead of
+/// their wake instead of half of them waiting for a slot and replaying late
+/// (W3 p99 1-6 ms against 19-51 ms, 5 interleaved pairs; 4096 was no
+/// better).
 const POOL_INSTANCES: u32 = 2048;
 
 /// Instances a server keeps in memory at once (running or waiting briefly):
