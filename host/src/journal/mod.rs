@@ -17,7 +17,8 @@
 //! - `instances`: id → [`InstanceRecord`]
 //! - `journal`: (id, seq) → [`Entry`], the ordered history of an instance
 //! - `inbox`: (id, seq) → [`EventRecord`], events not yet delivered
-//! - `meta`: format version and counters
+//! - `meta`: format (1 closed, 2 open or crashed: see `FORMAT_OPEN`) and
+//!   counters
 //!
 //! Wake times live in the entries themselves (a sleep's `wake_ms`, a wait's
 //! `deadline_ms`, a failed attempt's `retry_ms`): a server resumes every
@@ -43,6 +44,16 @@ const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances"
 const JOURNAL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("journal");
 const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// `meta` key: the journal's format.
+const FORMAT: &str = "format";
+/// Format of a journal that was closed: redb holds every batch.
+const FORMAT_CLOSED: u64 = 1;
+/// Format while the journal is open, and so after a crash: the batches
+/// since redb's last checkpoint may be in the write-ahead log only. A weft
+/// from before the log reads format 1 only, so it refuses such a data dir
+/// instead of opening it without them.
+const FORMAT_OPEN: u64 = 2;
 
 /// Largest step result or event payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
@@ -168,7 +179,7 @@ impl Shared {
                 if q.ops.is_empty() {
                     drop(q);
                     // Leave redb holding everything, and the log empty.
-                    if let Err(e) = lock(&self.writer).checkpoint() {
+                    if let Err(e) = lock(&self.writer).close() {
                         tracing::error!("journal checkpoint at close failed: {e}");
                     }
                     return;
@@ -223,15 +234,15 @@ impl Journal {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
-            let version = meta.get("format")?.map(|v| v.value());
+            let version = meta.get(FORMAT)?.map(|v| v.value());
             match version {
-                None => {
-                    meta.insert("format", FORMAT_VERSION as u64)?;
+                None | Some(FORMAT_CLOSED | FORMAT_OPEN) => {
+                    // Durable before anything is logged; closing sets it back.
+                    meta.insert(FORMAT, FORMAT_OPEN)?;
                 }
-                Some(v) if v == FORMAT_VERSION as u64 => {}
                 Some(v) => {
                     return Err(JournalError::Format(format!(
-                        "the data dir was written in journal format {v}; this weft reads format {FORMAT_VERSION}"
+                        "the data dir was written in journal format {v}; this weft reads formats {FORMAT_CLOSED} and {FORMAT_OPEN}"
                     )));
                 }
             }

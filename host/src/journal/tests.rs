@@ -191,6 +191,43 @@ async fn closing_checkpoints_the_log() {
     assert_eq!(reopened.entries("a").unwrap().len(), 2);
 }
 
+/// The journal's format says whether redb alone is the whole journal: 2
+/// from opening on (so a crash leaves 2, which a weft from before the log
+/// refuses, rather than opening the data dir without the log's batches), 1
+/// once it is closed.
+#[tokio::test]
+async fn the_format_marks_a_journal_that_may_need_its_log() {
+    // Read once the journal thread of the last handle has let go (10 s).
+    let format_of = |path: &Path| {
+        let start = std::time::Instant::now();
+        let db = loop {
+            match Database::open(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if start.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                r => break r.unwrap(),
+            }
+        };
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get(FORMAT).unwrap().map(|v| v.value())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.redb");
+    let journal = Journal::open(&path).unwrap();
+    journal.append("a", vec![nondet(1)]).await.unwrap();
+    let crashed = dir.path().join("crashed.redb");
+    std::fs::copy(&path, &crashed).unwrap();
+    assert_eq!(format_of(&crashed), Some(FORMAT_OPEN));
+    drop(journal);
+    assert_eq!(format_of(&path), Some(FORMAT_CLOSED));
+    // A crashed journal opens (its log applied) and closes as format 1.
+    drop(Journal::open(&crashed).unwrap());
+    assert_eq!(format_of(&crashed), Some(FORMAT_CLOSED));
+}
+
 /// Checkpoints along the way: the log starts over after each, so a crash
 /// finds the newest records at its start and older ones beyond them, which
 /// must not be applied again. Each instance's entries come back whole and

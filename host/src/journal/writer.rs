@@ -189,9 +189,24 @@ impl Writer {
         if self.wal.len() == 0 {
             return Ok(());
         }
+        self.commit_durably(None)
+    }
+
+    /// The last checkpoint, which also marks the journal closed.
+    pub(super) fn close(&mut self) -> Result<(), JournalError> {
+        self.commit_durably(Some(FORMAT_CLOSED))
+    }
+
+    fn commit_durably(&mut self, format: Option<u64>) -> Result<(), JournalError> {
         let t0 = std::time::Instant::now();
         let txn = self.db.begin_write()?;
-        txn.open_table(META)?.insert(WAL_BATCH, self.wal.batch())?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(WAL_BATCH, self.wal.batch())?;
+            if let Some(f) = format {
+                meta.insert(FORMAT, f)?;
+            }
+        }
         txn.commit()?;
         tracing::debug!(
             "checkpoint of {} log bytes took {:?}",
