@@ -1,0 +1,190 @@
+//! What the workloads share: the disk's physical limits, and a runtime
+//! with its scheduler on a fresh data dir.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use weft::journal::Status;
+use weft::runner::Runtime;
+use weft::scheduler::Scheduler;
+
+use crate::report::{Report, percentile};
+
+/// The disk's limits: one durable redb commit, commits/s, writes/s with 100
+/// writes per durable commit.
+pub fn physical_limits(dir: &Path, r: &mut Report) -> Result<f64> {
+    let db = redb::Database::create(dir.join("limits.redb"))?;
+    const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+    let payload = vec![7u8; 200];
+    let n = 500;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let txn = db.begin_write()?;
+        txn.open_table(T)?.insert(i, payload.as_slice())?;
+        txn.commit()?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let commits_per_s = n as f64 / start.elapsed().as_secs_f64();
+    let p50 = percentile(&mut lat, 0.5);
+    r.add(
+        "limit",
+        "-",
+        "durable commit latency p50",
+        p50,
+        "ms",
+        "redb, 1 write per commit",
+    );
+    r.add(
+        "limit",
+        "-",
+        "durable commit latency p99",
+        percentile(&mut lat, 0.99),
+        "ms",
+        "",
+    );
+    r.add("limit", "-", "durable commits/s", commits_per_s, "1/s", "");
+    let start = Instant::now();
+    let batches = 200u64;
+    for b in 0..batches {
+        let txn = db.begin_write()?;
+        {
+            let mut t = txn.open_table(T)?;
+            for i in 0..100 {
+                t.insert(1_000_000 + b * 100 + i, payload.as_slice())?;
+            }
+        }
+        txn.commit()?;
+    }
+    r.add(
+        "limit",
+        "-",
+        "durable writes/s, 100 per commit",
+        (batches * 100) as f64 / start.elapsed().as_secs_f64(),
+        "1/s",
+        "",
+    );
+    Ok(p50)
+}
+
+pub struct Bench {
+    pub rt: Arc<Runtime>,
+    pub sched: Arc<Scheduler>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn setup(evict_after: Duration, max_running: usize, python: Option<&str>) -> Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let rt = Runtime::open(&dir.path().join("data"), evict_after)?;
+    let mut workflows = Vec::new();
+    let rs = std::fs::read(weft_test_artifacts::SCENARIOS)?;
+    let d = rt.components.store_bytes(&rs)?;
+    rt.components.load(&d)?;
+    workflows.push(("rs".to_owned(), d, None));
+    if let Some(p) = python {
+        let py = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+        let d = rt.components.store_bytes(&py)?;
+        rt.components.load(&d)?;
+        workflows.push(("py".to_owned(), d, None));
+    }
+    let sched = Scheduler::new(rt.clone(), workflows, max_running);
+    sched.install_children();
+    Ok(Bench { rt, sched, dir })
+}
+
+impl Drop for Bench {
+    /// Stops the instance tasks so that the runtime and its engine (and the
+    /// pooling allocator's address space) are released.
+    fn drop(&mut self) {
+        self.sched.shutdown();
+    }
+}
+
+impl Bench {
+    /// Creates `m` instances concurrently, as clients of the API would (the
+    /// journal group-commits the creations).
+    pub async fn create_many(
+        &self,
+        wf: &str,
+        prefix: &str,
+        m: usize,
+        params: &Value,
+    ) -> Result<Vec<String>> {
+        let text = Arc::new(params.to_string());
+        let ids: Vec<String> = (0..m).map(|i| format!("{prefix}{i}")).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for chunk in ids.chunks(m.div_ceil(64).max(1)) {
+            let sched = self.sched.clone();
+            let (wf, text, chunk) = (wf.to_owned(), text.clone(), chunk.to_vec());
+            set.spawn(async move {
+                for id in chunk {
+                    sched.create(&wf, Some(id), &text).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r??;
+        }
+        Ok(ids)
+    }
+
+    pub async fn wait_all(&self, status: Status, m: usize, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let mut last_check = Instant::now();
+        loop {
+            // Finished instances are counted by the runtime; other states
+            // need a scan of the instance table (slower, so less often).
+            let n = if status == Status::Complete {
+                self.rt.finished.load(std::sync::atomic::Ordering::Relaxed)
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.rt.journal.list(Some(status))?.len()
+            };
+            if n >= m {
+                return Ok(());
+            }
+            if status == Status::Complete && start.elapsed() <= limit {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            if last_check.elapsed() > Duration::from_secs(2) || start.elapsed() > limit {
+                last_check = Instant::now();
+                let errored = self.rt.journal.list(Some(Status::Errored))?;
+                if let Some(e) = errored.first() {
+                    bail!("instance {} errored: {:?}", e.id, e.error);
+                }
+            }
+            if start.elapsed() > limit {
+                bail!("only {n} of {m} instances reached {status:?} in {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The journal's files: redb and its write-ahead log.
+    pub fn disk_bytes(&self) -> u64 {
+        ["journal.redb", "journal.wal"]
+            .iter()
+            .map(|f| {
+                std::fs::metadata(self.dir.path().join("data").join(f))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// The Python guest's name for a scenario.
+pub fn scenario(guest: &str, name: &str) -> String {
+    match (guest, name) {
+        ("py", "loop-names") => "loop".into(),
+        ("py", "steps-then-wait") => "steps_then_wait".into(),
+        ("py", "event-timeout") => "events".into(),
+        _ => name.into(),
+    }
+}
