@@ -44,6 +44,13 @@ pub struct Components {
     loading: Mutex<()>,
 }
 
+/// Whether an error says the engine's pool is full (instance slots,
+/// memories, tables, stacks): the host is out of room for now, which is no
+/// fault of the workflow, so its instance is tried again later.
+pub fn out_of_slots(e: &wasmtime::Error) -> bool {
+    e.is::<wasmtime::PoolConcurrencyLimitError>()
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
@@ -81,8 +88,11 @@ fn new_engine() -> Result<Engine> {
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
     let mut pool = PoolingAllocationConfig::default();
+    // Core instances are only counted, not allocated: a Python component
+    // has 14 of them, so at 10 per slot ~1460 resident Python instances
+    // used them all up and the next one failed to instantiate.
     pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(10 * POOL_INSTANCES)
+        .total_core_instances(64 * POOL_INSTANCES)
         .total_memories(2 * POOL_INSTANCES)
         .total_tables(4 * POOL_INSTANCES)
         .total_stacks(POOL_INSTANCES)
@@ -295,4 +305,29 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     Component::new(engine, bytes)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .context("the file is not a valid WebAssembly component")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full pool's error, as wasmtime returns it from instantiation, is
+    /// recognised; another error is not.
+    #[test]
+    fn a_full_pool_is_recognised() {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(1)
+            .total_memories(1)
+            .total_tables(1)
+            .max_memory_size(1 << 16);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).unwrap();
+        let module = wasmtime::Module::new(&engine, b"\0asm\x01\0\0\0").unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        let _first = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let full = wasmtime::Instance::new(&mut store, &module, &[]).unwrap_err();
+        assert!(out_of_slots(&full), "{full:#}");
+        assert!(!out_of_slots(&wasmtime::Error::msg("a trap")));
+    }
 }

@@ -418,6 +418,11 @@ impl Runtime {
                 let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final(rec))
             }
+            // No room in the engine's pool: not the workflow's doing. The
+            // instance task tries again later (nothing was journaled).
+            Ok(Err(e)) if crate::engine::out_of_slots(&e) => {
+                bail!("instance {id}: {e:#}")
+            }
             Ok(Err(trap)) => {
                 tracing::debug!("instance {id} trapped: {trap:?}");
                 let what = match trap.downcast_ref::<wasmtime::Trap>() {
