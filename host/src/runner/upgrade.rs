@@ -78,6 +78,10 @@ impl Runtime {
                 Ok(inst.check_finished())
             }
             Ok(_) if !st.replay.is_replaying() => Ok(Ok(())),
+            // No room in the engine's pool says nothing of the new version.
+            Ok(Some(Err(e))) if crate::engine::out_of_slots(&e) => {
+                anyhow::bail!("instance {}: {e:#}", rec.id)
+            }
             Ok(Some(Err(trap))) => Ok(Err(ErrorInfo::new(
                 "WorkflowTrap",
                 format!("the new version trapped while replaying: {trap:#}"),
