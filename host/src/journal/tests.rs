@@ -83,14 +83,29 @@ async fn the_last_handle_releases_the_file() {
 }
 
 /// Opens the journal at `path` once the journal thread of its last handle
-/// has let go of it (up to 10 s), calling `before` before each try.
+/// has let go of it, calling `before` before each try.
 fn reopen(path: &Path, before: impl Fn()) -> Journal {
+    when_released(
+        || {
+            before();
+            Journal::open(path)
+        },
+        |e| matches!(e, JournalError::InUse),
+    )
+}
+
+/// Tries `open` until it stops failing with an error that `in_use` says
+/// means the file is still held (the journal thread lets go of the database
+/// as it ends), for up to 10 s.
+fn when_released<T, E: std::fmt::Display>(
+    open: impl Fn() -> Result<T, E>,
+    in_use: impl Fn(&E) -> bool,
+) -> T {
     let start = std::time::Instant::now();
     loop {
-        before();
-        match Journal::open(path) {
-            Ok(j) => return j,
-            Err(JournalError::InUse) if start.elapsed() < std::time::Duration::from_secs(10) => {
+        match open() {
+            Ok(v) => return v,
+            Err(e) if in_use(&e) && start.elapsed() < std::time::Duration::from_secs(10) => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(e) => panic!("{e}"),
@@ -197,19 +212,11 @@ async fn closing_checkpoints_the_log() {
 /// once it is closed.
 #[tokio::test]
 async fn the_format_marks_a_journal_that_may_need_its_log() {
-    // Read once the journal thread of the last handle has let go (10 s).
     let format_of = |path: &Path| {
-        let start = std::time::Instant::now();
-        let db = loop {
-            match Database::open(path) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                    if start.elapsed() < std::time::Duration::from_secs(10) =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                r => break r.unwrap(),
-            }
-        };
+        let db = when_released(
+            || Database::open(path),
+            |e| matches!(e, redb::DatabaseError::DatabaseAlreadyOpen),
+        );
         let txn = db.begin_read().unwrap();
         let meta = txn.open_table(META).unwrap();
         meta.get(FORMAT).unwrap().map(|v| v.value())
