@@ -143,6 +143,8 @@ fn durable_sleeps_survive_eviction() {
     let sleeps = entries(&h, "sleep");
     assert_eq!(u(&sleeps[0]["wakeMs"]) - u(&sleeps[0]["startedMs"]), 1000);
     assert_eq!(sleeps[1]["name"], "until");
+    // `after` took `before` as a dependency once `before` was replayed:
+    // from the journal, not by beginning it again.
     assert_eq!(step(&h, "before").len(), 1);
 }
 

@@ -126,6 +126,8 @@ def _loads(text: str) -> Any:
     return value
 
 
+_UNSET: Any = object()
+
 _default_config: tuple[types.StepConfig, dict[str, Any]] | None = None
 
 
@@ -175,10 +177,13 @@ async def _run_step(
     config: Mapping[str, Any] | None,
     body: Callable[[StepContext], Awaitable[Any]],
     module_globals: Mapping[str, Any],
+    start: types.StepStart | None = None,
 ) -> Any:
-    """Runs one durable step: journaled result, retries, replay."""
+    """Runs one durable step: journaled result, retries, replay. `start` is
+    the answer of `step-begin` when the caller asked for it already."""
     wit_config, effective = _step_config(name, config)
-    start = durable.step_begin(name, wit_config)
+    if start is None:
+        start = durable.step_begin(name, wit_config)
     if isinstance(start, types.StepStart_Cached):
         if isinstance(start.value, Ok):
             return _loads(start.value.value)
@@ -249,10 +254,13 @@ class StepFunction(Generic[T]):
         self._fn = fn
         self.name = name
         self.__name__ = fn.__name__
-        self._depends = [d for d in (depends or [])]
+        self._depends = list(depends) if depends else []
         self._concurrent = concurrent
         self._config = config
         self._done: asyncio.Future[Any] | None = None
+        # The value of a first call answered from the journal, which needs
+        # no future: see `__call__`.
+        self._value: Any = _UNSET
         self._undo: Callable[..., Awaitable[Any]] | None = None
         self._rollback = False
         self._params = params
@@ -280,12 +288,20 @@ class StepFunction(Generic[T]):
 
     async def _resolve(self) -> Any:
         """The value of this step as a dependency: run once, then reused."""
+        if self._value is not _UNSET:
+            return self._value
         if self._done is None:
             self._done = asyncio.ensure_future(self._execute({}))
         return await asyncio.shield(self._done)
 
-    async def _execute(self, given: dict[str, Any]) -> T:
-        deps = self._dependencies()
+    async def _execute(
+        self,
+        given: dict[str, Any],
+        deps: list[StepFunction[Any]] | None = None,
+        start: types.StepStart | None = None,
+    ) -> T:
+        if deps is None:
+            deps = self._dependencies()
         by_name: dict[str, Any] = {}
         if deps:
             if self._concurrent:
@@ -306,23 +322,31 @@ class StepFunction(Generic[T]):
                     kwargs[p] = by_name[p]
             return await self._fn(**kwargs)
 
-        value = await _run_step(self.name, self._config, body, module_globals)
+        value = await _run_step(self.name, self._config, body, module_globals, start)
         if self._rollback:
             self._step._undo_stack.append((self, value))
         return cast(T, value)
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
-        given = dict(zip(self._params, args))
-        given.update(kwargs)
-        if self._done is not None:
-            return await self._execute(given)
+        if self._done is not None or self._value is not _UNSET:
+            return await self._execute(self._given(args, kwargs))
+        deps = self._dependencies()
+        start = None
+        if not deps and not self._rollback:
+            # A replay answers most first calls from the journal: take the
+            # value without a future or a body (the same `step-begin`, at
+            # the same point, as below).
+            start = durable.step_begin(self.name, _step_config(self.name, self._config)[0])
+            if isinstance(start, types.StepStart_Cached) and isinstance(start.value, Ok):
+                self._value = _loads(start.value.value)
+                return cast(T, self._value)
         # The first call is also this step's value as a dependency: publish
         # it through a future, but run the step in this task (a task per
         # step would cost an event-loop turn per step).
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._done = done
         try:
-            value = await self._execute(given)
+            value = await self._execute(self._given(args, kwargs), deps, start)
         except asyncio.CancelledError:
             done.cancel()
             raise
@@ -332,6 +356,11 @@ class StepFunction(Generic[T]):
             raise
         done.set_result(value)
         return value
+
+    def _given(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = dict(zip(self._params, args))
+        given.update(kwargs)
+        return given
 
     def __repr__(self) -> str:
         return f"<step {self.name!r}>"

@@ -56,7 +56,8 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "steps-then-wait" => {
             let done = loop_names(input.n).await?;
             let ev = wait_for_event::<Value>("go", "go").await?;
-            let last: u64 = step("last", || async { Ok(1) }).await?;
+            // When the step after the replay started, for the benchmark.
+            let last: u64 = step("last", || async { Ok(unix_us()) }).await?;
             Ok(json!({"steps": done.as_array().map(|a| a.len()), "event": ev.payload, "last": last}))
         }
         "step-trap" => step_trap().await,
@@ -378,4 +379,11 @@ async fn step_trap() -> Result<Value, Error> {
         .delay(Duration::from_millis(10))
         .await;
     Ok(json!({"caught": r.unwrap_err().name()}))
+}
+
+/// The wall clock in microseconds (live inside a step body).
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
