@@ -94,9 +94,21 @@ async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
     Ok(())
 }
 
-async fn w3(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
-    // Sleeps of 2 s are evicted (evict_after 1 s) and woken by timers.
-    let b = setup(Duration::from_secs(1), 500, python)?;
+async fn w3(
+    guest: &str,
+    m: usize,
+    in_memory: bool,
+    python: Option<&str>,
+    r: &mut Report,
+) -> Result<()> {
+    // Sleeps of 2 s are evicted (evict_after 1 s) and woken by timers, or,
+    // with the default evict_after of 5 s, sleep in memory.
+    let evict_after = if in_memory {
+        weft::runner::DEFAULT_EVICT_AFTER
+    } else {
+        Duration::from_secs(1)
+    };
+    let b = setup(evict_after, 500, python)?;
     let params = json!({"scenario": "sleep", "ms": 2000, "duration": 2});
     b.create_many(guest, "w3-", m, &params).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -118,14 +130,18 @@ async fn w3(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
             late.push(a.saturating_sub(w) as f64);
         }
     }
-    let w = format!("W3 sleep M={m}");
+    let (w, how) = if in_memory {
+        (format!("W3 sleep M={m} in memory"), "default evict_after 5 s")
+    } else {
+        (format!("W3 sleep M={m}"), "evicted: evict_after 1 s")
+    };
     r.add(
         &w,
         guest,
         "wake lateness p50",
         percentile(&mut late, 0.5),
         "ms",
-        "next step start - wake time",
+        &format!("next step start - wake time; {how}"),
     );
     r.add(
         &w,
@@ -472,7 +488,9 @@ async fn main() -> Result<()> {
         }
         let m = if big { 2000 } else { 200 };
         if run("W3") {
-            repeated!(r, repeat, |run| w3(g, m, py, &mut run));
+            for in_memory in [false, true] {
+                repeated!(r, repeat, |run| w3(g, m, in_memory, py, &mut run));
+            }
         }
         if run("W4") {
             repeated!(r, repeat, |run| w4(g, m, py, &mut run));
