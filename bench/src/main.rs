@@ -131,7 +131,10 @@ async fn w3(
         }
     }
     let (w, how) = if in_memory {
-        (format!("W3 sleep M={m} in memory"), "default evict_after 5 s")
+        (
+            format!("W3 sleep M={m} in memory"),
+            "default evict_after 5 s",
+        )
     } else {
         (format!("W3 sleep M={m}"), "evicted: evict_after 1 s")
     };
