@@ -177,13 +177,16 @@ async def _run_step(
     config: Mapping[str, Any] | None,
     body: Callable[[StepContext], Awaitable[Any]],
     module_globals: Mapping[str, Any],
-    start: types.StepStart | None = None,
+    begun: tuple[types.StepStart, dict[str, Any]] | None = None,
 ) -> Any:
-    """Runs one durable step: journaled result, retries, replay. `start` is
-    the answer of `step-begin` when the caller asked for it already."""
-    wit_config, effective = _step_config(name, config)
-    if start is None:
+    """Runs one durable step: journaled result, retries, replay. `begun` is
+    the answer of `step-begin` and the effective config, when the caller
+    began the step already."""
+    if begun is None:
+        wit_config, effective = _step_config(name, config)
         start = durable.step_begin(name, wit_config)
+    else:
+        start, effective = begun
     if isinstance(start, types.StepStart_Cached):
         if isinstance(start.value, Ok):
             return _loads(start.value.value)
@@ -298,7 +301,7 @@ class StepFunction(Generic[T]):
         self,
         given: dict[str, Any],
         deps: list[StepFunction[Any]] | None = None,
-        start: types.StepStart | None = None,
+        begun: tuple[types.StepStart, dict[str, Any]] | None = None,
     ) -> T:
         if deps is None:
             deps = self._dependencies()
@@ -322,7 +325,7 @@ class StepFunction(Generic[T]):
                     kwargs[p] = by_name[p]
             return await self._fn(**kwargs)
 
-        value = await _run_step(self.name, self._config, body, module_globals, start)
+        value = await _run_step(self.name, self._config, body, module_globals, begun)
         if self._rollback:
             self._step._undo_stack.append((self, value))
         return cast(T, value)
@@ -331,22 +334,24 @@ class StepFunction(Generic[T]):
         if self._done is not None or self._value is not _UNSET:
             return await self._execute(self._given(args, kwargs))
         deps = self._dependencies()
-        start = None
+        begun = None
         if not deps and not self._rollback:
             # A replay answers most first calls from the journal: take the
             # value without a future or a body (the same `step-begin`, at
             # the same point, as below).
-            start = durable.step_begin(self.name, _step_config(self.name, self._config)[0])
+            wit_config, effective = _step_config(self.name, self._config)
+            start = durable.step_begin(self.name, wit_config)
             if isinstance(start, types.StepStart_Cached) and isinstance(start.value, Ok):
                 self._value = _loads(start.value.value)
                 return cast(T, self._value)
+            begun = (start, effective)
         # The first call is also this step's value as a dependency: publish
         # it through a future, but run the step in this task (a task per
         # step would cost an event-loop turn per step).
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._done = done
         try:
-            value = await self._execute(self._given(args, kwargs), deps, start)
+            value = await self._execute(self._given(args, kwargs), deps, begun)
         except asyncio.CancelledError:
             done.cancel()
             raise
