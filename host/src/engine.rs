@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,20 +30,44 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct LoadedComponent {
     pub digest: String,
     pub pre: WorkflowPre<HostState>,
+    /// The engine (and so the pool) its instances run on.
+    pub engine: Engine,
 }
 
-/// Engine, linker and the on-disk component store.
-pub struct Components {
+/// An engine, its pool of instance slots and its linker.
+struct Pool {
     engine: Engine,
     linker: Linker<HostState>,
+    /// Names this engine's compiled code in the cache.
+    fingerprint: String,
+}
+
+/// Engines, linkers and the on-disk component store.
+///
+/// Components run on one of two pools. Small ones (Rust guests) run on a
+/// pool whose slots keep the pages an instance wrote (up to
+/// `KEEP_RESIDENT`) between instances, which spares the next instance's
+/// page faults. Large ones (Python guests: an 18 MB component with a
+/// 14.5 MiB memory image) run on a pool that keeps nothing: their slots
+/// would each keep ~0.5 MiB of the image mapped and some of it written,
+/// which after a burst of 1000 Python instances is ~0.5 GiB of RSS that
+/// stays with the process (bench/README.md, W7).
+pub struct Components {
+    small: Arc<Pool>,
+    /// Made when the first large component is loaded.
+    large: Mutex<Option<Arc<Pool>>>,
     dir: PathBuf,
     cache_dir: PathBuf,
-    fingerprint: String,
     loaded: Mutex<HashMap<String, Arc<LoadedComponent>>>,
     /// Held while a component is compiled or read from the cache, so that
     /// instances starting together load it once.
     loading: Mutex<()>,
+    residency: Arc<Residency>,
 }
+
+/// Component files at least this big run on the pool that keeps nothing
+/// resident. A Rust workflow is ~0.1-2 MB, a Python one ~18 MB.
+const LARGE_COMPONENT: u64 = 8 << 20;
 
 /// Whether an error says the engine's pool is full (instance slots,
 /// memories, tables, stacks): the host is out of room for now, which is no
@@ -83,7 +108,9 @@ const POOL_INSTANCES: u32 = 2048;
 /// the pool, less room for upgrade checks and replays outside the scheduler.
 pub const MAX_RESIDENT: usize = POOL_INSTANCES as usize - 48;
 
-fn new_engine() -> Result<Engine> {
+/// An engine whose pool keeps up to `KEEP_RESIDENT` of each slot between
+/// instances (`keep`), or nothing.
+fn new_engine(keep: bool) -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model_async(true);
     config.epoch_interruption(true);
@@ -109,7 +136,12 @@ fn new_engine() -> Result<Engine> {
         .pagemap_scan(wasmtime::Enabled::Yes)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(KEEP_TABLE_RESIDENT);
-    for pool in [scanning, pool] {
+    let configs = if keep {
+        vec![scanning, pool]
+    } else {
+        vec![pool]
+    };
+    for pool in configs {
         let mut pooled = config.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
@@ -121,10 +153,9 @@ fn new_engine() -> Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
-impl Components {
-    /// Creates the engine and opens the component store under `data_dir`.
-    pub fn new(data_dir: &Path) -> Result<Components> {
-        let engine = new_engine()?;
+impl Pool {
+    fn new(keep: bool) -> Result<Pool> {
+        let engine = new_engine(keep)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::host::add_to_linker(&mut linker)?;
@@ -132,14 +163,6 @@ impl Components {
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         let fingerprint = format!("{:016x}", h.finish());
-        let dir = data_dir.join("components");
-        // Compiled code may be shared between data dirs (tests do, to compile
-        // each guest once): WEFT_CACHE_DIR overrides `<data dir>/cache`.
-        let cache_dir = std::env::var_os("WEFT_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("cache"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::create_dir_all(&cache_dir)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("weft-epoch".into())
@@ -150,19 +173,54 @@ impl Components {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
-        Ok(Components {
+        Ok(Pool {
             engine,
             linker,
+            fingerprint,
+        })
+    }
+}
+
+impl Components {
+    /// Creates the engine and opens the component store under `data_dir`.
+    pub fn new(data_dir: &Path) -> Result<Components> {
+        let small = Arc::new(Pool::new(true)?);
+        let dir = data_dir.join("components");
+        // Compiled code may be shared between data dirs (tests do, to compile
+        // each guest once): WEFT_CACHE_DIR overrides `<data dir>/cache`.
+        let cache_dir = std::env::var_os("WEFT_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("cache"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&cache_dir)?;
+        let residency = Arc::new(Residency::default());
+        let watched = Arc::downgrade(&residency);
+        std::thread::Builder::new()
+            .name("weft-trim".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TRIM_CHECK);
+                    let Some(r) = watched.upgrade() else { break };
+                    r.trim_after_burst();
+                }
+            })?;
+        Ok(Components {
+            small,
+            residency,
+            large: Mutex::new(None),
             dir,
             cache_dir,
-            fingerprint,
             loaded: Mutex::new(HashMap::new()),
             loading: Mutex::new(()),
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// Counts an instance in memory until the guard is dropped.
+    pub fn resident(&self) -> Resident {
+        let r = &self.residency;
+        let live = r.live.fetch_add(1, Ordering::Relaxed) + 1;
+        r.peak.fetch_max(live, Ordering::Relaxed);
+        Resident(r.clone())
     }
 
     /// Stores a component's bytes under their digest and returns the digest.
@@ -220,14 +278,24 @@ impl Components {
             return Ok(c.clone());
         }
         let hex = hex_of(digest);
+        let path = self.dir.join(format!("{hex}.wasm"));
+        let size = std::fs::metadata(&path)
+            .with_context(|| {
+                format!(
+                    "component {digest} is not in the data dir ({})",
+                    path.display()
+                )
+            })?
+            .len();
+        let pool = self.pool(size >= LARGE_COMPONENT)?;
         let cwasm = self
             .cache_dir
-            .join(format!("{hex}-{}.cwasm", self.fingerprint));
+            .join(format!("{hex}-{}.cwasm", pool.fingerprint));
         let mut component = None;
         if cwasm.exists() {
             // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same fingerprint, into weft's own data dir.
-            match unsafe { Component::deserialize_file(&self.engine, &cwasm) } {
+            match unsafe { Component::deserialize_file(&pool.engine, &cwasm) } {
                 Ok(c) => component = Some(c),
                 Err(e) => {
                     tracing::warn!("ignoring stale compiled component {}: {e}", cwasm.display())
@@ -237,24 +305,19 @@ impl Components {
         let component = match component {
             Some(c) => c,
             None => {
-                let path = self.dir.join(format!("{hex}.wasm"));
-                let bytes = std::fs::read(&path).with_context(|| {
-                    format!(
-                        "component {digest} is not in the data dir ({})",
-                        path.display()
-                    )
-                })?;
-                let c = compile(&self.engine, &bytes)?;
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let c = compile(&pool.engine, &bytes)?;
                 write_atomically(&cwasm, &c.serialize()?)?;
                 // Run from the file, as every later start does: the
                 // compiler's heap is freed and the code is mapped the same
                 // way each time.
                 drop(c);
                 // SAFETY: just written by `serialize` of this engine.
-                unsafe { Component::deserialize_file(&self.engine, &cwasm) }?
+                unsafe { Component::deserialize_file(&pool.engine, &cwasm) }?
             }
         };
-        let pre = self
+        let pre = pool
             .linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
@@ -265,6 +328,7 @@ impl Components {
         let loaded = Arc::new(LoadedComponent {
             digest: digest.to_owned(),
             pre,
+            engine: pool.engine.clone(),
         });
         self.loaded
             .lock()
@@ -273,6 +337,81 @@ impl Components {
         Ok(loaded)
     }
 }
+
+impl Components {
+    /// The pool for large components (made on first use) or the other one.
+    fn pool(&self, large: bool) -> Result<Arc<Pool>> {
+        if !large {
+            return Ok(self.small.clone());
+        }
+        let mut slot = self.large.lock().unwrap();
+        Ok(match &*slot {
+            Some(p) => p.clone(),
+            None => slot.insert(Arc::new(Pool::new(false)?)).clone(),
+        })
+    }
+}
+
+/// How often the heap is looked at (`Residency::trim_after_burst`).
+const TRIM_CHECK: Duration = Duration::from_secs(1);
+/// The least number of instances in memory at once that counts as a burst.
+const BURST: usize = 64;
+
+/// Instances in memory now, and the most there were since the heap was last
+/// trimmed.
+#[derive(Default)]
+struct Residency {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// An instance in memory (`Components::resident`).
+pub struct Resident(Arc<Residency>);
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Residency {
+    /// After a burst of instances has mostly left memory, gives the heap
+    /// pages they freed back to the system. The allocator keeps freed pages
+    /// for reuse, so a process that once held 1000 Python instances (~0.2
+    /// MiB of host heap each: wasmtime's per-instance context) otherwise
+    /// stays that big. Trimming walks the allocator's arenas (1-20 ms
+    /// here), so it runs on its own thread and only after a burst.
+    fn trim_after_burst(&self) {
+        let live = self.live.load(Ordering::Relaxed);
+        let peak = self.peak.load(Ordering::Relaxed);
+        if !should_trim(live, peak) {
+            return;
+        }
+        self.peak.store(live, Ordering::Relaxed);
+        let t = std::time::Instant::now();
+        trim_heap();
+        tracing::debug!(
+            "trimmed the heap after {peak} instances in memory fell to {live} ({:?})",
+            t.elapsed()
+        );
+    }
+}
+
+/// Whether `live` instances in memory, down from `peak`, ends a burst.
+fn should_trim(live: usize, peak: usize) -> bool {
+    peak >= BURST && live <= peak / 2
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free memory of the allocator's own.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// Writes a file under a temporary name of its own, then renames it, so
 /// that readers never see a partial file and writers racing to write the
@@ -310,6 +449,28 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The heap is trimmed once a burst of at least `BURST` instances has
+    /// halved, and not for a few instances or while a burst holds.
+    #[test]
+    fn a_burst_that_ends_is_trimmed() {
+        assert!(should_trim(0, BURST));
+        assert!(should_trim(500, 1000));
+        assert!(!should_trim(501, 1000), "most of the burst is still there");
+        assert!(!should_trim(0, BURST - 1), "too few to be a burst");
+        let dir = tempfile::tempdir().unwrap();
+        let c = Components::new(dir.path()).unwrap();
+        let guards: Vec<_> = (0..BURST).map(|_| c.resident()).collect();
+        assert_eq!(c.residency.peak.load(Ordering::Relaxed), BURST);
+        drop(guards);
+        assert_eq!(c.residency.live.load(Ordering::Relaxed), 0);
+        c.residency.trim_after_burst();
+        assert_eq!(
+            c.residency.peak.load(Ordering::Relaxed),
+            0,
+            "peak reset by the trim"
+        );
+    }
 
     /// A full pool's error, as wasmtime returns it from instantiation, is
     /// recognised; another error is not.

@@ -365,7 +365,8 @@ impl Runtime {
         Arc::get_mut(&mut inst).expect("new instance").admission = admission.cloned();
         let policy = inst.policy.clone();
         let _live = self.journal.live();
-        let mut store = self.new_store(&inst, rec.seed);
+        let _resident = self.components.resident();
+        let mut store = self.new_store(&component.engine, &inst, rec.seed);
         let event = workflow_event(rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;

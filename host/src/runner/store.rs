@@ -13,8 +13,13 @@ impl Runtime {
     /// A store for one run of `inst`: memory limit, and an epoch callback
     /// that yields to the host every tick and ends a workflow body that
     /// spins past its CPU limit outside step bodies.
-    pub(super) fn new_store(&self, inst: &Arc<Instance>, seed: u64) -> Store<HostState> {
-        let mut store = Store::new(self.components.engine(), HostState::new(inst.clone(), seed));
+    pub(super) fn new_store(
+        &self,
+        engine: &wasmtime::Engine,
+        inst: &Arc<Instance>,
+        seed: u64,
+    ) -> Store<HostState> {
+        let mut store = Store::new(engine, HostState::new(inst.clone(), seed));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         let max_ticks =
