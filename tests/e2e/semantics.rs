@@ -167,6 +167,31 @@ fn a_workflow_error_or_trap_ends_the_instance_errored() {
     assert_eq!(w.status("f")["error"]["name"], "InvalidOrder");
 }
 
+/// Step configs are kept by id: an equal config gets the same id, a step
+/// begun with an id runs, and an id never registered ends the instance
+/// with a clear error.
+#[test]
+fn step_configs_are_kept_by_id() {
+    let w = Weft::new();
+    let d = w.scenario("ids", r#"{"scenario":"config-ids"}"#, &[]);
+    assert_eq!(
+        d.json(),
+        json!({"a": 0, "b": 1, "again": 0, "started": true})
+    );
+    let d = w.scenario("bad-id", r#"{"scenario":"config-ids","n":7}"#, &[]);
+    assert_eq!(d.code, Some(1));
+    let s = w.status("bad-id");
+    assert_eq!(s["status"], "errored");
+    assert_eq!(s["error"]["name"], "UnknownStepConfig");
+    assert!(
+        s["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`unregistered`"),
+        "{s}"
+    );
+}
+
 #[test]
 fn a_step_name_reused_in_a_loop_is_keyed_by_occurrence() {
     let w = Weft::new();

@@ -128,17 +128,24 @@ def _loads(text: str) -> Any:
 
 _UNSET: Any = object()
 
-_default_config: tuple[types.StepConfig, dict[str, Any]] | None = None
+# The default step config, worked out once per instance (most steps take
+# it), and its id from `register-step-config`.
+_default_config: tuple[int, dict[str, Any]] | None = None
 
 
-def _step_config(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepConfig, dict[str, Any]]:
+def _begin(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepStart, dict[str, Any]]:
+    """Calls `step-begin` for a step; returns its answer and the step's
+    effective config. A step with the default config passes the config's id
+    instead of the config: lowering a record costs ~2 µs per call here."""
     global _default_config
-    if not config:
-        # Most steps take the defaults: work them out once per instance.
-        if _default_config is None:
-            _default_config = _parse_step_config(name, {})
-        return _default_config
-    return _parse_step_config(name, config)
+    if config:
+        wit, effective = _parse_step_config(name, config)
+        return durable.step_begin(name, wit), effective
+    if _default_config is None:
+        wit, effective = _parse_step_config(name, {})
+        _default_config = (durable.register_step_config(wit), effective)
+    config_id, effective = _default_config
+    return durable.step_begin_with(name, config_id), effective
 
 
 def _parse_step_config(name: str, config: Mapping[str, Any]) -> tuple[types.StepConfig, dict[str, Any]]:
@@ -183,8 +190,7 @@ async def _run_step(
     the answer of `step-begin` and the effective config, when the caller
     began the step already."""
     if begun is None:
-        wit_config, effective = _step_config(name, config)
-        start = durable.step_begin(name, wit_config)
+        start, effective = _begin(name, config)
     else:
         start, effective = begun
     if isinstance(start, types.StepStart_Cached):
@@ -339,8 +345,7 @@ class StepFunction(Generic[T]):
             # A replay answers most first calls from the journal: take the
             # value without a future or a body (the same `step-begin`, at
             # the same point, as below).
-            wit_config, effective = _step_config(self.name, self._config)
-            start = durable.step_begin(self.name, wit_config)
+            start, effective = _begin(self.name, self._config)
             if isinstance(start, types.StepStart_Cached) and isinstance(start.value, Ok):
                 self._value = _loads(start.value.value)
                 return cast(T, self._value)

@@ -15,21 +15,26 @@ use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::types::{
-    self as wit, Backoff as WitBackoff, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
+    self as wit, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
 };
 use crate::bindings::weft::workflow::durable;
 use crate::journal::{
     AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, UnixMs, WaitResult, now_ms, until_ms,
 };
-use crate::replay::{Backoff, CallRecord, Kind, retry_delay_ms};
+use crate::replay::{CallRecord, Kind};
 
 mod child;
+mod convert;
 mod instance;
+mod limits;
 mod wasi;
 
 pub use child::child_id;
+pub use convert::next_retry_ms;
+use convert::{from_wit, to_wit, wait_result};
 use instance::StepHandle;
 pub use instance::{Instance, PendingWait, Progress, RunningStep, State, WaitFor};
+pub use limits::MemoryLimiter;
 use wasi::{GuestOutput, InstanceRandom, JournaledClock, JournaledMonotonic};
 
 /// Default wait-for-event timeout: 24 hours.
@@ -44,36 +49,6 @@ pub struct HostState {
     durable: DurableCtx,
     /// Enforces the memory limit and remembers that it was hit.
     pub limiter: MemoryLimiter,
-}
-
-/// Caps linear memory and tables; records when a guest asked for more.
-pub struct MemoryLimiter {
-    pub max_bytes: usize,
-    pub hit: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
 }
 
 impl HostState {
@@ -102,7 +77,10 @@ impl HostState {
                 max_bytes: inst.policy.limits.memory_bytes,
                 hit: false,
             },
-            durable: DurableCtx { inst },
+            durable: DurableCtx {
+                inst,
+                configs: Vec::new(),
+            },
         }
     }
 }
@@ -119,6 +97,18 @@ impl WasiView for HostState {
 /// The durable interface's view of the store.
 pub struct DurableCtx {
     inst: Arc<Instance>,
+    /// Step configs kept for `step-begin-with`, by id.
+    configs: Vec<StepConfig>,
+}
+
+/// Most step configs one instance may keep (`register-step-config`).
+const MAX_STEP_CONFIGS: usize = 1024;
+
+fn same_config(a: &StepConfig, b: &StepConfig) -> bool {
+    a.timeout_ms == b.timeout_ms
+        && a.retries.limit == b.retries.limit
+        && a.retries.delay_ms == b.retries.delay_ms
+        && a.retries.backoff == b.retries.backoff
 }
 
 /// [`HasData`] projection for the durable interface.
@@ -138,48 +128,6 @@ fn instance_of<T>(accessor: &Accessor<T, Durable>) -> Arc<Instance> {
     accessor.with(|mut a| a.get().inst.clone())
 }
 
-fn to_wit(e: ErrorInfo) -> wit::ErrorInfo {
-    wit::ErrorInfo {
-        name: e.name,
-        message: e.message,
-    }
-}
-
-fn from_wit(e: wit::ErrorInfo) -> ErrorInfo {
-    ErrorInfo::new(e.name, e.message)
-}
-
-fn wait_result(r: WaitResult) -> Result<wit::Event, wit::WaitError> {
-    match r {
-        WaitResult::Delivered { event } => Ok(wit::Event {
-            event_type: event.event_type,
-            payload: event.payload.to_string(),
-            timestamp_ms: event.timestamp_ms,
-        }),
-        WaitResult::TimedOut => Err(wit::WaitError::Timeout),
-    }
-}
-
-fn backoff(b: WitBackoff) -> Backoff {
-    match b {
-        WitBackoff::Constant => Backoff::Constant,
-        WitBackoff::Linear => Backoff::Linear,
-        WitBackoff::Exponential => Backoff::Exponential,
-    }
-}
-
-/// When the next attempt after failed attempt `attempt` may start, or
-/// `None` when the retries are used up.
-pub fn next_retry_ms(retries: &wit::RetryPolicy, attempt: u32, now: UnixMs) -> Option<UnixMs> {
-    (attempt <= retries.limit).then(|| {
-        now.saturating_add(retry_delay_ms(
-            retries.delay_ms,
-            backoff(retries.backoff),
-            attempt,
-        ))
-    })
-}
-
 impl durable::Host for DurableCtx {
     fn secret(&mut self, name: String) -> Result<Result<String, wit::ErrorInfo>> {
         let inst = &self.inst;
@@ -195,6 +143,34 @@ impl durable::Host for DurableCtx {
             name: "UnknownSecret".into(),
             message: format!("the workflow has no secret named `{name}` (add it under [workflows.NAME.secrets] in weft.toml)"),
         }))
+    }
+
+    fn register_step_config(&mut self, config: StepConfig) -> Result<u32> {
+        if let Some(id) = self.configs.iter().position(|c| same_config(c, &config)) {
+            return Ok(id as u32);
+        }
+        if self.configs.len() >= MAX_STEP_CONFIGS {
+            return Err(self.inst.fatal(ErrorInfo::new(
+                "TooManyStepConfigs",
+                format!(
+                    "the instance registered more than {MAX_STEP_CONFIGS} different step configs"
+                ),
+            )));
+        }
+        self.configs.push(config);
+        Ok(self.configs.len() as u32 - 1)
+    }
+
+    fn step_begin_with(&mut self, name: String, config: u32) -> Result<StepStart> {
+        let Some(config) = self.configs.get(config as usize).copied() else {
+            return Err(self.inst.fatal(ErrorInfo::new(
+                "UnknownStepConfig",
+                format!(
+                    "step `{name}` was begun with step config {config}, which was not registered"
+                ),
+            )));
+        };
+        self.step_begin(name, config)
     }
 
     fn step_begin(&mut self, name: String, config: StepConfig) -> Result<StepStart> {

@@ -61,6 +61,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
             Ok(json!({"steps": done.as_array().map(|a| a.len()), "event": ev.payload, "last": last}))
         }
         "step-trap" => step_trap().await,
+        "config-ids" => config_ids(input.n),
         "trap" => {
             step("before-trap", || async { Ok(1) }).await?;
             panic!("deliberate guest panic")
@@ -386,4 +387,32 @@ fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `register-step-config` and `step-begin-with`, called directly: the ids
+/// of two configs (one registered twice), a step begun with one, then a
+/// step begun with the id `n`, which the test leaves unregistered.
+fn config_ids(n: u64) -> Result<Value, Error> {
+    use weft_sdk::wit::weft::workflow::durable;
+    use weft_sdk::wit::weft::workflow::types as w;
+    let config = |limit| w::StepConfig {
+        retries: w::RetryPolicy {
+            limit,
+            delay_ms: 10,
+            backoff: w::Backoff::Constant,
+        },
+        timeout_ms: 1000,
+    };
+    let a = durable::register_step_config(config(1));
+    let b = durable::register_step_config(config(2));
+    let again = durable::register_step_config(config(1));
+    let started = match durable::step_begin_with("with-id", b) {
+        w::StepStart::Run(run) => run.started,
+        w::StepStart::Cached(_) => false,
+    };
+    let out = json!({"a": a, "b": b, "again": again, "started": started});
+    if n > 0 {
+        durable::step_begin_with("unregistered", n as u32);
+    }
+    Ok(out)
 }
