@@ -299,6 +299,9 @@ async fn w7(
     };
     // Evicted: everything waits an hour, evict at once.
     let b = setup(Duration::from_millis(100), 500, python)?;
+    // From a settled start: without this, heap the workloads before freed
+    // (and the allocator kept) is given back during W7 and hides its cost.
+    weft::engine::trim_heap();
     let rss0 = rss_kib();
     let anon0 = status_field("RssAnon:");
     b.create_many(guest, "e-", m_evicted, &params).await?;
@@ -331,6 +334,7 @@ async fn w7(
     drop(b);
     // Hot: instances waiting in memory (evict_after longer than any wait).
     let b = setup(Duration::from_secs(3 * 86_400), m_hot, python)?;
+    weft::engine::trim_heap();
     let rss0 = rss_kib();
     let anon0 = status_field("RssAnon:");
     b.create_many(guest, "h-", m_hot, &params).await?;

@@ -402,8 +402,11 @@ fn should_trim(live: usize, peak: usize) -> bool {
     peak >= BURST && live <= peak / 2
 }
 
+/// Gives the heap pages the allocator holds free back to the system (with
+/// glibc; elsewhere it does nothing). The host calls it after a burst; a
+/// benchmark calls it to measure memory from a settled start.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim_heap() {
+pub fn trim_heap() {
     // SAFETY: malloc_trim only returns free memory of the allocator's own.
     unsafe {
         libc::malloc_trim(0);
@@ -411,7 +414,7 @@ fn trim_heap() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
+pub fn trim_heap() {}
 
 /// Writes a file under a temporary name of its own, then renames it, so
 /// that readers never see a partial file and writers racing to write the
