@@ -475,6 +475,46 @@ mod tests {
         );
     }
 
+    /// `bytes` with a custom section of `len` zero bytes appended.
+    fn padded(bytes: &[u8], name: &str, len: usize) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out.push(0);
+        let mut size = 1 + name.len() + len;
+        loop {
+            let byte = (size & 0x7f) as u8;
+            size >>= 7;
+            out.push(if size == 0 { byte } else { byte | 0x80 });
+            if size == 0 {
+                break;
+            }
+        }
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.resize(out.len() + len, 0);
+        out
+    }
+
+    /// A component of `LARGE_COMPONENT` bytes or more runs on the pool that
+    /// keeps nothing resident, made once for all of them; a smaller one on
+    /// the other pool.
+    #[test]
+    fn large_components_run_on_a_pool_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Components::new(dir.path()).unwrap();
+        let small = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
+        let large = padded(&small, "pad", LARGE_COMPONENT as usize);
+        let other = padded(&small, "pad2", LARGE_COMPONENT as usize);
+        let load = |bytes: &[u8]| c.load(&c.store_bytes(bytes).unwrap()).unwrap();
+        let (s, l, o) = (load(&small), load(&large), load(&other));
+        assert!(c.large.lock().unwrap().is_some());
+        assert!(Engine::same(&s.engine, &c.small.engine));
+        assert!(!Engine::same(&l.engine, &c.small.engine));
+        assert!(
+            Engine::same(&l.engine, &o.engine),
+            "one pool for all large components"
+        );
+    }
+
     /// A full pool's error, as wasmtime returns it from instantiation, is
     /// recognised; another error is not.
     #[test]
