@@ -136,7 +136,8 @@ _default_config: tuple[int, dict[str, Any]] | None = None
 def _begin(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepStart, dict[str, Any]]:
     """Calls `step-begin` for a step; returns its answer and the step's
     effective config. A step with the default config passes the config's id
-    instead of the config: lowering a record costs ~2 µs per call here."""
+    instead of the config: componentize-py spends ~2 µs lowering the
+    record on every call."""
     global _default_config
     if config:
         wit, effective = _parse_step_config(name, config)
