@@ -29,9 +29,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A loaded, linked component.
 pub struct LoadedComponent {
     pub digest: String,
+    /// Linked on the engine (and so the pool) its instances run on.
     pub pre: WorkflowPre<HostState>,
-    /// The engine (and so the pool) its instances run on.
-    pub engine: Engine,
 }
 
 /// An engine, its pool of instance slots and its linker.
@@ -85,11 +84,9 @@ fn hex_of(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 
-/// Bytes of a pooled memory slot kept resident between instances: enough
-/// for what a Rust workflow writes (~70 KiB). A Python instance copies ~1.5
-/// MiB of its image on write, in ~250 scattered runs; wasmtime's reset stops
-/// after 32 of them and decommits the rest, so more would not help it
-/// (bench/README.md).
+/// Bytes of a pooled memory slot kept resident between instances, on the
+/// pool for small components: enough for what a Rust workflow writes (~70
+/// KiB). Large components keep nothing (see `Components`).
 const KEEP_RESIDENT: usize = 128 << 10;
 /// Bytes of a pooled table slot kept resident between instances.
 const KEEP_TABLE_RESIDENT: usize = 16 << 10;
@@ -131,16 +128,16 @@ fn new_engine(keep: bool) -> Result<Engine> {
     // costs a TLB shoot-down on the other cores, and those dominated short
     // instances. Without the scan, keeping memory resident means a `memset`
     // of the whole kept size per instance, which is slower: leave it off.
-    let mut scanning = pool.clone();
-    scanning
-        .pagemap_scan(wasmtime::Enabled::Yes)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_TABLE_RESIDENT);
-    let configs = if keep {
-        vec![scanning, pool]
-    } else {
-        vec![pool]
-    };
+    let mut configs = Vec::new();
+    if keep {
+        let mut scanning = pool.clone();
+        scanning
+            .pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_TABLE_RESIDENT);
+        configs.push(scanning);
+    }
+    configs.push(pool);
     for pool in configs {
         let mut pooled = config.clone();
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -328,7 +325,6 @@ impl Components {
         let loaded = Arc::new(LoadedComponent {
             digest: digest.to_owned(),
             pre,
-            engine: pool.engine.clone(),
         });
         self.loaded
             .lock()
@@ -452,6 +448,7 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_test_artifacts::with_custom_section;
 
     /// The heap is trimmed once a burst of at least `BURST` instances has
     /// halved, and not for a few instances or while a burst holds.
@@ -475,25 +472,6 @@ mod tests {
         );
     }
 
-    /// `bytes` with a custom section of `len` zero bytes appended.
-    fn padded(bytes: &[u8], name: &str, len: usize) -> Vec<u8> {
-        let mut out = bytes.to_vec();
-        out.push(0);
-        let mut size = 1 + name.len() + len;
-        loop {
-            let byte = (size & 0x7f) as u8;
-            size >>= 7;
-            out.push(if size == 0 { byte } else { byte | 0x80 });
-            if size == 0 {
-                break;
-            }
-        }
-        out.push(name.len() as u8);
-        out.extend_from_slice(name.as_bytes());
-        out.resize(out.len() + len, 0);
-        out
-    }
-
     /// A component of `LARGE_COMPONENT` bytes or more runs on the pool that
     /// keeps nothing resident, made once for all of them; a smaller one on
     /// the other pool.
@@ -502,15 +480,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Components::new(dir.path()).unwrap();
         let small = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
-        let large = padded(&small, "pad", LARGE_COMPONENT as usize);
-        let other = padded(&small, "pad2", LARGE_COMPONENT as usize);
+        let large = with_custom_section(&small, "pad", LARGE_COMPONENT as usize);
+        let other = with_custom_section(&small, "pad2", LARGE_COMPONENT as usize);
         let load = |bytes: &[u8]| c.load(&c.store_bytes(bytes).unwrap()).unwrap();
         let (s, l, o) = (load(&small), load(&large), load(&other));
         assert!(c.large.lock().unwrap().is_some());
-        assert!(Engine::same(&s.engine, &c.small.engine));
-        assert!(!Engine::same(&l.engine, &c.small.engine));
+        assert!(Engine::same(s.pre.engine(), &c.small.engine));
+        assert!(!Engine::same(l.pre.engine(), &c.small.engine));
         assert!(
-            Engine::same(&l.engine, &o.engine),
+            Engine::same(l.pre.engine(), o.pre.engine()),
             "one pool for all large components"
         );
     }

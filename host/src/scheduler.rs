@@ -497,11 +497,12 @@ mod tests {
         let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
         // A variant of the test guest (a custom section appended), so that
         // no cache holds it compiled.
-        let mut bytes = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
         let nonce = format!("{:x}", rand::random::<u64>());
-        bytes.extend_from_slice(&[0, 1 + 4 + nonce.len() as u8, 4]);
-        bytes.extend_from_slice(b"test");
-        bytes.extend_from_slice(nonce.as_bytes());
+        let bytes = weft_test_artifacts::with_custom_section(
+            &std::fs::read(weft_test_artifacts::SCENARIOS).unwrap(),
+            &nonce,
+            0,
+        );
         let digest = rt.components.store_bytes(&bytes).unwrap();
         let stored = dir
             .path()

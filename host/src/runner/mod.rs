@@ -366,7 +366,7 @@ impl Runtime {
         let policy = inst.policy.clone();
         let _live = self.journal.live();
         let _resident = self.components.resident();
-        let mut store = self.new_store(&component.engine, &inst, rec.seed);
+        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
         let event = workflow_event(rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;

@@ -36,7 +36,7 @@ impl Runtime {
             None,
         );
         Arc::get_mut(&mut inst).expect("new instance").dry_run = true;
-        let mut store = self.new_store(&component.engine, &inst, rec.seed);
+        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
         let event = workflow_event(&rec);
         let run = async {
             let wf = component.pre.instantiate_async(&mut store).await?;
