@@ -17,7 +17,7 @@
 //! - `instances`: id → [`InstanceRecord`]
 //! - `journal`: (id, seq) → [`Entry`], the ordered history of an instance
 //! - `inbox`: (id, seq) → [`EventRecord`], events not yet delivered
-//! - `meta`: format (1 closed, 2 open or crashed: see `FORMAT_OPEN`) and
+//! - `meta`: format (1 closed, 3 open or crashed: see `FORMAT_OPEN`) and
 //!   counters
 //!
 //! Wake times live in the entries themselves (a sleep's `wake_ms`, a wait's
@@ -49,14 +49,22 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: &str = "format";
 /// Format of a journal that was closed: redb holds every batch.
 const FORMAT_CLOSED: u64 = 1;
+/// Format while a journal with a log without its file header was open
+/// (weft before the log's header): opened after a crash, its log is read as
+/// that weft wrote it.
+const FORMAT_OPEN_LEGACY: u64 = 2;
 /// Format while the journal is open, and so after a crash: the batches
 /// since redb's last checkpoint may be in the write-ahead log only. A weft
-/// from before the log reads format 1 only, so it refuses such a data dir
+/// from before reads formats 1 and 2 only, so it refuses such a data dir
 /// instead of opening it without them.
-const FORMAT_OPEN: u64 = 2;
+const FORMAT_OPEN: u64 = 3;
 
 /// Largest step result or event payload, in bytes.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// What a user can do about a damaged journal.
+const DAMAGED_HINT: &str = "weft refuses to open it rather than lose or change what it holds. \
+Keep a copy of the data dir, run `weft check` for a report, and restore the data dir from a backup";
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,20 @@ pub enum JournalError {
     Storage(String),
     #[error("journal format error: {0}")]
     Format(String),
+    /// The database file fails redb's checks.
+    #[error("the journal is damaged: {0}. {DAMAGED_HINT}")]
+    Damaged(String),
+    /// The write-ahead log cannot be trusted from `offset` on.
+    #[error(
+        "the journal is damaged: its write-ahead log {} cannot be trusted from byte {offset} on: {what}. \
+{DAMAGED_HINT}, or run `weft check --repair` to give up the results logged from that byte on",
+        path.display()
+    )]
+    LogDamaged {
+        path: std::path::PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("no instance with id `{0}`")]
     UnknownInstance(String),
     #[error("instance `{id}` is {status}; it accepts no more events")]
@@ -76,32 +98,50 @@ pub enum JournalError {
     Closed,
 }
 
-macro_rules! storage_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for JournalError {
-            fn from(e: $t) -> Self {
-                JournalError::Storage(e.to_string())
-            }
-        }
-    )*};
+impl JournalError {
+    /// Whether the journal's files are damaged (as opposed to unreachable).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Damaged(_) | JournalError::LogDamaged { .. } | JournalError::Format(_)
+        )
+    }
 }
-storage_from!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
 
-impl From<redb::DatabaseError> for JournalError {
-    fn from(e: redb::DatabaseError) -> Self {
+impl From<redb::Error> for JournalError {
+    fn from(e: redb::Error) -> Self {
         match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => JournalError::InUse,
+            redb::Error::DatabaseAlreadyOpen => JournalError::InUse,
+            redb::Error::Corrupted(m) => JournalError::Damaged(m),
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                JournalError::Damaged(io.to_string())
+            }
+            e @ (redb::Error::TableTypeMismatch { .. }
+            | redb::Error::TableIsMultimap(_)
+            | redb::Error::TableIsNotMultimap(_)
+            | redb::Error::TypeDefinitionChanged { .. }) => JournalError::Damaged(e.to_string()),
             other => JournalError::Storage(other.to_string()),
         }
     }
 }
+
+macro_rules! redb_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for JournalError {
+            fn from(e: $t) -> Self {
+                redb::Error::from(e).into()
+            }
+        }
+    )*};
+}
+redb_error_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    redb::DatabaseError
+);
 
 /// What creating an instance did.
 #[derive(Debug)]
@@ -231,27 +271,7 @@ impl Journal {
     /// [`Journal::open`] with the log size that triggers a checkpoint.
     fn open_checkpointing_at(path: &Path, checkpoint_bytes: u64) -> Result<Journal, JournalError> {
         let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        {
-            let mut meta = txn.open_table(META)?;
-            let version = meta.get(FORMAT)?.map(|v| v.value());
-            match version {
-                None | Some(FORMAT_CLOSED | FORMAT_OPEN) => {
-                    // Durable before anything is logged; closing sets it back.
-                    meta.insert(FORMAT, FORMAT_OPEN)?;
-                }
-                Some(v) => {
-                    return Err(JournalError::Format(format!(
-                        "the data dir was written in journal format {v}; this weft reads formats {FORMAT_CLOSED} and {FORMAT_OPEN}"
-                    )));
-                }
-            }
-            txn.open_table(INSTANCES)?;
-            txn.open_table(JOURNAL)?;
-            txn.open_table(INBOX)?;
-        }
-        txn.commit()?;
-        let wal = writer::open_wal(&db, path)?;
+        let (db, wal) = writer::open(db, path)?;
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {

@@ -116,7 +116,8 @@ fn when_released<T, E: std::fmt::Display>(
 /// A crash loses nothing acknowledged. The files are copied while the
 /// journal is open, as a `kill -9` leaves them: redb on disk lacks the
 /// batches since its last checkpoint, the write-ahead log holds them, and
-/// opening applies them. A torn record at the log's end is ignored.
+/// opening applies them. A torn record at the log's end is dropped; a
+/// missing log is refused, not read as an empty one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_crash_through_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,7 +147,7 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
     // is zero-filled ahead of its records).
     let log_path = dir.path().join("log/j.wal");
     let mut log = std::fs::read(&log_path).unwrap();
-    let mut end = 0;
+    let mut end = wal::LOG_START as usize;
     loop {
         let len = u64::from_le_bytes(log[end..end + 8].try_into().unwrap()) as usize;
         if len == 0 {
@@ -154,17 +155,24 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
         }
         end += 20 + len;
     }
-    assert!(end > 0, "the log holds records");
+    assert!(end > wal::LOG_START as usize, "the log holds records");
     let mut torn = vec![4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
     torn.extend_from_slice(&23u64.to_le_bytes());
     torn.extend_from_slice(&[5, 6]);
     log[end..end + torn.len()].copy_from_slice(&torn);
     std::fs::write(&log_path, &log).unwrap();
 
-    // The log is what carries the writes: redb alone has not got them.
-    let bare = Journal::open(&without_log).unwrap();
-    assert!(bare.entries("i0").unwrap().is_empty());
-    drop(bare);
+    // The log is what carries the writes: redb alone has not got them, so
+    // without it the journal does not open.
+    match Journal::open(&without_log) {
+        Err(JournalError::LogDamaged {
+            offset: 0, what, ..
+        }) => {
+            assert!(what.contains("missing"), "{what}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a crashed journal opened without its log"),
+    }
 
     let recovered = Journal::open(&with_log).unwrap();
     let check = |j: &Journal| {
@@ -206,7 +214,7 @@ async fn closing_checkpoints_the_log() {
     assert_eq!(reopened.entries("a").unwrap().len(), 2);
 }
 
-/// The journal's format says whether redb alone is the whole journal: 2
+/// The journal's format says whether redb alone is the whole journal: 3
 /// from opening on (so a crash leaves 2, which a weft from before the log
 /// refuses, rather than opening the data dir without the log's batches), 1
 /// once it is closed.
@@ -227,6 +235,7 @@ async fn the_format_marks_a_journal_that_may_need_its_log() {
     journal.append("a", vec![nondet(1)]).await.unwrap();
     let crashed = dir.path().join("crashed.redb");
     std::fs::copy(&path, &crashed).unwrap();
+    std::fs::copy(path.with_extension("wal"), crashed.with_extension("wal")).unwrap();
     assert_eq!(format_of(&crashed), Some(FORMAT_OPEN));
     drop(journal);
     assert_eq!(format_of(&path), Some(FORMAT_CLOSED));

@@ -8,19 +8,31 @@
 //! instances touches a leaf page per instance (~95 pages of 4 KiB for 100
 //! steps). Once the log passes [`CHECKPOINT_BYTES`], and when the journal
 //! closes, redb commits durably (a checkpoint), writing its pages once for
-//! many batches, and the log starts over from its first byte.
+//! many batches, and the log starts over after its header.
 //!
 //! Batches are numbered; each commit records its number in redb's `meta`
 //! table, so the durable copy of redb knows the last batch it holds. When
-//! the journal opens, it applies the log's later batches to redb before
-//! anything reads it.
+//! the journal opens after a crash, it applies the log's later batches to
+//! redb before anything reads it.
 //!
-//! A record is `len: u64, crc: u32, batch: u64`, then `len` bytes of
-//! changes, little-endian; the CRC-32 covers the batch number and the
-//! changes. The file grows in zero-filled chunks ahead of its records.
-//! Reading stops at the first record that is short, fails its CRC or does
-//! not carry the next batch number: zeros, a write torn by a crash, or an
-//! older record beyond the end of a log that started over.
+//! Layout: a 16-byte header (`MAGIC`, then a CRC-32 of it), synced before
+//! the journal is marked open, so that a log that is missing or zeroed
+//! while the journal says it may need it is found out. Then records, each
+//! `len: u64, crc: u32, batch: u64` and `len` bytes of changes,
+//! little-endian; the CRC-32 covers the batch number and the changes. Every
+//! write puts [`HEADER`] zero bytes after its record, so the newest record
+//! is always followed by zeros; the file grows in zero-filled chunks of
+//! [`GROW_BY`] ahead of its records.
+//!
+//! Reading ([`scan`]) takes records while each is whole, passes its CRC and
+//! carries the next batch number. What ends that run decides whether the
+//! log is sound: zeros are its end; a record cut short by the end of the
+//! file means the file was truncated; anything else is either a record torn
+//! by the crash (a write is one `pwrite` of record and zeros, so only the
+//! last record can be torn) or damage. It is damage when a whole record
+//! with a later batch number lies anywhere beyond it, since a torn record
+//! is the last ever written. Records of earlier batches beyond the end are
+//! what is left of the log before it started over, and are not read.
 
 use std::fs::File;
 use std::io::Read;
@@ -35,7 +47,13 @@ use super::JournalError;
 /// 10-30 ms, 47 MiB 96 ms), about once a second under full load.
 pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-const HEADER: usize = 20;
+/// Bytes of a record's header.
+pub(super) const HEADER: usize = 20;
+
+/// The log file's header: identifies a log of this layout.
+const MAGIC: &[u8; 12] = b"weft-wal-v1\0";
+/// Where the records start, after the file header (magic and its CRC).
+pub(super) const LOG_START: u64 = 16;
 
 /// The log file grows by zero-filled chunks of this size ahead of its
 /// records: overwriting written blocks, `fdatasync` need not update the
@@ -186,15 +204,172 @@ fn crc(batch: u64, changes: &[u8]) -> u32 {
     h.finalize()
 }
 
+fn file_header() -> [u8; LOG_START as usize] {
+    let mut h = [0u8; LOG_START as usize];
+    h[..MAGIC.len()].copy_from_slice(MAGIC);
+    let sum = crc32fast::hash(MAGIC);
+    h[MAGIC.len()..].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
 /// A batch found in the log: its number and its changes.
 pub(super) type Batch = (u64, Vec<u8>);
+
+/// How a log ends (see the module doc).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Zeros after the last record.
+    Clean,
+    /// A record torn by the crash at this offset, dropped: it was never
+    /// acknowledged.
+    Torn { offset: u64 },
+}
+
+/// What reading a log found.
+#[derive(Debug)]
+pub(super) struct Scan {
+    /// The batches after the one redb holds, in order.
+    pub batches: Vec<Batch>,
+    /// Every whole record of the run, those redb holds included.
+    pub records: usize,
+    pub ending: Ending,
+}
+
+/// Why a log cannot be trusted.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Damage {
+    /// Offset of the first byte that cannot be trusted.
+    pub offset: u64,
+    pub what: String,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// A whole record at `at` with its CRC right: its batch and body length.
+fn record_at(b: &[u8], at: usize) -> Option<(u64, usize)> {
+    let h = b.get(at..at.checked_add(HEADER)?)?;
+    let len = usize::try_from(u64_at(h, 0)).ok()?;
+    let sum = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+    let batch = u64_at(h, 12);
+    let body = b.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
+    (len > 0 && crc(batch, body) == sum).then_some((batch, len))
+}
+
+/// The first whole record at or after `from` whose batch is `min` or later:
+/// its offset and batch. Batches far beyond `min` are not looked for, which
+/// keeps the search to a cheap test at most offsets.
+fn later_record(b: &[u8], from: usize, min: u64) -> Option<(usize, u64)> {
+    const AHEAD: u64 = 1 << 32;
+    (from..b.len().saturating_sub(HEADER - 1)).find_map(|at| {
+        let batch = u64_at(b, at + 12);
+        if batch < min || batch - min >= AHEAD {
+            return None;
+        }
+        record_at(b, at).map(|(batch, _)| (at, batch))
+    })
+}
+
+/// Reads the log `b` (the whole file) whose records start at `start`, given
+/// that redb holds every batch up to `after`. `legacy` reads a log written
+/// before the file header and the zeros after each record: it stops at the
+/// first record that is not whole, as weft did then.
+pub(super) fn scan(b: &[u8], start: u64, after: u64, legacy: bool) -> Result<Scan, Damage> {
+    let start = start as usize;
+    if !legacy {
+        if b.len() < start || b[..start] != file_header() {
+            let what = if b.iter().all(|&x| x == 0) {
+                "the log is empty or zeroed"
+            } else {
+                "the log's header is not weft's"
+            };
+            return Err(Damage {
+                offset: 0,
+                what: what.into(),
+            });
+        }
+    }
+    let mut at = start;
+    let mut prev: Option<u64> = None;
+    let mut batches = Vec::new();
+    let mut records = 0;
+    while let Some((batch, len)) = record_at(b, at) {
+        if prev.is_some_and(|p| batch != p + 1) {
+            break;
+        }
+        if batch > after {
+            if batches.is_empty() && batch != after + 1 {
+                return Err(Damage {
+                    offset: at as u64,
+                    what: format!(
+                        "the log goes on from batch {batch}, but the journal holds batches up to {after} only"
+                    ),
+                });
+            }
+            batches.push((batch, b[at + HEADER..at + HEADER + len].to_vec()));
+        }
+        records += 1;
+        prev = Some(batch);
+        at += HEADER + len;
+    }
+    let ending = if legacy {
+        Ending::Clean
+    } else {
+        ending(b, at, prev, after)?
+    };
+    Ok(Scan {
+        batches,
+        records,
+        ending,
+    })
+}
+
+/// How the log ends at `at`, where the run of records (whose last batch is
+/// `prev`) ended.
+fn ending(b: &[u8], at: usize, prev: Option<u64>, after: u64) -> Result<Ending, Damage> {
+    let damage = |what: String| Damage {
+        offset: at as u64,
+        what,
+    };
+    let next = prev.map_or(after + 1, |p| (p + 1).max(after + 1));
+    let zeros = b
+        .get(at..at + HEADER)
+        .is_some_and(|h| h.iter().all(|&x| x == 0));
+    // Every later batch beyond the end means that the end is damage.
+    if let Some((later, batch)) = later_record(b, at + 1, next) {
+        let how = if zeros { "zeroed" } else { "damaged" };
+        return Err(damage(format!(
+            "the record of batch {next} is {how}, but the log goes on with batch {batch} at byte {later}"
+        )));
+    }
+    if zeros {
+        return Ok(Ending::Clean);
+    }
+    let claimed = b
+        .get(at..at + 8)
+        .map(|_| u64_at(b, at))
+        .and_then(|len| usize::try_from(len).ok())
+        .and_then(|len| (at + HEADER).checked_add(len));
+    if at + HEADER > b.len() || claimed.is_none_or(|end| end > b.len()) {
+        return Err(damage(
+            "the log ends inside a record or right after one: it was truncated".into(),
+        ));
+    }
+    if record_at(b, at).is_some() {
+        return Err(damage(format!(
+            "a whole record out of order (batch {next} was expected)"
+        )));
+    }
+    Ok(Ending::Torn { offset: at as u64 })
+}
 
 /// The log file.
 pub(super) struct Wal {
     file: File,
     /// Where the next record goes.
     end: u64,
-    /// Bytes of the file written so far (records or zeros).
+    /// Bytes of the file written so far (header, records or zeros).
     allocated: u64,
     /// The last batch written (or found in redb).
     batch: u64,
@@ -202,58 +377,58 @@ pub(super) struct Wal {
     unsynced: bool,
 }
 
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> JournalError {
+    JournalError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+/// Reads the whole log at `path`; `None` if there is no such file.
+pub(super) fn read(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
+    match File::open(path) {
+        Ok(mut f) => {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)
+                .map_err(|e| io_error("reading", path, e))?;
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("opening", path, e)),
+    }
+}
+
 impl Wal {
-    /// Opens (or creates) the log and reads the batches after `after`, the
-    /// last batch the durable redb holds, each with its changes.
-    pub(super) fn open(path: &Path, after: u64) -> Result<(Wal, Vec<Batch>), JournalError> {
-        let mut file = std::fs::OpenOptions::new()
+    /// Starts a new, empty log at `path` (redb must hold every batch up to
+    /// `batch`), durably: header, one chunk of zeros, and the directory
+    /// entry are synced before this returns.
+    pub(super) fn create(path: &Path, batch: u64) -> Result<Wal, JournalError> {
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
+            .truncate(true)
             .open(path)
-            .map_err(|e| JournalError::Storage(format!("opening {}: {e}", path.display())))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| JournalError::Storage(format!("reading {}: {e}", path.display())))?;
-        let mut found = Vec::new();
-        let mut at = 0;
-        let mut prev: Option<u64> = None;
-        while bytes.len() - at >= HEADER {
-            let h = &bytes[at..at + HEADER];
-            let len = u64::from_le_bytes(h[0..8].try_into().expect("8 bytes"));
-            let sum = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-            let batch = u64::from_le_bytes(h[12..20].try_into().expect("8 bytes"));
-            let Some(body) = usize::try_from(len)
-                .ok()
-                .and_then(|len| bytes.get(at + HEADER..(at + HEADER).checked_add(len)?))
-            else {
-                break;
+            .map_err(|e| io_error("creating", path, e))?;
+        let mut chunk = vec![0u8; GROW_BY as usize];
+        chunk[..LOG_START as usize].copy_from_slice(&file_header());
+        file.write_all_at(&chunk, 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("writing", path, e))?;
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
             };
-            if crc(batch, body) != sum || prev.is_some_and(|p| batch != p + 1) {
-                break;
-            }
-            if batch > after {
-                if found.is_empty() && batch != after + 1 {
-                    return Err(JournalError::Format(format!(
-                        "the write-ahead log {} starts at batch {batch}, but the journal holds batches up to {after}",
-                        path.display()
-                    )));
-                }
-                found.push((batch, body.to_vec()));
-            }
-            prev = Some(batch);
-            at += HEADER + body.len();
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("syncing", dir, e))?;
         }
-        let batch = found.last().map_or(after, |(b, _)| *b);
-        let wal = Wal {
+        Ok(Wal {
             file,
-            end: 0,
-            allocated: bytes.len() as u64,
+            end: LOG_START,
+            allocated: GROW_BY,
             batch,
             unsynced: false,
-        };
-        Ok((wal, found))
+        })
     }
 
     /// The number the next record will carry.
@@ -266,9 +441,9 @@ impl Wal {
         self.batch
     }
 
-    /// Bytes written since the log started over.
+    /// Bytes of records written since the log started over.
     pub(super) fn len(&self) -> u64 {
-        self.end
+        self.end - LOG_START
     }
 
     /// Writes the changes as the next batch and, if `sync`, makes them (and
@@ -282,6 +457,9 @@ impl Wal {
         h[0..8].copy_from_slice(&(body_len as u64).to_le_bytes());
         h[8..12].copy_from_slice(&sum.to_le_bytes());
         h[12..20].copy_from_slice(&batch.to_le_bytes());
+        let record_len = changes.0.len() as u64;
+        // The zeros that mark the log's end go out in the same write.
+        changes.0.resize(changes.0.len() + HEADER, 0);
         let end = self.end + changes.0.len() as u64;
         if end > self.allocated {
             let grown = end.div_ceil(GROW_BY) * GROW_BY;
@@ -291,14 +469,14 @@ impl Wal {
                 .map_err(|e| JournalError::Storage(format!("growing the write-ahead log: {e}")))?;
             self.allocated = grown;
         }
-        self.file
-            .write_all_at(&changes.0, self.end)
-            .map_err(|e| JournalError::Storage(format!("writing the write-ahead log: {e}")))?;
+        let written = self.file.write_all_at(&changes.0, self.end);
+        changes.0.truncate(record_len as usize);
+        written.map_err(|e| JournalError::Storage(format!("writing the write-ahead log: {e}")))?;
         self.unsynced = true;
         if sync {
             self.sync()?;
         }
-        self.end += changes.0.len() as u64;
+        self.end += record_len;
         self.batch = batch;
         Ok(())
     }
@@ -321,9 +499,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Starts over from the first byte, once redb holds every batch durably.
+    /// Starts over after the header, once redb holds every batch durably.
+    /// The old records stay until overwritten; their batch numbers are all
+    /// lower than the new ones', so they are never read as part of the log.
     pub(super) fn restart(&mut self) {
-        self.end = 0;
+        self.end = LOG_START;
         self.unsynced = false;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,38 +15,99 @@ use super::*;
 /// `meta` key: the last log batch redb holds.
 const WAL_BATCH: &str = "wal_batch";
 
-/// Opens the write-ahead log next to the database at `path` and applies the
-/// batches redb does not hold durably (those after its last checkpoint)
-/// in one durable commit.
-pub(super) fn open_wal(db: &Database, path: &Path) -> Result<Wal, JournalError> {
-    let after = {
-        let txn = db.begin_read()?;
-        match txn.open_table(META) {
-            Ok(meta) => meta.get(WAL_BATCH)?.map_or(0, |v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(e.into()),
+/// Reads a `meta` value, if the table and the key exist.
+fn meta_value(db: &Database, key: &str) -> Result<Option<u64>, JournalError> {
+    let txn = db.begin_read()?;
+    match txn.open_table(META) {
+        Ok(meta) => Ok(meta.get(key)?.map(|v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Readies a just opened database and its write-ahead log for writing.
+///
+/// After an unclean shutdown (the format says the journal was open) it
+/// first checks the whole database file, then reads the log strictly (see
+/// [`wal::scan`]) and applies the batches redb lacks in one durable commit,
+/// which also marks the journal closed: redb then holds everything, so the
+/// log is no longer needed. The log then starts anew (synced), and only
+/// then is the journal marked open, durably, so that a crash from here on
+/// always finds a log with its header.
+pub(super) fn open(mut db: Database, path: &Path) -> Result<(Database, Wal), JournalError> {
+    let format = meta_value(&db, FORMAT)?;
+    let legacy = match format {
+        None | Some(FORMAT_CLOSED) => None,
+        Some(FORMAT_OPEN) => Some(false),
+        Some(FORMAT_OPEN_LEGACY) => Some(true),
+        Some(v) => {
+            return Err(JournalError::Format(format!(
+                "the data dir was written in journal format {v}; this weft reads formats {FORMAT_CLOSED} to {FORMAT_OPEN}"
+            )));
         }
     };
-    let (mut wal, batches) = Wal::open(&path.with_extension("wal"), after)?;
-    if let Some((last, _)) = batches.last() {
+    let wal_path = path.with_extension("wal");
+    let mut after = meta_value(&db, WAL_BATCH)?.unwrap_or(0);
+    if let Some(legacy) = legacy {
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("redb repaired {} after an unclean shutdown", path.display())
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let damaged = |offset: u64, what: String| JournalError::LogDamaged {
+            path: wal_path.clone(),
+            offset,
+            what,
+        };
+        let Some(bytes) = wal::read(&wal_path)? else {
+            return Err(damaged(
+                0,
+                "the file is missing, and the journal was not closed cleanly: the results since its last checkpoint are only in this log".into(),
+            ));
+        };
+        let start = if legacy { 0 } else { wal::LOG_START };
+        let scan =
+            wal::scan(&bytes, start, after, legacy).map_err(|d| damaged(d.offset, d.what))?;
+        if let wal::Ending::Torn { offset } = scan.ending {
+            tracing::warn!(
+                "dropped the record at byte {offset} of {}: a write cut short by the crash, never acknowledged",
+                wal_path.display()
+            );
+        }
         let txn = db.begin_write()?;
         {
             let mut t = Tables::new(&txn, None);
-            for (_, body) in &batches {
+            for (_, body) in &scan.batches {
                 for c in wal::changes(body)? {
                     t.replay(&c)?;
                 }
             }
-            t.meta()?.insert(WAL_BATCH, *last)?;
+            if let Some((last, _)) = scan.batches.last() {
+                after = *last;
+                t.meta()?.insert(WAL_BATCH, after)?;
+            }
+            t.meta()?.insert(FORMAT, FORMAT_CLOSED)?;
         }
         txn.commit()?;
-        tracing::info!(
-            "applied {} batches of the write-ahead log after a crash",
-            batches.len()
-        );
+        if !scan.batches.is_empty() {
+            tracing::info!(
+                "applied {} batches of the write-ahead log after a crash",
+                scan.batches.len()
+            );
+        }
     }
-    wal.restart();
-    Ok(wal)
+    let wal = Wal::create(&wal_path, after)?;
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(META)?.insert(FORMAT, FORMAT_OPEN)?;
+        txn.open_table(INSTANCES)?;
+        txn.open_table(JOURNAL)?;
+        txn.open_table(INBOX)?;
+    }
+    txn.commit()?;
+    Ok((db, wal))
 }
 
 pub(super) enum Op {
