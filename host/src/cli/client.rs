@@ -1,6 +1,7 @@
 //! The CLI as a client of `weft serve`: create, pause, resume, terminate
 //! and restart over the HTTP API.
 
+use super::term::outln;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -125,9 +126,9 @@ pub struct RestartArgs {
 
 fn print_instance(v: &Value, json: bool) {
     if json {
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!(
+        outln!(
             "{}  {}  {}",
             v["id"].as_str().unwrap_or(""),
             v["workflow"].as_str().unwrap_or(""),
@@ -234,7 +235,7 @@ pub async fn upgrade(data_dir: &Path, a: UpgradeArgs) -> Result<i32> {
     let url = format!("{base}/v1/workflows/{}/upgrade", a.workflow);
     let v = call(url, "POST", a.server.token.clone(), Some(body)).await?;
     if a.server.json {
-        println!("{v}");
+        outln!("{v}");
     } else {
         for id in v["upgraded"].as_array().into_iter().flatten() {
             term::status(

@@ -1,6 +1,7 @@
 //! `weft send-event`, `status`, `list` and `history`: talk to the process
 //! holding the data dir, or read the journal directly when none does.
 
+use super::term::outln;
 use std::path::Path;
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
 
 pub async fn status(data_dir: &Path, a: IdArgs) -> Result<i32> {
     let v = request(data_dir, Request::Status { id: a.id }).await?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
 }
 
@@ -106,7 +107,7 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
     let rows = v.as_array().cloned().unwrap_or_default();
     if a.json {
         for r in rows {
-            println!("{r}");
+            outln!("{r}");
         }
         return Ok(0);
     }
@@ -123,13 +124,15 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
         .max()
         .unwrap_or(8)
         .max(8);
-    println!(
+    outln!(
         "{:<w$}  {:<ww$}  {:<10}  VERSION",
-        "ID", "WORKFLOW", "STATUS"
+        "ID",
+        "WORKFLOW",
+        "STATUS"
     );
     for r in &rows {
         let version = s(r, "version");
-        println!(
+        outln!(
             "{:<w$}  {:<ww$}  {:<10}  {}",
             s(r, "id"),
             s(r, "workflow"),
@@ -143,7 +146,7 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
 pub async fn history(data_dir: &Path, a: IdArgs) -> Result<i32> {
     let v = request(data_dir, Request::History { id: a.id }).await?;
     for row in v.as_array().cloned().unwrap_or_default() {
-        println!("{row}");
+        outln!("{row}");
     }
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! The `weft` command line: one module per verb.
 
 mod build;
+mod check;
 mod client;
 mod inspect;
 mod run;
@@ -60,6 +61,9 @@ pub enum Command {
     List(inspect::ListArgs),
     /// Print an instance's journal, one JSON object per line.
     History(inspect::IdArgs),
+    /// Verify a data dir: the database's checksums, the write-ahead log,
+    /// and that every record decodes.
+    Check(check::CheckArgs),
 }
 
 /// Options shared by the commands that execute workflows.
@@ -178,8 +182,33 @@ pub fn status_json(rec: &InstanceRecord) -> StatusJson<'_> {
     }
 }
 
+/// A panic inside redb means the database file is damaged (redb reports
+/// most damage as an error, but not all): say so plainly and exit, on
+/// whichever thread it happens. Other panics keep the default report.
+fn report_damage_on_redb_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_redb = info.location().is_some_and(|l| l.file().contains("/redb-"));
+        if !in_redb {
+            return default(info);
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        term::error(&format!(
+            "the journal is damaged (redb: {what}). weft stopped rather than read it further. \
+             Keep a copy of the data dir, run `weft check` for a report, and restore the data dir from a backup"
+        ));
+        std::process::exit(1);
+    }));
+}
+
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    report_damage_on_redb_panics();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -217,6 +246,7 @@ pub fn main() -> i32 {
             Command::Status(a) => inspect::status(&cli.data_dir, a).await,
             Command::List(a) => inspect::list(&cli.data_dir, a).await,
             Command::History(a) => inspect::history(&cli.data_dir, a).await,
+            Command::Check(a) => check::check(&cli.data_dir, a),
         }
     });
     rt.shutdown_timeout(Duration::from_millis(100));

@@ -1,5 +1,6 @@
 //! `weft run` and `weft resume`: execute an instance in this process.
 
+use super::term::outln;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,7 +233,7 @@ async fn drive(rt: Arc<Runtime>, data_dir: &Path, id: &str) -> Result<i32> {
     match rec.status {
         Status::Complete => {
             term::status("Complete", &format!("instance {id} in {took}"));
-            println!(
+            outln!(
                 "{}",
                 rec.output.as_deref().map(|o| o.get()).unwrap_or("null")
             );

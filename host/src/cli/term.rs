@@ -1,7 +1,40 @@
 //! Progress lines on stderr: a right-aligned verb, then the message
 //! (bold/coloured only when stderr is a terminal).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// `println!` for a command's output on stdout. When stdout is a pipe
+/// that was closed (`weft history ID | head -1`), the process ends quietly
+/// with exit code 0, as cargo and ripgrep do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::term::out(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes a line to stdout (see [`outln!`]).
+pub fn out(line: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Nowhere left to say it but stderr, which may be gone too.
+        let _ = writeln!(std::io::stderr(), "error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Writes a line to stderr, ignoring a closed stderr: progress is never
+/// worth a panic.
+fn err_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
 
 fn styled(verb: &str, color: &str) -> String {
     if std::io::stderr().is_terminal() {
@@ -13,12 +46,12 @@ fn styled(verb: &str, color: &str) -> String {
 
 /// Prints `   Verb message` in green.
 pub fn status(verb: &str, msg: &str) {
-    eprintln!("{} {msg}", styled(verb, "32"));
+    err_line(format_args!("{} {msg}", styled(verb, "32")));
 }
 
 /// Prints `   Verb message` in yellow.
 pub fn warn(verb: &str, msg: &str) {
-    eprintln!("{} {msg}", styled(verb, "33"));
+    err_line(format_args!("{} {msg}", styled(verb, "33")));
 }
 
 /// Prints `error: message` in red.
@@ -28,7 +61,7 @@ pub fn error(msg: &str) {
     } else {
         "error".to_string()
     };
-    eprintln!("{label}: {msg}");
+    err_line(format_args!("{label}: {msg}"));
 }
 
 /// Formats milliseconds for people: `850 ms`, `12.3 s`, `5 min 3 s`, `2 h 5 min`.

@@ -25,10 +25,12 @@
 //! unfinished instance at start and each one's task keeps its own timer.
 //! (Journals written before this have a `timers` table, which is unused.)
 
+mod check;
 mod types;
 mod wal;
 mod writer;
 
+pub use check::{Finding, Report, check, discard_log_from};
 pub use types::*;
 use writer::{Op, Writer};
 

@@ -153,13 +153,14 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
         if len == 0 {
             break;
         }
-        end += 20 + len;
+        end += wal::HEADER + len + wal::TRAILER;
     }
     assert!(end > wal::LOG_START as usize, "the log holds records");
-    let mut torn = vec![4, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
-    torn.extend_from_slice(&23u64.to_le_bytes());
-    torn.extend_from_slice(&[5, 6]);
-    log[end..end + torn.len()].copy_from_slice(&torn);
+    // The next record, of which only a prefix reached the file.
+    let mut next = vec![0u8; wal::HEADER + 40 + wal::TRAILER];
+    next[wal::HEADER..wal::HEADER + 40].fill(7);
+    wal::seal(&mut next, 1_000);
+    log[end..end + wal::HEADER + 10].copy_from_slice(&next[..wal::HEADER + 10]);
     std::fs::write(&log_path, &log).unwrap();
 
     // The log is what carries the writes: redb alone has not got them, so

@@ -18,21 +18,28 @@
 //! Layout: a 16-byte header (`MAGIC`, then a CRC-32 of it), synced before
 //! the journal is marked open, so that a log that is missing or zeroed
 //! while the journal says it may need it is found out. Then records, each
-//! `len: u64, crc: u32, batch: u64` and `len` bytes of changes,
-//! little-endian; the CRC-32 covers the batch number and the changes. Every
-//! write puts [`HEADER`] zero bytes after its record, so the newest record
-//! is always followed by zeros; the file grows in zero-filled chunks of
-//! [`GROW_BY`] ahead of its records.
+//! a header `len: u64, batch: u64, crc: u32, head_crc: u32`, `len` bytes of
+//! changes, and a trailer repeating `crc` and `head_crc`; little-endian.
+//! `crc` is a CRC-32 of the batch number and the changes, `head_crc` one of
+//! the header's first 20 bytes. Every write puts [`HEADER`] zero bytes
+//! after its record, so the newest record is always followed by zeros; the
+//! file grows in zero-filled chunks of [`GROW_BY`] ahead of its records.
 //!
-//! Reading ([`scan`]) takes records while each is whole, passes its CRC and
-//! carries the next batch number. What ends that run decides whether the
-//! log is sound: zeros are its end; a record cut short by the end of the
-//! file means the file was truncated; anything else is either a record torn
-//! by the crash (a write is one `pwrite` of record and zeros, so only the
-//! last record can be torn) or damage. It is damage when a whole record
-//! with a later batch number lies anywhere beyond it, since a torn record
-//! is the last ever written. Records of earlier batches beyond the end are
-//! what is left of the log before it started over, and are not read.
+//! Reading ([`scan`]) takes records while each is whole and carries the
+//! next batch number. What ends that run decides whether the log is sound:
+//! - zeros: its end, unless a whole record of a later batch lies anywhere
+//!   beyond (then the end is damage: a record zeroed);
+//! - a sound header whose changes fail their CRC and whose trailer is not
+//!   there: a record torn by the crash, dropped with a warning. A write is
+//!   one `pwrite` of record and zeros, so what a crash cuts short is a
+//!   prefix of the newest record, never acknowledged (and never followed
+//!   by a later batch);
+//! - anything else is damage: a record that was written whole (its
+//!   trailer is there) and changed since, a damaged header, a record cut
+//!   by the end of the file (truncated), a record of another batch.
+//!
+//! Records of earlier batches beyond the end are what is left of the log
+//! before it last started over; they are not read.
 
 use std::fs::File;
 use std::io::Read;
@@ -48,7 +55,11 @@ use super::JournalError;
 pub(super) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// Bytes of a record's header.
-pub(super) const HEADER: usize = 20;
+pub(super) const HEADER: usize = 24;
+/// Bytes of a record's trailer.
+pub(super) const TRAILER: usize = 8;
+/// Bytes of a record's header in [`Layout::Legacy`].
+const LEGACY_HEADER: usize = 20;
 
 /// The log file's header: identifies a log of this layout.
 const MAGIC: &[u8; 12] = b"weft-wal-v1\0";
@@ -212,6 +223,21 @@ fn file_header() -> [u8; LOG_START as usize] {
     h
 }
 
+/// Fills in a record's header (and trailer) in `record`: `HEADER` bytes,
+/// the body, then `TRAILER` bytes.
+pub(super) fn seal(record: &mut [u8], batch: u64) {
+    let body_end = record.len() - TRAILER;
+    let body_len = (body_end - HEADER) as u64;
+    let sum = crc(batch, &record[HEADER..body_end]);
+    record[0..8].copy_from_slice(&body_len.to_le_bytes());
+    record[8..16].copy_from_slice(&batch.to_le_bytes());
+    record[16..20].copy_from_slice(&sum.to_le_bytes());
+    let head_sum = crc32fast::hash(&record[0..20]);
+    record[20..24].copy_from_slice(&head_sum.to_le_bytes());
+    let (head, tail) = record.split_at_mut(body_end);
+    tail.copy_from_slice(&head[16..24]);
+}
+
 /// A batch found in the log: its number and its changes.
 pub(super) type Batch = (u64, Vec<u8>);
 
@@ -247,14 +273,78 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// A whole record at `at` with its CRC right: its batch and body length.
-fn record_at(b: &[u8], at: usize) -> Option<(u64, usize)> {
-    let h = b.get(at..at.checked_add(HEADER)?)?;
-    let len = usize::try_from(u64_at(h, 0)).ok()?;
-    let sum = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-    let batch = u64_at(h, 12);
-    let body = b.get(at + HEADER..(at + HEADER).checked_add(len)?)?;
-    (len > 0 && crc(batch, body) == sum).then_some((batch, len))
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// How the records of a log are laid out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Layout {
+    /// This weft's: see the module doc.
+    Current,
+    /// weft's before the file header: `len: u64, crc: u32, batch: u64`,
+    /// then the body; no trailer, no zeros after each record.
+    Legacy,
+}
+
+/// What is at an offset where a record may start.
+enum At {
+    /// A whole record: its batch, and where its body and the record end.
+    Whole {
+        batch: u64,
+        body: std::ops::Range<usize>,
+        end: usize,
+    },
+    /// A sound header whose body fails its CRC; `complete` when its
+    /// trailer is there, i.e. the whole write reached the file.
+    BadBody { complete: bool },
+    /// A sound header whose record runs past the end of the file.
+    PastEnd,
+    /// No sound header.
+    BadHeader,
+}
+
+fn record_at(b: &[u8], at: usize, layout: Layout) -> At {
+    let header = match layout {
+        Layout::Current => HEADER,
+        Layout::Legacy => LEGACY_HEADER,
+    };
+    let Some(h) = at.checked_add(header).and_then(|end| b.get(at..end)) else {
+        return At::BadHeader;
+    };
+    let (len, batch, sum) = match layout {
+        Layout::Current => {
+            if crc32fast::hash(&h[0..20]) != u32_at(h, 20) {
+                return At::BadHeader;
+            }
+            (u64_at(h, 0), u64_at(h, 8), u32_at(h, 16))
+        }
+        Layout::Legacy => (u64_at(h, 0), u64_at(h, 12), u32_at(h, 8)),
+    };
+    let trailer = if layout == Layout::Current {
+        TRAILER
+    } else {
+        0
+    };
+    let Some(end) = usize::try_from(len)
+        .ok()
+        .and_then(|len| (at + header).checked_add(len)?.checked_add(trailer))
+    else {
+        return At::PastEnd;
+    };
+    if end > b.len() {
+        return At::PastEnd;
+    }
+    let body = at + header..end - trailer;
+    if len == 0 && layout == Layout::Legacy {
+        return At::BadHeader;
+    }
+    if crc(batch, &b[body.clone()]) == sum {
+        At::Whole { batch, body, end }
+    } else {
+        let complete = trailer > 0 && b[end - trailer..end] == h[16..24];
+        At::BadBody { complete }
+    }
 }
 
 /// The first whole record at or after `from` whose batch is `min` or later:
@@ -263,38 +353,43 @@ fn record_at(b: &[u8], at: usize) -> Option<(u64, usize)> {
 fn later_record(b: &[u8], from: usize, min: u64) -> Option<(usize, u64)> {
     const AHEAD: u64 = 1 << 32;
     (from..b.len().saturating_sub(HEADER - 1)).find_map(|at| {
-        let batch = u64_at(b, at + 12);
+        let batch = u64_at(b, at + 8);
         if batch < min || batch - min >= AHEAD {
             return None;
         }
-        record_at(b, at).map(|(batch, _)| (at, batch))
+        match record_at(b, at, Layout::Current) {
+            At::Whole { batch, .. } => Some((at, batch)),
+            _ => None,
+        }
     })
 }
 
-/// Reads the log `b` (the whole file) whose records start at `start`, given
-/// that redb holds every batch up to `after`. `legacy` reads a log written
-/// before the file header and the zeros after each record: it stops at the
-/// first record that is not whole, as weft did then.
-pub(super) fn scan(b: &[u8], start: u64, after: u64, legacy: bool) -> Result<Scan, Damage> {
-    let start = start as usize;
-    if !legacy {
-        if b.len() < start || b[..start] != file_header() {
-            let what = if b.iter().all(|&x| x == 0) {
-                "the log is empty or zeroed"
-            } else {
-                "the log's header is not weft's"
-            };
-            return Err(Damage {
-                offset: 0,
-                what: what.into(),
-            });
+/// Reads the log `b` (the whole file) given that redb holds every batch up
+/// to `after`. A [`Layout::Legacy`] log is read as weft read it then: up to
+/// the first record that is not whole.
+pub(super) fn scan(b: &[u8], after: u64, layout: Layout) -> Result<Scan, Damage> {
+    let start = match layout {
+        Layout::Legacy => 0,
+        Layout::Current => {
+            if b.len() < LOG_START as usize || b[..LOG_START as usize] != file_header() {
+                let what = if b.iter().all(|&x| x == 0) {
+                    "the log is empty or zeroed"
+                } else {
+                    "the log's header is not weft's"
+                };
+                return Err(Damage {
+                    offset: 0,
+                    what: what.into(),
+                });
+            }
+            LOG_START as usize
         }
-    }
+    };
     let mut at = start;
     let mut prev: Option<u64> = None;
     let mut batches = Vec::new();
     let mut records = 0;
-    while let Some((batch, len)) = record_at(b, at) {
+    while let At::Whole { batch, body, end } = record_at(b, at, layout) {
         if prev.is_some_and(|p| batch != p + 1) {
             break;
         }
@@ -307,16 +402,15 @@ pub(super) fn scan(b: &[u8], start: u64, after: u64, legacy: bool) -> Result<Sca
                     ),
                 });
             }
-            batches.push((batch, b[at + HEADER..at + HEADER + len].to_vec()));
+            batches.push((batch, b[body].to_vec()));
         }
         records += 1;
         prev = Some(batch);
-        at += HEADER + len;
+        at = end;
     }
-    let ending = if legacy {
-        Ending::Clean
-    } else {
-        ending(b, at, prev, after)?
+    let ending = match layout {
+        Layout::Legacy => Ending::Clean,
+        Layout::Current => ending(b, at, prev, after)?,
     };
     Ok(Scan {
         batches,
@@ -328,9 +422,11 @@ pub(super) fn scan(b: &[u8], start: u64, after: u64, legacy: bool) -> Result<Sca
 /// How the log ends at `at`, where the run of records (whose last batch is
 /// `prev`) ended.
 fn ending(b: &[u8], at: usize, prev: Option<u64>, after: u64) -> Result<Ending, Damage> {
-    let damage = |what: String| Damage {
-        offset: at as u64,
-        what,
+    let damage = |what: String| {
+        Err(Damage {
+            offset: at as u64,
+            what,
+        })
     };
     let next = prev.map_or(after + 1, |p| (p + 1).max(after + 1));
     let zeros = b
@@ -339,29 +435,27 @@ fn ending(b: &[u8], at: usize, prev: Option<u64>, after: u64) -> Result<Ending, 
     // Every later batch beyond the end means that the end is damage.
     if let Some((later, batch)) = later_record(b, at + 1, next) {
         let how = if zeros { "zeroed" } else { "damaged" };
-        return Err(damage(format!(
+        return damage(format!(
             "the record of batch {next} is {how}, but the log goes on with batch {batch} at byte {later}"
-        )));
+        ));
     }
     if zeros {
         return Ok(Ending::Clean);
     }
-    let claimed = b
-        .get(at..at + 8)
-        .map(|_| u64_at(b, at))
-        .and_then(|len| usize::try_from(len).ok())
-        .and_then(|len| (at + HEADER).checked_add(len));
-    if at + HEADER > b.len() || claimed.is_none_or(|end| end > b.len()) {
-        return Err(damage(
-            "the log ends inside a record or right after one: it was truncated".into(),
-        ));
+    match record_at(b, at, Layout::Current) {
+        At::BadBody { complete: false } => Ok(Ending::Torn { offset: at as u64 }),
+        At::BadBody { complete: true } => damage(format!(
+            "the record of batch {next} was written whole, and has changed since"
+        )),
+        At::PastEnd => damage("the log ends inside a record: it was truncated".into()),
+        At::BadHeader if at + HEADER > b.len() => {
+            damage("the log ends at a record's end, without the zeros that follow the last one: it was truncated".into())
+        }
+        At::BadHeader => damage(format!("the header of the record of batch {next} is damaged")),
+        At::Whole { batch, .. } => damage(format!(
+            "a record of batch {batch} where batch {next} was expected"
+        )),
     }
-    if record_at(b, at).is_some() {
-        return Err(damage(format!(
-            "a whole record out of order (batch {next} was expected)"
-        )));
-    }
-    Ok(Ending::Torn { offset: at as u64 })
 }
 
 /// The log file.
@@ -451,14 +545,11 @@ impl Wal {
     /// written: the next record goes in the same place.
     pub(super) fn write(&mut self, changes: &mut Changes, sync: bool) -> Result<(), JournalError> {
         let batch = self.next_batch();
-        let body_len = changes.0.len() - HEADER;
-        let sum = crc(batch, &changes.0[HEADER..]);
-        let h = &mut changes.0[..HEADER];
-        h[0..8].copy_from_slice(&(body_len as u64).to_le_bytes());
-        h[8..12].copy_from_slice(&sum.to_le_bytes());
-        h[12..20].copy_from_slice(&batch.to_le_bytes());
+        // The trailer, then the zeros that mark the log's end, go out in
+        // the same write as the record.
+        changes.0.resize(changes.0.len() + TRAILER, 0);
+        seal(&mut changes.0, batch);
         let record_len = changes.0.len() as u64;
-        // The zeros that mark the log's end go out in the same write.
         changes.0.resize(changes.0.len() + HEADER, 0);
         let end = self.end + changes.0.len() as u64;
         if end > self.allocated {
