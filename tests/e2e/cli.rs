@@ -148,3 +148,32 @@ fn list_filters_by_status_and_status_inspects_while_running() {
     );
     run.kill9();
 }
+
+/// `weft history ID | head -1` and the like: a reader that goes away ends
+/// the command quietly with exit 0, on every verb that prints.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    let w = Weft::new();
+    w.scenario("p", r#"{"scenario":"long","n":30,"ms":0}"#, &[])
+        .json();
+    for verb in [
+        &["history", "p"][..],
+        &["list"],
+        &["list", "--json"],
+        &["status", "p"],
+        &["check"],
+    ] {
+        let mut child = w
+            .cmd(verb)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the command writes its first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{verb:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{verb:?}: {stderr}");
+    }
+}
