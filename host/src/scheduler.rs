@@ -281,7 +281,8 @@ impl Scheduler {
             .ok_or_else(|| LifecycleError::UnknownInstance(id.to_owned()))?)
     }
 
-    /// Pauses an instance at its next durable call.
+    /// Pauses an instance: it is `paused` at once and starts nothing new. A
+    /// step already running finishes and is journaled first.
     pub async fn pause(&self, id: &str) -> Result<InstanceRecord> {
         let rec = self.instance(id)?;
         if rec.status.is_final() || rec.status == Status::Paused {
@@ -291,19 +292,12 @@ impl Scheduler {
             )));
         }
         self.rt.control(id).set_pause(true);
-        if self
-            .tasks
-            .lock()
-            .unwrap()
-            .get(id)
-            .is_none_or(|t| t.is_finished())
-        {
-            self.set_status(id, Status::Paused).await?;
-        }
+        self.set_status(id, Status::Paused).await?;
         self.instance(id)
     }
 
-    /// Resumes a paused instance.
+    /// Resumes a paused instance: it is `queued` for a place to run, or
+    /// `running` if it was still finishing the step it was paused in.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord> {
         let rec = self.instance(id)?;
         let control = self.rt.control(id);
@@ -314,6 +308,18 @@ impl Scheduler {
             )));
         }
         control.set_pause(false);
+        let live = self
+            .tasks
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|t| !t.is_finished());
+        let status = if live {
+            Status::Running
+        } else {
+            Status::Queued
+        };
+        self.set_status(id, status).await?;
         self.spawn(id);
         self.instance(id)
     }
@@ -346,8 +352,13 @@ impl Scheduler {
         self.instance(id)?;
         let keep_before = match &from {
             None => 0,
+            Some((_, 0)) => {
+                bail!(LifecycleError::Invalid(
+                    "`count` is the step's occurrence, counted from 1".into()
+                ));
+            }
             Some((name, count)) => {
-                let n = count.saturating_sub(1);
+                let n = count - 1;
                 let entries = self.rt.journal.entries(id)?;
                 entries
                     .iter()

@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// config's, else 500).
     #[arg(long)]
     pub max_running: Option<usize>,
+    /// Close a connection that takes longer than this to send a request's
+    /// head, or that stays idle this long between requests.
+    #[arg(long, default_value = "20s", value_parser = super::parse_duration)]
+    pub head_timeout: std::time::Duration,
     #[command(flatten)]
     pub exec: ExecOptions,
 }
@@ -72,8 +76,17 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     let addr: SocketAddr = addr_text
         .parse()
         .with_context(|| format!("`{addr_text}` is not an address like 127.0.0.1:8080"))?;
-    if !addr.ip().is_loopback() && a.token.is_none() {
-        bail!("serving on {addr}, which is not loopback, needs a token: --token or WEFT_TOKEN");
+    // An empty token would let anyone in who sends `Bearer ` alone.
+    let token = a.token.clone().filter(|t| !t.trim().is_empty());
+    if !addr.ip().is_loopback() && token.is_none() {
+        let given = if a.token.is_some() {
+            " (the one given is empty)"
+        } else {
+            ""
+        };
+        bail!(
+            "serving on {addr}, which is not loopback, needs a token{given}: --token or WEFT_TOKEN"
+        );
     }
     let rt = super::run::open_runtime(data_dir, &a.exec)?;
     let mut workflows = Vec::new();
@@ -110,11 +123,9 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     term::status("Serving", &url);
     let app = router(Arc::new(Api {
         scheduler: scheduler.clone(),
-        token: a.token.clone(),
+        token,
     }));
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let result = crate::api::listen::serve(listener, app, a.head_timeout, shutdown_signal()).await;
     term::status("Stopping", "every unfinished instance stays resumable");
     scheduler.shutdown();
     socket.abort();

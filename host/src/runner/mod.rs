@@ -266,6 +266,11 @@ impl Runtime {
                     event_types,
                     children,
                 } => {
+                    if control.pause_requested() {
+                        // Paused while it ran: stay `paused`, not `waiting`.
+                        self.set_status(id, Status::Paused, None, None).await?;
+                        return Ok(Idle::Paused);
+                    }
                     if let Some(tx) = progress {
                         let _ = tx.send(Progress::Evicted { wake_ms });
                     }

@@ -1,8 +1,12 @@
 //! The HTTP API of `weft serve` (JSON under `/v1`).
 //!
-//! Errors are `{"error": {"code", "message"}}` with a 4xx or 5xx status.
-//! With a token configured, every `/v1` request must carry
-//! `Authorization: Bearer <token>`.
+//! Errors are `{"error": {"code", "message"}}` with a 4xx or 5xx status,
+//! including those axum answers itself (an unknown method, a bad query
+//! string or path, a body over the limit) and those hyper answers before
+//! the router (see [`listen`]). With a token configured, every `/v1`
+//! request must carry `Authorization: Bearer <token>`.
+
+pub mod listen;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,7 +106,12 @@ pub fn router(api: Arc<Api>) -> Router {
             "/workflows/{name}/instances",
             post(create).get(list_instances),
         )
-        .route("/workflows/{name}/instances/batch", post(create_batch))
+        .route(
+            "/workflows/{name}/instances/batch",
+            // Each instance's params may be 1 MiB; the batch as a whole is
+            // bounded so that one request cannot hold unbounded memory.
+            post(create_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)),
+        )
         .route(
             "/workflows/{name}/instances/{id}",
             get(get_instance).delete(delete_instance),
@@ -124,7 +133,64 @@ pub fn router(api: Arc<Api>) -> Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         // Payloads are limited to 1 MiB; larger bodies get a clear 413.
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES * 2 + 4096))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(api)
+}
+
+/// Largest body of a batch create: 100 instances' params of 1 MiB each
+/// would be 100 MiB held at once, so the batch as a whole is limited.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Gives every error answer the API's JSON body: those of axum's own
+/// (405 for an unknown method, a query string or path that does not parse,
+/// a body over the limit) come as plain text or empty.
+async fn json_errors(res: Response) -> Response {
+    let json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = res.status();
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    };
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "this route does not take that method (its `Allow` header lists those it takes)"
+                .to_owned()
+        }
+        (StatusCode::PAYLOAD_TOO_LARGE, _) => format!(
+            "the body is over the limit ({MAX_PAYLOAD_BYTES} bytes per payload; {MAX_BATCH_BYTES} for a batch)"
+        ),
+        (_, false) => text,
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    let mut res = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
+        res.headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    res
 }
 
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
@@ -150,6 +216,10 @@ fn parse_body(body: &Bytes) -> ApiResult<Value> {
     if body.len() > MAX_PAYLOAD_BYTES + 1024 {
         return Err(too_large(body.len()));
     }
+    parse_json(body)
+}
+
+fn parse_json(body: &Bytes) -> ApiResult<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
@@ -303,7 +373,9 @@ async fn create_batch(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let Value::Array(items) = parse_body(&body)? else {
+    // The body limit of the route bounds the batch; each params is checked
+    // against the payload limit below.
+    let Value::Array(items) = parse_json(&body)? else {
         return Err(ApiError::bad_request(
             "expected a JSON array of {\"id\"?, \"params\"?}",
         ));
