@@ -87,22 +87,27 @@ pub async fn execute(rt: &Runtime, req: Request) -> Result<Value> {
             rt.send_event(&id, &event_type, &payload).await?;
             Ok(Value::Null)
         }
-        other => read(&rt.journal, other),
+        other => read(&rt.journal, other, &|id| rt.tracks(id)),
     }
 }
 
-/// Answers the read-only requests from a journal.
-pub fn read(journal: &Journal, req: Request) -> Result<Value> {
+/// Answers the read-only requests from a journal; `live` says whether an
+/// instance is run by the process answering (none, when the journal was
+/// opened by the asking command itself).
+pub fn read(journal: &Journal, req: Request, live: &dyn Fn(&str) -> bool) -> Result<Value> {
     match req {
         Request::Status { id } => match journal.instance(&id)? {
-            Some(rec) => Ok(serde_json::to_value(crate::cli::status_json(&rec))?),
+            Some(rec) => Ok(serde_json::to_value(crate::cli::status_json(
+                &rec,
+                live(&id),
+            ))?),
             None => bail!("no instance with id `{id}`"),
         },
         Request::List { status } => Ok(serde_json::to_value(
             journal
                 .list(status)?
                 .iter()
-                .map(crate::cli::status_json)
+                .map(|r| crate::cli::status_json(r, live(&r.id)))
                 .collect::<Vec<_>>(),
         )?),
         Request::History { id } => {

@@ -177,3 +177,110 @@ fn a_closed_pipe_ends_a_command_quietly() {
         assert_eq!(out.status.code(), Some(0), "{verb:?}: {stderr}");
     }
 }
+
+/// From the moment `weft run` says it started an instance, `weft
+/// send-event` works, even while the component is still being compiled:
+/// the run is stopped (SIGSTOP) right after it says so, for longer than
+/// send-event used to wait for an answer, and the event still arrives.
+#[test]
+fn events_sent_while_the_run_still_loads_are_kept() {
+    let w = Weft::new();
+    let mut run = w
+        .cmd(&[
+            "run",
+            SCENARIOS,
+            "--id",
+            "ev",
+            "--input",
+            r#"{"scenario":"events"}"#,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read stderr until the instance is started.
+    let mut stderr = std::io::BufReader::new(run.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Started") {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(n > 0, "the run ended before starting:\n{seen}");
+        seen.push_str(&line);
+    }
+    assert!(!seen.contains("Loaded"), "`Started` comes before loading");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &run.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+    signal("-STOP");
+    let sender = w.spawn("send", &["send-event", "ev", "first", r#"{"by":"ada"}"#]);
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    signal("-CONT");
+    let sent = sender.finish();
+    assert!(
+        sent.ok(),
+        "send-event while the run was held: {}",
+        sent.stderr
+    );
+    let d = w.exec(&["send-event", "ev", "second", "2"]);
+    assert!(d.ok(), "{}", d.stderr);
+    let out = run.wait_with_output().unwrap();
+    let rest = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{rest}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(rest.trim()).unwrap(),
+        serde_json::json!({"first": "ada", "second": 2, "type": "first"})
+    );
+}
+
+/// After `kill -9` of `weft run`, `status` and `list` say the instance is
+/// interrupted and how to continue it.
+#[test]
+fn an_instance_whose_run_was_killed_says_so() {
+    let w = Weft::new();
+    let mut run = w.spawn(
+        "run",
+        &[
+            "run",
+            SCENARIOS,
+            "--id",
+            "nap",
+            "--input",
+            r#"{"scenario":"sleep","ms":600000}"#,
+        ],
+    );
+    run.wait_stderr("the sleep", |t| t.contains("Sleeping"));
+    run.kill9();
+    let d = w.exec(&["status", "nap"]);
+    assert!(d.ok(), "{}", d.stderr);
+    let v: serde_json::Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(v["interrupted"], true, "{v}");
+    assert!(d.stderr.contains("weft resume nap"), "{}", d.stderr);
+    let d = w.exec(&["list"]);
+    assert!(d.stdout.contains("interrupted"), "{}", d.stdout);
+    // A finished instance is not interrupted.
+    w.scenario("done", r#"{"scenario":"basic"}"#, &[]).json();
+    let v = w.status("done");
+    assert!(v.get("interrupted").is_none(), "{v}");
+}
+
+/// `weft run --id ID` refuses an id that exists with another workflow or
+/// another input; the same workflow and input continue it (idempotent).
+#[test]
+fn run_with_an_existing_id_of_another_workflow_or_input_is_refused() {
+    let w = Weft::new();
+    let input = r#"{"scenario":"basic"}"#;
+    let first = w.scenario("mine", input, &[]).json();
+    let d = w.scenario("mine", input, &["--name", "other"]);
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    assert!(d.stderr.contains("belongs to workflow"), "{}", d.stderr);
+    assert!(d.stdout.is_empty(), "{}", d.stdout);
+    let d = w.scenario("mine", r#"{"scenario":"fail"}"#, &[]);
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    assert!(d.stderr.contains("another input"), "{}", d.stderr);
+    assert_eq!(w.scenario("mine", input, &[]).json(), first);
+}

@@ -48,7 +48,11 @@ async fn request(data_dir: &Path, req: Request) -> Result<Value> {
             data_dir.display()
         );
     }
-    for _ in 0..50 {
+    // A process that holds the journal answers on its socket once it has
+    // opened it, which can take a while (the journal is verified on open).
+    let started = std::time::Instant::now();
+    let mut told = false;
+    while started.elapsed() < HOLDER_PATIENCE {
         if let Some(v) = control::call(data_dir, &req).await? {
             return Ok(v);
         }
@@ -64,11 +68,21 @@ async fn request(data_dir: &Path, req: Request) -> Result<Value> {
                         journal.push_event(&id, event).await?;
                         Ok(Value::Null)
                     }
-                    other => control::read(&journal, other),
+                    // Nothing runs an instance of a journal no process holds.
+                    other => control::read(&journal, other, &|_| false),
                 };
             }
             // A process holds the journal but its socket is not up yet.
-            Err(JournalError::InUse) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(JournalError::InUse) => {
+                if !told && started.elapsed() > Duration::from_secs(2) {
+                    super::term::status(
+                        "Waiting",
+                        "for the weft process holding the data dir to answer",
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -78,6 +92,9 @@ async fn request(data_dir: &Path, req: Request) -> Result<Value> {
         control::socket_path(data_dir).display()
     )
 }
+
+/// How long a command waits for the process holding the data dir to answer.
+const HOLDER_PATIENCE: Duration = Duration::from_secs(120);
 
 pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
     request(
@@ -97,8 +114,19 @@ pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
 }
 
 pub async fn status(data_dir: &Path, a: IdArgs) -> Result<i32> {
-    let v = request(data_dir, Request::Status { id: a.id }).await?;
+    let v = request(data_dir, Request::Status { id: a.id.clone() }).await?;
     outln!("{}", serde_json::to_string_pretty(&v)?);
+    if v["interrupted"] == true {
+        super::term::warn(
+            "Interrupted",
+            &format!(
+                "instance {} is {} in the journal, but no weft process runs it; continue it with `weft resume {}`",
+                a.id,
+                v["status"].as_str().unwrap_or("unfinished"),
+                a.id
+            ),
+        );
+    }
     Ok(0)
 }
 
@@ -125,19 +153,34 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
         .unwrap_or(8)
         .max(8);
     outln!(
-        "{:<w$}  {:<ww$}  {:<10}  VERSION",
+        "{:<w$}  {:<ww$}  {:<11}  VERSION",
         "ID",
         "WORKFLOW",
         "STATUS"
     );
+    let mut interrupted = 0;
     for r in &rows {
         let version = s(r, "version");
+        let status = if r["interrupted"] == true {
+            interrupted += 1;
+            "interrupted".to_owned()
+        } else {
+            s(r, "status")
+        };
         outln!(
-            "{:<w$}  {:<ww$}  {:<10}  {}",
+            "{:<w$}  {:<ww$}  {:<11}  {}",
             s(r, "id"),
             s(r, "workflow"),
-            s(r, "status"),
+            status,
             &version[..version.len().min(19)]
+        );
+    }
+    if interrupted > 0 {
+        super::term::warn(
+            "Interrupted",
+            &format!(
+                "{interrupted} unfinished instances are run by no weft process; continue each with `weft resume ID`"
+            ),
         );
     }
     Ok(0)

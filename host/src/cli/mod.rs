@@ -167,10 +167,16 @@ pub struct StatusJson<'a> {
     pub version: &'a str,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Unfinished, not paused, and no weft process runs it: it goes on only
+    /// with `weft resume` (after a `kill -9` of `weft run`, say).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
-pub fn status_json(rec: &InstanceRecord) -> StatusJson<'_> {
+/// [`StatusJson`] of an instance; `live` says whether a process runs it.
+pub fn status_json(rec: &InstanceRecord, live: bool) -> StatusJson<'_> {
     StatusJson {
+        interrupted: !live && !rec.status.is_final() && rec.status != Status::Paused,
         id: &rec.id,
         workflow: &rec.workflow,
         status: rec.status,

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::{ExecOptions, term};
 use crate::control;
 use crate::host::Progress;
-use crate::journal::{Created, JournalError, Status, now_ms};
+use crate::journal::{Created, InstanceRecord, JournalError, Status, now_ms};
 use crate::runner::Runtime;
 
 #[derive(clap::Args, Debug)]
@@ -128,38 +128,76 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             .unwrap_or_else(|| "workflow".into()),
     };
     let rt = open_runtime(data_dir, &args.exec)?;
-    let digest = store_and_load(&rt, &args.component, &bytes, "Loaded")?;
     let input = super::json_arg(&args.input)?;
-    let rec = match rt.create(&name, &digest, args.id.clone(), &input).await? {
-        Created::New(rec) => {
-            term::status(
-                "Started",
-                &format!("instance {} of workflow {}", rec.id, rec.workflow),
-            );
-            rec
-        }
+    // The instance exists, and the control socket answers, before the
+    // component is compiled (seconds for a large one): an event sent from
+    // another terminal meanwhile is buffered, not refused.
+    let digest = rt.components.store_bytes(&bytes)?;
+    let (rec, new) = match rt.create(&name, &digest, args.id.clone(), &input).await? {
+        Created::New(rec) => (rec, true),
         Created::Existing(rec) => {
-            term::warn(
-                "Existing",
-                &format!(
-                    "instance {} already exists ({}); continuing it instead of starting a second run",
-                    rec.id,
-                    rec.status.as_str()
-                ),
-            );
-            if rec.digest != digest {
-                term::warn(
-                    "Pinned",
-                    &format!(
-                        "the instance keeps the version it started on ({})",
-                        &rec.digest[..19]
-                    ),
-                );
-            }
-            rec
+            existing(&rec, &name, &input, &digest)?;
+            (rec, false)
         }
     };
-    drive(rt, data_dir, &rec.id).await
+    let socket = control::serve(rt.clone())?;
+    if new {
+        term::status(
+            "Started",
+            &format!("instance {} of workflow {}", rec.id, rec.workflow),
+        );
+    }
+    if let Err(e) = store_and_load(&rt, &args.component, &bytes, "Loaded") {
+        socket.abort();
+        let _ = std::fs::remove_file(control::socket_path(data_dir));
+        if new {
+            // It never ran: leave no instance behind on a component that
+            // does not load.
+            rt.journal.delete(&rec.id).await?;
+        }
+        return Err(e);
+    }
+    drive(rt, data_dir, &rec.id, socket).await
+}
+
+/// `weft run --id ID` when ID exists: the same workflow with the same input
+/// continues it (running it again is idempotent); anything else is refused,
+/// as the API refuses an id owned by another workflow.
+fn existing(rec: &InstanceRecord, name: &str, input: &str, digest: &str) -> Result<()> {
+    if rec.workflow != name {
+        bail!(
+            "instance {} already exists and belongs to workflow `{}`, not `{name}`; choose another --id",
+            rec.id,
+            rec.workflow
+        );
+    }
+    let same_input = serde_json::from_str::<serde_json::Value>(input).ok()
+        == serde_json::from_str::<serde_json::Value>(rec.input.get()).ok();
+    if !same_input {
+        bail!(
+            "instance {} already exists with another input; choose another --id, or continue it with `weft resume {}`",
+            rec.id,
+            rec.id
+        );
+    }
+    term::warn(
+        "Existing",
+        &format!(
+            "instance {} already exists ({}); continuing it instead of starting a second run",
+            rec.id,
+            rec.status.as_str()
+        ),
+    );
+    if rec.digest != digest {
+        term::warn(
+            "Pinned",
+            &format!(
+                "the instance keeps the version it started on ({})",
+                &rec.digest[..19]
+            ),
+        );
+    }
+    Ok(())
 }
 
 pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
@@ -204,13 +242,19 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             ),
         );
     }
-    drive(rt, data_dir, &rec.id).await
+    let socket = control::serve(rt.clone())?;
+    drive(rt, data_dir, &rec.id, socket).await
 }
 
-/// Drives an instance to its end in this process, serving the control
-/// socket meanwhile, and prints the outcome. Returns the exit code.
-async fn drive(rt: Arc<Runtime>, data_dir: &Path, id: &str) -> Result<i32> {
-    let server = control::serve(rt.clone())?;
+/// Drives an instance to its end in this process, with the control socket
+/// (`socket`) serving meanwhile, and prints the outcome. Returns the exit
+/// code.
+async fn drive(
+    rt: Arc<Runtime>,
+    data_dir: &Path,
+    id: &str,
+    server: tokio::task::JoinHandle<()>,
+) -> Result<i32> {
     let (tx, rx) = mpsc::unbounded_channel();
     let printer = tokio::spawn(print_progress(rx, id.to_owned(), data_dir.to_owned()));
     let started = Instant::now();

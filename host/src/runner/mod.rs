@@ -309,6 +309,14 @@ impl Runtime {
     }
 
     /// The pause switch of an instance.
+    /// Whether this process runs (or keeps waiting, paused or evicted) the
+    /// instance: `weft serve` tracks every unfinished one, `weft run` the
+    /// one it drives and its children.
+    pub fn tracks(&self, id: &str) -> bool {
+        self.controls.lock().unwrap().contains_key(id)
+            || self.events.lock().unwrap().contains_key(id)
+    }
+
     pub fn control(&self, id: &str) -> Arc<Control> {
         self.controls
             .lock()
