@@ -124,15 +124,28 @@ impl Config {
         Ok(c)
     }
 
-    /// Runs a workflow's build command, if any, and returns its component path.
+    /// Runs a workflow's build command, if any, and returns its component
+    /// path. The command finds this `weft` first on its `PATH` (so `weft
+    /// build` works whether or not weft is installed), and its output goes
+    /// to stderr with the rest of the server's log.
     pub fn prepare(&self, name: &str) -> Result<PathBuf> {
         let w = &self.workflows[name];
         if let Some(cmd) = &w.build {
             crate::cli::term::status("Building", &format!("{name}: {cmd}"));
+            let mut path: Vec<PathBuf> = std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.to_owned()))
+                .into_iter()
+                .collect();
+            path.extend(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            ));
             let status = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
                 .current_dir(&self.base)
+                .env("PATH", std::env::join_paths(path)?)
+                .stdout(crate::cli::stdout_to_stderr())
                 .status()
                 .with_context(|| format!("running the build command of `{name}`"))?;
             if !status.success() {

@@ -437,3 +437,36 @@ fn the_hello_python_example_runs() {
         json!({"greeting": "Hello, world!", "letters": 10})
     );
 }
+
+/// componentize-py does not build the same bytes twice, so `weft build`
+/// keeps a component whose inputs are unchanged (and a server restarted
+/// with the same sources deploys no new version); a changed source is
+/// built again.
+#[test]
+fn an_unchanged_python_build_keeps_its_component() {
+    let w = Weft::new();
+    let src = w.dir.path().join("app");
+    std::fs::create_dir_all(&src).unwrap();
+    let app = src.join("app.py");
+    std::fs::copy(repo_root().join("examples/hello-python/app.py"), &app).unwrap();
+    let out = w.dir.path().join("app.wasm");
+    let build = || {
+        let d = w.exec(&["build", app.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        assert!(d.ok(), "{}", d.stderr);
+        assert!(
+            !d.stdout.contains("Component built"),
+            "tool output on stdout: {}",
+            d.stdout
+        );
+        (d.stderr, std::fs::read(&out).unwrap())
+    };
+    let (_, first) = build();
+    let (log, second) = build();
+    assert!(log.contains("Fresh"), "{log}");
+    assert!(first == second, "the component was kept");
+    // A changed source is built again.
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{text}\n# changed\n")).unwrap();
+    let (log, _) = build();
+    assert!(log.contains("Built") && !log.contains("Fresh"), "{log}");
+}

@@ -670,3 +670,68 @@ fn child_of(w: &Weft, parent: &str, i: usize) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A `build =` command finds the running weft first on its PATH, its output
+/// goes to the server's log (stderr), and a restart with unchanged sources
+/// deploys no new version.
+#[test]
+fn deploys_run_their_build_with_this_weft_and_add_no_version_when_unchanged() {
+    let w = Weft::new();
+    let toml = format!(
+        "[workflows.rs]\nbuild = \"weft --version && cp {SCENARIOS} built.wasm\"\ncomponent = \"built.wasm\"\n"
+    );
+    let serve = |name: &str| {
+        let config = w.dir.path().join("weft.toml");
+        std::fs::write(&config, &toml).unwrap();
+        let mut args = vec![
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ];
+        args.push("--head-timeout");
+        args.push("5s");
+        let stdout = w.dir.path().join(format!("{name}.out"));
+        let stderr = w.dir.path().join(format!("{name}.err"));
+        let child = w
+            .cmd(&args)
+            // No weft anywhere on PATH but the one running.
+            .env("PATH", "/usr/bin:/bin")
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut run = Running {
+            child,
+            stdout,
+            stderr,
+        };
+        run.wait_stderr("the server", |t| t.contains("Serving http://"));
+        let url = run
+            .stderr_text()
+            .lines()
+            .find_map(|l| l.split("Serving ").nth(1))
+            .unwrap()
+            .trim()
+            .to_owned();
+        (run, url)
+    };
+    let (run, url) = serve("first");
+    let err = run.stderr_text();
+    assert!(err.contains("weft 0.1.0"), "the build ran this weft: {err}");
+    let out = std::fs::read_to_string(&run.stdout).unwrap();
+    assert!(!out.contains("weft"), "build output on stdout: {out}");
+    let (_, v) = http("GET", &format!("{url}/v1/workflows"), None, None);
+    let version = v["workflows"][0]["version"].clone();
+    run.kill9();
+    let (run, url) = serve("second");
+    let (_, v) = http("GET", &format!("{url}/v1/workflows"), None, None);
+    assert_eq!(v["workflows"][0]["version"], version);
+    assert_eq!(
+        v["workflows"][0]["versions"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+    run.kill9();
+}

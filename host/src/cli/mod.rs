@@ -128,6 +128,16 @@ impl Default for ExecOptions {
     }
 }
 
+/// A child's stdout that goes to this process's stderr: a build tool's
+/// progress is a log, not a command's output.
+pub fn stdout_to_stderr() -> std::process::Stdio {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::process::Stdio::from(fd),
+        Err(_) => std::process::Stdio::null(),
+    }
+}
+
 /// Parses `500ms`, `5s`, `2m`, `1h` or a bare number of milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
