@@ -16,7 +16,7 @@ const INPUT: &str = r#"{"scenario":"long","n":30,"ms":40}"#;
 fn executions(stderr: &str) -> Vec<usize> {
     stderr
         .lines()
-        .filter_map(|l| l.strip_prefix("EXEC work-"))
+        .filter_map(|l| Some(l.split_once("EXEC work-")?.1))
         .map(|n| n.trim().parse().unwrap())
         .collect()
 }

@@ -278,7 +278,7 @@ fn kill_9_of_a_python_workflow_reruns_only_in_flight_steps() {
     logs.push(last.stderr.clone());
     let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
     for log in &logs {
-        for n in log.lines().filter_map(|l| l.strip_prefix("EXEC work-")) {
+        for n in log.lines().filter_map(|l| Some(l.split_once("EXEC work-")?.1)) {
             *counts.entry(n.trim().parse().unwrap()).or_default() += 1;
         }
     }

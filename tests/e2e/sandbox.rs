@@ -477,3 +477,29 @@ fn redeploys_keep_running_instances_on_their_version_and_upgrades_are_checked() 
     );
     s.run.kill9();
 }
+
+/// Guest output is prefixed with the instance and bounded: a step printing
+/// 20 MiB leaves about the burst (1 MiB) on weft's stderr, with a note of
+/// what was dropped, and the instance completes.
+#[test]
+fn guest_output_is_prefixed_and_bounded() {
+    let w = Weft::new();
+    let d = w.scenario("loud", r#"{"scenario":"loud","n":20480}"#, &[]);
+    assert_eq!(d.json(), serde_json::json!(20480));
+    let guest: Vec<&str> = d.stderr.lines().filter(|l| l.starts_with("[loud] ")).collect();
+    assert!(
+        guest.first().is_some_and(|l| l.starts_with("[loud] 00000000 xxx")),
+        "{:?}",
+        guest.first()
+    );
+    assert!(
+        d.stderr.len() < 2 << 20,
+        "{} bytes of stderr for 20 MiB of guest output",
+        d.stderr.len()
+    );
+    assert!(
+        d.stderr.contains("[loud] (weft dropped") && d.stderr.contains("bytes of this instance's output"),
+        "{}",
+        &d.stderr[d.stderr.len().saturating_sub(2000)..]
+    );
+}

@@ -27,6 +27,7 @@ mod child;
 mod convert;
 mod instance;
 mod limits;
+mod output;
 mod wasi;
 
 pub use child::child_id;
@@ -35,7 +36,8 @@ use convert::{from_wit, to_wit, wait_result};
 use instance::StepHandle;
 pub use instance::{Instance, PendingWait, Progress, RunningStep, State, WaitFor};
 pub use limits::MemoryLimiter;
-use wasi::{GuestOutput, InstanceRandom, JournaledClock, JournaledMonotonic};
+use output::GuestOutput;
+use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};
 
 /// Default wait-for-event timeout: 24 hours.
 pub const DEFAULT_EVENT_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
@@ -63,8 +65,15 @@ impl HostState {
     /// clocks and randomness, guest output suppressed while replaying.
     pub fn new(inst: Arc<Instance>, seed: u64) -> HostState {
         let mut b = WasiCtx::builder();
-        b.stdout(GuestOutput(inst.clone()))
-            .stderr(GuestOutput(inst.clone()))
+        let budget = output::Budget::new();
+        b.stdout(GuestOutput {
+            inst: inst.clone(),
+            budget: budget.clone(),
+        })
+        .stderr(GuestOutput {
+            inst: inst.clone(),
+            budget,
+        })
             .wall_clock(JournaledClock(inst.clone()))
             .monotonic_clock(JournaledMonotonic(inst.clone()))
             .secure_random(InstanceRandom(inst.clone()))

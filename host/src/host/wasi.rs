@@ -1,5 +1,5 @@
-//! WASI for workflows: clocks journaled outside steps, randomness from the
-//! instance's seed, and guest output that is silent while replaying.
+//! WASI for workflows: clocks journaled outside steps, and randomness from
+//! the instance's seed (guest output is in [`super::output`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,84 +88,5 @@ impl rand::TryRng for InstanceRandom {
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
         self.fill(dst);
         Ok(())
-    }
-}
-
-/// Guest stdout and stderr: forwarded to the host's stderr (weft's stdout
-/// carries the workflow output), dropped while the guest is replaying.
-pub(super) struct GuestOutput(pub(super) Arc<Instance>);
-
-impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(ReplayAwareWriter {
-            inst: self.0.clone(),
-            pending: Vec::new(),
-        })
-    }
-}
-
-/// Writes whole lines only, so guest output never splits a line of weft's
-/// own progress output on the shared stderr.
-struct ReplayAwareWriter {
-    inst: Arc<Instance>,
-    pending: Vec<u8>,
-}
-
-impl ReplayAwareWriter {
-    fn emit(&mut self, all: bool) {
-        let end = if all {
-            self.pending.len()
-        } else {
-            match self.pending.iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
-                None => return,
-            }
-        };
-        let chunk: Vec<u8> = self.pending.drain(..end).collect();
-        if !chunk.is_empty() && !self.inst.replaying() {
-            use std::io::Write;
-            let text = String::from_utf8_lossy(&chunk);
-            let text = self.inst.policy.redact(&text);
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
-        }
-    }
-}
-
-impl Drop for ReplayAwareWriter {
-    fn drop(&mut self) {
-        self.emit(true);
-    }
-}
-
-impl tokio::io::AsyncWrite for ReplayAwareWriter {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.pending.extend_from_slice(buf);
-        // A line longer than 64 KiB is written as is.
-        let all = self.pending.len() > 64 * 1024;
-        self.emit(all);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.emit(true);
-        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -62,6 +62,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         }
         "step-trap" => step_trap().await,
         "config-ids" => config_ids(input.n),
+        "loud" => loud(input.n).await,
         "trap" => {
             step("before-trap", || async { Ok(1) }).await?;
             panic!("deliberate guest panic")
@@ -71,6 +72,19 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
 }
 
 weft_sdk::workflow!(run);
+
+/// A step that prints `n` lines of 1 KiB.
+async fn loud(n: u64) -> Result<Value, Error> {
+    step("shout", move || async move {
+        let line = "x".repeat(1023);
+        for i in 0..n {
+            println!("{i:08} {line}");
+        }
+        Ok(n)
+    })
+    .await
+    .map(|n: u64| json!(n))
+}
 
 async fn basic(id: &str) -> Result<Value, Error> {
     let a: u64 = step("a", || async { Ok(20) }).await?;
