@@ -278,7 +278,10 @@ fn kill_9_of_a_python_workflow_reruns_only_in_flight_steps() {
     logs.push(last.stderr.clone());
     let mut counts: BTreeMap<u32, u32> = BTreeMap::new();
     for log in &logs {
-        for n in log.lines().filter_map(|l| Some(l.split_once("EXEC work-")?.1)) {
+        for n in log
+            .lines()
+            .filter_map(|l| Some(l.split_once("EXEC work-")?.1))
+        {
             *counts.entry(n.trim().parse().unwrap()).or_default() += 1;
         }
     }
@@ -469,4 +472,33 @@ fn an_unchanged_python_build_keeps_its_component() {
     std::fs::write(&app, format!("{text}\n# changed\n")).unwrap();
     let (log, _) = build();
     assert!(log.contains("Built") && !log.contains("Fresh"), "{log}");
+}
+
+/// A Python memory bomb ends as `MemoryLimitExceeded` with the limit, as in
+/// Rust, not as an empty `MemoryError`: in the workflow body it ends the
+/// instance, in a step it fails the step (which the workflow can catch).
+#[test]
+fn a_python_memory_bomb_names_the_limit() {
+    let w = Weft::new();
+    let d = run_py(
+        &w,
+        "body",
+        r#"{"scenario":"memory-bomb-body"}"#,
+        &["--memory-mb", "160"],
+    );
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    let s = w.status("body");
+    assert_eq!(s["error"]["name"], "MemoryLimitExceeded", "{s}");
+    assert!(
+        s["error"]["message"].as_str().unwrap().contains("160 MiB"),
+        "{s}"
+    );
+    let d = run_py(
+        &w,
+        "step",
+        r#"{"scenario":"memory-bomb-step"}"#,
+        &["--memory-mb", "160"],
+    );
+    let v = d.json();
+    assert_eq!(v["caught"], "MemoryLimitExceeded", "{v}");
 }

@@ -486,9 +486,15 @@ fn guest_output_is_prefixed_and_bounded() {
     let w = Weft::new();
     let d = w.scenario("loud", r#"{"scenario":"loud","n":20480}"#, &[]);
     assert_eq!(d.json(), serde_json::json!(20480));
-    let guest: Vec<&str> = d.stderr.lines().filter(|l| l.starts_with("[loud] ")).collect();
+    let guest: Vec<&str> = d
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[loud] "))
+        .collect();
     assert!(
-        guest.first().is_some_and(|l| l.starts_with("[loud] 00000000 xxx")),
+        guest
+            .first()
+            .is_some_and(|l| l.starts_with("[loud] 00000000 xxx")),
         "{:?}",
         guest.first()
     );
@@ -498,7 +504,8 @@ fn guest_output_is_prefixed_and_bounded() {
         d.stderr.len()
     );
     assert!(
-        d.stderr.contains("[loud] (weft dropped") && d.stderr.contains("bytes of this instance's output"),
+        d.stderr.contains("[loud] (weft dropped")
+            && d.stderr.contains("bytes of this instance's output"),
         "{}",
         &d.stderr[d.stderr.len().saturating_sub(2000)..]
     );

@@ -26,6 +26,23 @@ class Scenarios(WorkflowEntrypoint):
     async def s_noop(self, event, step, p):
         return None
 
+    async def s_memory_bomb_body(self, event, step, p):
+        hog = []
+        while True:
+            hog.append(bytearray(8 << 20))
+
+    async def s_memory_bomb_step(self, event, step, p):
+        @step.do("hog", config={"retries": {"limit": 0, "delay": 0}})
+        async def hog():
+            blocks = []
+            while True:
+                blocks.append(bytearray(8 << 20))
+
+        try:
+            await hog()
+        except Exception as e:
+            return {"caught": type(e).__name__, "message": str(e)}
+
     async def s_basic(self, event, step, p):
         @step.do("a")
         async def a():

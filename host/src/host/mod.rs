@@ -35,7 +35,7 @@ pub use convert::next_retry_ms;
 use convert::{from_wit, to_wit, wait_result};
 use instance::StepHandle;
 pub use instance::{Instance, PendingWait, Progress, RunningStep, State, WaitFor};
-pub use limits::MemoryLimiter;
+pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
 use output::GuestOutput;
 use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};
 
@@ -65,6 +65,7 @@ impl HostState {
     /// clocks and randomness, guest output suppressed while replaying.
     pub fn new(inst: Arc<Instance>, seed: u64) -> HostState {
         let mut b = WasiCtx::builder();
+        let memory_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let budget = output::Budget::new();
         b.stdout(GuestOutput {
             inst: inst.clone(),
@@ -74,21 +75,22 @@ impl HostState {
             inst: inst.clone(),
             budget,
         })
-            .wall_clock(JournaledClock(inst.clone()))
-            .monotonic_clock(JournaledMonotonic(inst.clone()))
-            .secure_random(InstanceRandom(inst.clone()))
-            .insecure_random(InstanceRandom(inst.clone()))
-            .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
+        .wall_clock(JournaledClock(inst.clone()))
+        .monotonic_clock(JournaledMonotonic(inst.clone()))
+        .secure_random(InstanceRandom(inst.clone()))
+        .insecure_random(InstanceRandom(inst.clone()))
+        .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
         HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 max_bytes: inst.policy.limits.memory_bytes,
-                hit: false,
+                hit: memory_hit.clone(),
             },
             durable: DurableCtx {
                 inst,
                 configs: Vec::new(),
+                memory_hit,
             },
         }
     }
@@ -108,6 +110,8 @@ pub struct DurableCtx {
     inst: Arc<Instance>,
     /// Step configs kept for `step-begin-with`, by id.
     configs: Vec<StepConfig>,
+    /// Whether the store's memory limiter refused memory.
+    memory_hit: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most step configs one instance may keep (`register-step-config`).
@@ -271,7 +275,13 @@ impl<T> durable::HostWithStore<T> for Durable {
         handle: u64,
         outcome: StepOutcome,
     ) -> Result<StepVerdict> {
-        let inst = instance_of(accessor);
+        let (inst, memory_hit) = accessor.with(|mut a| {
+            let d = a.get();
+            (
+                d.inst.clone(),
+                d.memory_hit.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
         let busy = inst.busy();
         let (name, n, attempt, started_ms, retries) = {
             let mut st = inst.lock();
@@ -291,12 +301,18 @@ impl<T> durable::HostWithStore<T> for Durable {
         inst.changed.notify_one();
         let ended_ms = now_ms();
         let policy = inst.policy.clone();
+        let max_bytes = policy.limits.memory_bytes;
+        let checked = |e| {
+            to_wit(limits::name_memory_error(
+                policy.redact_error(from_wit(e)),
+                memory_hit,
+                max_bytes,
+            ))
+        };
         let outcome = match outcome {
             StepOutcome::Ok(json) if policy.leaks(&json) => StepOutcome::Ok(policy.redact(&json)),
-            StepOutcome::Err(e) => StepOutcome::Err(to_wit(policy.redact_error(from_wit(e)))),
-            StepOutcome::NonRetryable(e) => {
-                StepOutcome::NonRetryable(to_wit(policy.redact_error(from_wit(e))))
-            }
+            StepOutcome::Err(e) => StepOutcome::Err(checked(e)),
+            StepOutcome::NonRetryable(e) => StepOutcome::NonRetryable(checked(e)),
             other => other,
         };
         let (result, retry_in) = match outcome {

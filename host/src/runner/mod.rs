@@ -391,7 +391,7 @@ impl Runtime {
             r = run => Ok(r),
             i = watchdog(&inst, control, self.evict_after) => Err(i),
         };
-        let memory_hit = store.data().limiter.hit;
+        let memory_hit = store.data().limiter.was_hit();
         drop(store);
         let id = rec.id.as_str();
         let (fatal, host_error, paused) = {
@@ -429,6 +429,7 @@ impl Runtime {
             }
             Ok(Ok(Err(e))) => {
                 let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
+                let e = crate::host::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
                 let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final(rec))
             }
@@ -444,13 +445,7 @@ impl Runtime {
                     None => trap.to_string(),
                 };
                 let e = if memory_hit {
-                    ErrorInfo::new(
-                        "MemoryLimitExceeded",
-                        format!(
-                            "the instance needed more than {} MiB of memory (limit `memory_mb`)",
-                            policy.limits.memory_bytes >> 20
-                        ),
-                    )
+                    crate::host::memory_limit_exceeded(policy.limits.memory_bytes)
                 } else {
                     ErrorInfo::new(
                         "WorkflowTrap",
