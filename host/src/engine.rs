@@ -178,18 +178,70 @@ impl Pool {
     }
 }
 
+/// Where compiled components are kept: one cache per user, shared by all
+/// of the user's data dirs, as wasmtime's own cache is (`WEFT_CACHE_DIR`,
+/// else `$XDG_CACHE_HOME/weft/compiled`, else `~/.cache/weft/compiled`;
+/// `<data dir>/cache` when there is no home). Entries are named by the
+/// component's digest and the engine's fingerprint (wasmtime's
+/// compatibility hash and weft's version), so a weft or an engine setting
+/// that differs compiles its own.
+fn cache_dir(data_dir: &Path) -> PathBuf {
+    let nonempty = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = nonempty("WEFT_CACHE_DIR") {
+        return dir;
+    }
+    nonempty("XDG_CACHE_HOME")
+        .or_else(|| nonempty("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("weft").join("compiled"))
+        .unwrap_or_else(|| data_dir.join("cache"))
+}
+
+/// Compiled code kept in the cache, past which the least recently used
+/// entries are removed (down to three quarters of it).
+const CACHE_LIMIT: u64 = 4 << 30;
+
+/// Removes the least recently used compiled components (by modification
+/// time, which a load refreshes) while the cache holds over [`CACHE_LIMIT`].
+fn prune_cache(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    if total <= CACHE_LIMIT {
+        return;
+    }
+    files.sort();
+    for (_, len, path) in files {
+        if total <= CACHE_LIMIT / 4 * 3 {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
+}
+
 impl Components {
     /// Creates the engine and opens the component store under `data_dir`.
     pub fn new(data_dir: &Path) -> Result<Components> {
         let small = Arc::new(Pool::new(true)?);
         let dir = data_dir.join("components");
-        // Compiled code may be shared between data dirs (tests do, to compile
-        // each guest once): WEFT_CACHE_DIR overrides `<data dir>/cache`.
-        let cache_dir = std::env::var_os("WEFT_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| data_dir.join("cache"));
+        let cache_dir = cache_dir(data_dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::create_dir_all(&cache_dir)?;
+        std::fs::create_dir_all(&cache_dir)
+            .with_context(|| format!("creating the compile cache {}", cache_dir.display()))?;
         let residency = Arc::new(Residency::default());
         let watched = Arc::downgrade(&residency);
         std::thread::Builder::new()
@@ -244,8 +296,8 @@ impl Components {
                 && !keep.contains(&format!("sha256:{hex}"))
             {
                 std::fs::remove_file(&path)?;
-                // A cache shared with other data dirs (WEFT_CACHE_DIR) is
-                // left alone.
+                // A cache shared with other data dirs (the user's, or
+                // WEFT_CACHE_DIR) is left alone.
                 let own_cache = self.cache_dir.parent() == self.dir.parent();
                 if let Some(rd) = own_cache
                     .then(|| std::fs::read_dir(&self.cache_dir).ok())
@@ -291,9 +343,16 @@ impl Components {
         let mut component = None;
         if cwasm.exists() {
             // SAFETY: the file was written by `Component::serialize` of an
-            // engine with the same fingerprint, into weft's own data dir.
+            // engine with the same fingerprint, into the user's own cache
+            // (or the data dir, or WEFT_CACHE_DIR, which must be as private).
             match unsafe { Component::deserialize_file(&pool.engine, &cwasm) } {
-                Ok(c) => component = Some(c),
+                Ok(c) => {
+                    // Recently used: kept when the cache is pruned.
+                    if let Ok(f) = std::fs::File::options().write(true).open(&cwasm) {
+                        let _ = f.set_modified(std::time::SystemTime::now());
+                    }
+                    component = Some(c)
+                }
                 Err(e) => {
                     tracing::warn!("ignoring stale compiled component {}: {e}", cwasm.display())
                 }
@@ -306,6 +365,7 @@ impl Components {
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let c = compile(&pool.engine, &bytes)?;
                 write_atomically(&cwasm, &c.serialize()?)?;
+                prune_cache(&self.cache_dir);
                 // Run from the file, as every later start does: the
                 // compiler's heap is freed and the code is mapped the same
                 // way each time.

@@ -284,3 +284,44 @@ fn run_with_an_existing_id_of_another_workflow_or_input_is_refused() {
     assert!(d.stderr.contains("another input"), "{}", d.stderr);
     assert_eq!(w.scenario("mine", input, &[]).json(), first);
 }
+
+/// Compiled components are cached once per user, not per data dir: a
+/// second data dir loads the component the first one compiled.
+#[test]
+fn compiled_components_are_cached_per_user() {
+    use std::os::unix::fs::MetadataExt;
+    let w = Weft::new();
+    let home = w.dir.path().join("home");
+    let run = |data: &str| {
+        let d = Done::from(
+            w.cmd(&["run", SCENARIOS, "--input", r#"{"scenario":"basic"}"#])
+                .env_remove("WEFT_CACHE_DIR")
+                .env_remove("XDG_CACHE_HOME")
+                .env("HOME", &home)
+                .env("WEFT_DATA_DIR", w.dir.path().join(data))
+                .output()
+                .unwrap(),
+        );
+        assert!(d.ok(), "{}", d.stderr);
+    };
+    let cache = home.join(".cache/weft/compiled");
+    let cached = || -> Vec<(std::path::PathBuf, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let ino = std::fs::metadata(&p).unwrap().ino();
+                (p, ino)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    run("one");
+    let first = cached();
+    assert_eq!(first.len(), 1, "{first:?}");
+    run("two");
+    // The same file, not compiled and written again.
+    assert_eq!(cached(), first);
+    assert!(!w.dir.path().join("two/cache").exists());
+}
