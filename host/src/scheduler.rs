@@ -141,6 +141,16 @@ impl Scheduler {
         }
     }
 
+    /// Whether the instance's task is running (working, waiting or parked
+    /// in memory).
+    fn has_task(&self, id: &str) -> bool {
+        self.tasks
+            .lock()
+            .unwrap()
+            .get(id)
+            .is_some_and(|t| !t.is_finished())
+    }
+
     /// Starts the task of an instance unless it has one.
     pub fn spawn(self: &Arc<Self>, id: &str) {
         let mut tasks = self.tasks.lock().unwrap();
@@ -308,12 +318,7 @@ impl Scheduler {
             )));
         }
         control.set_pause(false);
-        let live = self
-            .tasks
-            .lock()
-            .unwrap()
-            .get(id)
-            .is_some_and(|t| !t.is_finished());
+        let live = self.has_task(id);
         let status = if live {
             Status::Running
         } else {
@@ -400,12 +405,7 @@ impl Scheduler {
         if rec.status.is_final() {
             return Ok(Err(format!("instance `{id}` is {}", rec.status.as_str())));
         }
-        let live = self
-            .tasks
-            .lock()
-            .unwrap()
-            .get(id)
-            .is_some_and(|t| !t.is_finished());
+        let live = self.has_task(id);
         self.abort(id);
         let check = self.rt.check_replay(id, &wf.digest).await;
         let result = match check {

@@ -680,42 +680,12 @@ fn deploys_run_their_build_with_this_weft_and_add_no_version_when_unchanged() {
     let toml = format!(
         "[workflows.rs]\nbuild = \"weft --version && cp {SCENARIOS} built.wasm\"\ncomponent = \"built.wasm\"\n"
     );
+    let config = w.dir.path().join("weft.toml");
+    std::fs::write(&config, &toml).unwrap();
+    // No weft anywhere on PATH but the one running.
     let serve = |name: &str| {
-        let config = w.dir.path().join("weft.toml");
-        std::fs::write(&config, &toml).unwrap();
-        let mut args = vec![
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--addr",
-            "127.0.0.1:0",
-        ];
-        args.push("--head-timeout");
-        args.push("5s");
-        let stdout = w.dir.path().join(format!("{name}.out"));
-        let stderr = w.dir.path().join(format!("{name}.err"));
-        let child = w
-            .cmd(&args)
-            // No weft anywhere on PATH but the one running.
-            .env("PATH", "/usr/bin:/bin")
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut run = Running {
-            child,
-            stdout,
-            stderr,
-        };
-        run.wait_stderr("the server", |t| t.contains("Serving http://"));
-        let url = run
-            .stderr_text()
-            .lines()
-            .find_map(|l| l.split("Serving ").nth(1))
-            .unwrap()
-            .trim()
-            .to_owned();
-        (run, url)
+        let s = w.serve_config_env(name, config.clone(), &[], &[("PATH", "/usr/bin:/bin")]);
+        (s.run, s.url)
     };
     let (run, url) = serve("first");
     let err = run.stderr_text();

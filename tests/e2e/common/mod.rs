@@ -65,10 +65,16 @@ impl Weft {
 
     /// Starts a command with stdout and stderr going to files.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Running {
+        self.spawn_env(name, args, &[])
+    }
+
+    /// [`Weft::spawn`] with environment variables set for the command.
+    pub fn spawn_env(&self, name: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
         let stdout = self.dir.path().join(format!("{name}.out"));
         let stderr = self.dir.path().join(format!("{name}.err"));
         let child = self
             .cmd(args)
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

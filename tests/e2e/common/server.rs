@@ -23,6 +23,17 @@ impl Weft {
     }
 
     pub fn serve_config(&self, name: &str, config: PathBuf, extra: &[&str]) -> Server {
+        self.serve_config_env(name, config, extra, &[])
+    }
+
+    /// [`Weft::serve_config`] with environment variables set for the server.
+    pub fn serve_config_env(
+        &self,
+        name: &str,
+        config: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut args = vec![
             "serve",
             "--config",
@@ -31,7 +42,7 @@ impl Weft {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let mut run = self.spawn(name, &args);
+        let mut run = self.spawn_env(name, &args, env);
         run.wait_stderr("the server", |t| t.contains("Serving http://"));
         let text = run.stderr_text();
         let url = text
