@@ -221,7 +221,7 @@ async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result
     const K: usize = 5;
     let b = setup(Duration::from_millis(200), 500, python)?;
     // n steps and the last one: above the default limit of 10,000.
-    let mut policy = weft::policy::Policy::default();
+    let mut policy = weft::durable::policy::Policy::default();
     policy.limits.max_steps = n + 10;
     b.rt.set_policy(guest, policy);
     let params = json!({"scenario": scenario(guest, "steps-then-wait"), "n": n});

@@ -57,7 +57,7 @@ pub struct WorkflowConfig {
     /// `{ env = "VAR" }` for the host's environment variable VAR.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretSource>,
-    /// Memory limit per instance, in MiB (default 512).
+    /// Memory limit per instance, in MiB (default: [`crate::defaults`]).
     pub memory_mb: Option<usize>,
     /// Steps per instance (default 10,000).
     pub max_steps: Option<u64>,
@@ -75,26 +75,24 @@ pub enum SecretSource {
 
 impl WorkflowConfig {
     /// The policy of the workflow.
-    pub fn policy(&self, name: &str) -> Result<crate::policy::Policy> {
+    pub fn policy(&self, name: &str) -> Result<crate::durable::policy::Policy> {
         let mut secrets = BTreeMap::new();
         for (k, v) in &self.secrets {
             let value = match v {
                 SecretSource::Value(s) => s.clone(),
-                SecretSource::Env { env } => std::env::var(env).with_context(|| {
-                    format!("secret `{k}` of workflow `{name}`: the environment variable {env} is not set")
-                })?,
+                SecretSource::Env { env } => crate::durable::policy::secret_from_env(env)
+                    .map_err(|e| anyhow::anyhow!("secret `{k}` of workflow `{name}`: {e}"))?,
             };
             secrets.insert(k.clone(), value);
         }
-        let d = crate::policy::Limits::default();
-        Ok(crate::policy::Policy {
+        Ok(crate::durable::policy::Policy {
             allow_hosts: self.allow_hosts.clone(),
             secrets,
-            limits: crate::policy::Limits {
-                memory_bytes: self.memory_mb.map(|m| m << 20).unwrap_or(d.memory_bytes),
-                max_steps: self.max_steps.unwrap_or(d.max_steps),
-                body_cpu_ms: self.cpu_ms.unwrap_or(d.body_cpu_ms),
-            },
+            limits: crate::durable::policy::Limits::with(
+                self.memory_mb,
+                self.max_steps,
+                self.cpu_ms,
+            ),
         })
     }
 }
@@ -124,34 +122,8 @@ impl Config {
         Ok(c)
     }
 
-    /// Runs a workflow's build command, if any, and returns its component
-    /// path. The command finds this `weft` first on its `PATH` (so `weft
-    /// build` works whether or not weft is installed), and its output goes
-    /// to stderr with the rest of the server's log.
-    pub fn prepare(&self, name: &str) -> Result<PathBuf> {
-        let w = &self.workflows[name];
-        if let Some(cmd) = &w.build {
-            crate::cli::term::status("Building", &format!("{name}: {cmd}"));
-            let mut path: Vec<PathBuf> = std::env::current_exe()
-                .ok()
-                .and_then(|exe| Some(exe.parent()?.to_owned()))
-                .into_iter()
-                .collect();
-            path.extend(std::env::split_paths(
-                &std::env::var_os("PATH").unwrap_or_default(),
-            ));
-            let status = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .current_dir(&self.base)
-                .env("PATH", std::env::join_paths(path)?)
-                .stdout(crate::cli::stdout_to_stderr())
-                .status()
-                .with_context(|| format!("running the build command of `{name}`"))?;
-            if !status.success() {
-                bail!("the build command of workflow `{name}` failed: {cmd}");
-            }
-        }
-        Ok(self.base.join(&w.component))
+    /// The path of a workflow's component.
+    pub fn component_path(&self, name: &str) -> PathBuf {
+        self.base.join(&self.workflows[name].component)
     }
 }

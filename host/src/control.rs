@@ -15,6 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::journal::{Journal, Status};
 use crate::runner::Runtime;
+use crate::summary::InstanceSummary;
 
 /// A request to the process holding the data dir.
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,17 +98,14 @@ pub async fn execute(rt: &Runtime, req: Request) -> Result<Value> {
 pub fn read(journal: &Journal, req: Request, live: &dyn Fn(&str) -> bool) -> Result<Value> {
     match req {
         Request::Status { id } => match journal.instance(&id)? {
-            Some(rec) => Ok(serde_json::to_value(crate::cli::status_json(
-                &rec,
-                live(&id),
-            ))?),
+            Some(rec) => Ok(serde_json::to_value(InstanceSummary::of(&rec, live(&id)))?),
             None => bail!("no instance with id `{id}`"),
         },
         Request::List { status } => Ok(serde_json::to_value(
             journal
                 .list(status)?
                 .iter()
-                .map(|r| crate::cli::status_json(r, live(&r.id)))
+                .map(|r| InstanceSummary::of(r, live(&r.id)))
                 .collect::<Vec<_>>(),
         )?),
         Request::History { id } => {

@@ -20,7 +20,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::WorkflowPre;
-use crate::host::HostState;
+use crate::durable::HostState;
 
 /// How often the epoch ticks; guests yield to the host at each tick so that
 /// timeouts and shutdown can interrupt long computations.
@@ -155,7 +155,7 @@ impl Pool {
         let engine = new_engine(keep)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::host::add_to_linker(&mut linker)?;
+        crate::durable::add_to_linker(&mut linker)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);

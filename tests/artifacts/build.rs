@@ -34,11 +34,15 @@ fn main() {
         "examples/hello-rust/Cargo.toml",
         "examples/mixed/primes/src",
         "examples/mixed/primes/Cargo.toml",
+        "tests/e2e",
+        "host/src",
+        "bench/src",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut consts = String::new();
+    let users = sources_using_guests(&root);
     for (manifest, names) in GUESTS {
         build(&cargo, &root.join(manifest), &target_dir);
         for name in *names {
@@ -51,15 +55,55 @@ fn main() {
                 "guest {name} was not produced at {}",
                 path.display()
             );
+            let constant = name.to_uppercase().replace('-', "_");
+            assert!(
+                used(&users, &constant),
+                "the test guest `{name}` is used by no test: no `{constant}` in tests/e2e, host/src or bench/src; \
+                 use it or remove it from {}",
+                manifest
+            );
             consts.push_str(&format!(
-                "/// The `{name}` component.\npub const {}: &str = {:?};\n",
-                name.to_uppercase().replace('-', "_"),
+                "/// The `{name}` component.\npub const {constant}: &str = {:?};\n",
                 path.display().to_string()
             ));
         }
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("guests.rs");
     std::fs::write(out, consts).unwrap();
+}
+
+/// The text of every Rust file that may use a guest constant.
+fn sources_using_guests(root: &Path) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["tests/e2e", "host/src", "bench/src"] {
+        walk(&root.join(dir), &mut out);
+    }
+    out
+}
+
+/// Whether `constant` stands as a whole word in one of the sources.
+fn used(sources: &[String], constant: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sources.iter().any(|s| {
+        s.match_indices(constant).any(|(i, _)| {
+            let before = s[..i].chars().next_back();
+            let after = s[i + constant.len()..].chars().next();
+            !before.is_some_and(word) && !after.is_some_and(word)
+        })
+    })
 }
 
 fn build(cargo: &str, manifest: &Path, target_dir: &Path) {

@@ -1,9 +1,7 @@
 //! The command line's contract: exit codes, clear errors for bad input,
 //! listing and inspection.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn bad_input_gets_a_clear_error() {

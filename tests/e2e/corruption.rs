@@ -4,11 +4,9 @@
 //! and must print the same history as the undamaged dir or fail with a
 //! message: never fewer or other entries with exit 0.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 
 /// A small deterministic generator (xorshift), so every run damages the
 /// same offsets.

@@ -4,11 +4,9 @@
 //! step in flight at a kill ran again, and the output equals a run without
 //! crashes.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 
 const STEPS: usize = 30;
 const INPUT: &str = r#"{"scenario":"long","n":30,"ms":40}"#;

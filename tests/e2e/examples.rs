@@ -1,13 +1,11 @@
 //! Every example, built and run end to end as its README says, with the
 //! events it asks for, and a `kill -9` midway where it matters.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use common::python::py_component_at;
-use common::*;
+use crate::common::python::py_component_at;
+use crate::common::*;
 use serde_json::json;
 
 fn example(path: &str) -> String {
@@ -181,7 +179,7 @@ fn grocery_agent_orders_once_after_approval_even_across_a_crash() {
     assert_eq!(out["status"], "ordered");
     assert_eq!(out["missing"], json!(["butter"]));
     assert_eq!(out["total"], 12.2);
-    let orders = common::server::http("GET", &format!("{}/orders", shop.url), None, None).1;
+    let orders = crate::common::server::http("GET", &format!("{}/orders", shop.url), None, None).1;
     assert_eq!(orders.as_array().unwrap().len(), 1, "one order: {orders}");
 }
 

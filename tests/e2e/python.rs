@@ -1,12 +1,10 @@
 //! Python workflows built with `weft build` (componentize-py) and run by
 //! `weft run`, next to Rust workflows in the same data dir.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::python::py_component;
-use common::*;
+use crate::common::python::py_component;
+use crate::common::*;
 use serde_json::json;
 
 fn scenarios() -> String {

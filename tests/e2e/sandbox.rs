@@ -2,15 +2,13 @@
 //! journaled), secrets that never leak, resource limits, hostile
 //! components, and versioned deployments with checked upgrades.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::python::py_component;
-use common::*;
+use crate::common::python::py_component;
+use crate::common::*;
 use serde_json::json;
 use weft_test_artifacts::{BAD_IMPORT, COMMAND, SCENARIOS_V2};
 
@@ -246,7 +244,7 @@ fn secrets_are_readable_in_steps_and_never_recorded() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let (code, _) = common::server::http(
+    let (code, _) = crate::common::server::http(
         "POST",
         &format!("{url}/v1/workflows/py/instances"),
         Some(r#"{"id":"ps","params":{"scenario":"secret"}}"#),
@@ -255,7 +253,7 @@ fn secrets_are_readable_in_steps_and_never_recorded() {
     assert_eq!(code, 201);
     let mut v = json!(null);
     for _ in 0..3000 {
-        v = common::server::http(
+        v = crate::common::server::http(
             "GET",
             &format!("{url}/v1/workflows/py/instances/ps"),
             None,
@@ -393,7 +391,7 @@ fn redeploys_keep_running_instances_on_their_version_and_upgrades_are_checked() 
     let w = Weft::new();
     let v1 = format!("[workflows.rs]\ncomponent = {SCENARIOS:?}\n");
     let s = w.serve("serve-1", &v1, &[]);
-    let create = |s: &common::server::Server, id: &str, params: serde_json::Value| {
+    let create = |s: &crate::common::server::Server, id: &str, params: serde_json::Value| {
         s.post(
             "/v1/workflows/rs/instances",
             &json!({"id": id, "params": params}).to_string(),

@@ -1,9 +1,7 @@
 //! The semantics of DESIGN.md, driven through the `weft` binary with the
 //! `scenarios` test guest.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[test]

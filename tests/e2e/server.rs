@@ -1,13 +1,11 @@
 //! `weft serve`: the HTTP API over real HTTP on loopback, the instance
 //! lifecycle, the scheduler, restarts of the server and child workflows.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::python::py_component;
-use common::server::{Server, http};
-use common::*;
+use crate::common::python::py_component;
+use crate::common::server::{Server, http};
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn rust_only() -> String {

@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod client;
 mod inspect;
+mod open;
 mod run;
 pub mod serve;
 pub mod term;
@@ -13,10 +14,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
-use crate::journal::{ErrorInfo, InstanceRecord, Status};
+use crate::defaults;
 
 /// weft: run durable workflows compiled to WebAssembly components.
 #[derive(Parser, Debug)]
@@ -71,7 +70,7 @@ pub enum Command {
 pub struct ExecOptions {
     /// Drop an instance from memory when everything it waits for is further
     /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
-    #[arg(long, env = "WEFT_EVICT_AFTER", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_EVICT_AFTER", default_value = defaults::EVICT_AFTER_TEXT, value_parser = parse_duration)]
     pub evict_after: Duration,
     /// A host that `fetch` in step bodies may reach (repeatable; `*.x.com`
     /// and `*` work). Nothing is reachable by default.
@@ -82,35 +81,34 @@ pub struct ExecOptions {
     #[arg(long = "secret", value_name = "NAME[=VAR]")]
     pub secrets: Vec<String>,
     /// Memory limit per instance, in MiB.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = defaults::MEMORY_MB)]
     pub memory_mb: usize,
     /// Steps per instance.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults::MAX_STEPS)]
     pub max_steps: u64,
     /// CPU time of the workflow body outside steps, per run, in ms.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = defaults::BODY_CPU_MS)]
     pub cpu_ms: u64,
 }
 
 impl ExecOptions {
     /// The policy these options describe.
-    pub fn policy(&self) -> Result<crate::policy::Policy> {
+    pub fn policy(&self) -> Result<crate::durable::policy::Policy> {
         let mut secrets = std::collections::BTreeMap::new();
         for s in &self.secrets {
             let (name, var) = s.split_once('=').unwrap_or((s, s));
-            let value = std::env::var(var).map_err(|_| {
-                anyhow::anyhow!("--secret {s}: the environment variable {var} is not set")
-            })?;
+            let value = crate::durable::policy::secret_from_env(var)
+                .map_err(|e| anyhow::anyhow!("--secret {s}: {e}"))?;
             secrets.insert(name.to_owned(), value);
         }
-        Ok(crate::policy::Policy {
+        Ok(crate::durable::policy::Policy {
             allow_hosts: self.allow_hosts.clone(),
             secrets,
-            limits: crate::policy::Limits {
-                memory_bytes: self.memory_mb << 20,
-                max_steps: self.max_steps,
-                body_cpu_ms: self.cpu_ms,
-            },
+            limits: crate::durable::policy::Limits::with(
+                Some(self.memory_mb),
+                Some(self.max_steps),
+                Some(self.cpu_ms),
+            ),
         })
     }
 }
@@ -118,12 +116,12 @@ impl ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
-            evict_after: crate::runner::DEFAULT_EVICT_AFTER,
+            evict_after: defaults::EVICT_AFTER,
             allow_hosts: Vec::new(),
             secrets: Vec::new(),
-            memory_mb: 512,
-            max_steps: 10_000,
-            cpu_ms: 30_000,
+            memory_mb: defaults::MEMORY_MB,
+            max_steps: defaults::MAX_STEPS,
+            cpu_ms: defaults::BODY_CPU_MS,
         }
     }
 }
@@ -160,41 +158,6 @@ pub fn json_arg(arg: &str) -> Result<String> {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading JSON from {path}: {e}")),
         None => Ok(arg.to_owned()),
-    }
-}
-
-/// What `weft status` prints for an instance.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusJson<'a> {
-    pub id: &'a str,
-    pub workflow: &'a str,
-    pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a ErrorInfo>,
-    pub version: &'a str,
-    pub created_ms: u64,
-    pub updated_ms: u64,
-    /// Unfinished, not paused, and no weft process runs it: it goes on only
-    /// with `weft resume` (after a `kill -9` of `weft run`, say).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub interrupted: bool,
-}
-
-/// [`StatusJson`] of an instance; `live` says whether a process runs it.
-pub fn status_json(rec: &InstanceRecord, live: bool) -> StatusJson<'_> {
-    StatusJson {
-        interrupted: !live && !rec.status.is_final() && rec.status != Status::Paused,
-        id: &rec.id,
-        workflow: &rec.workflow,
-        status: rec.status,
-        output: rec.output.as_deref(),
-        error: rec.error.as_ref(),
-        version: &rec.digest,
-        created_ms: rec.created_ms,
-        updated_ms: rec.updated_ms,
     }
 }
 

@@ -10,6 +10,7 @@ use super::{ExecOptions, term};
 use crate::api::{Api, router};
 use crate::config::Config;
 use crate::control;
+use crate::defaults;
 use crate::scheduler::Scheduler;
 
 #[derive(clap::Args, Debug)]
@@ -30,7 +31,7 @@ pub struct ServeArgs {
     pub max_running: Option<usize>,
     /// Close a connection that takes longer than this to send a request's
     /// head, or that stays idle this long between requests.
-    #[arg(long, default_value = "20s", value_parser = super::parse_duration)]
+    #[arg(long, default_value = defaults::HEAD_TIMEOUT_TEXT, value_parser = super::parse_duration)]
     pub head_timeout: std::time::Duration,
     #[command(flatten)]
     pub exec: ExecOptions,
@@ -72,7 +73,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .addr
         .clone()
         .or(cfg.server.addr.clone())
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+        .unwrap_or_else(|| defaults::ADDR.into());
     let addr: SocketAddr = addr_text
         .parse()
         .with_context(|| format!("`{addr_text}` is not an address like 127.0.0.1:8080"))?;
@@ -88,13 +89,13 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
             "serving on {addr}, which is not loopback, needs a token{given}: --token or WEFT_TOKEN"
         );
     }
-    let rt = super::run::open_runtime(data_dir, &a.exec)?;
+    let rt = super::open::open_runtime(data_dir, &a.exec)?;
     let mut workflows = Vec::new();
     for (name, w) in &cfg.workflows {
-        let path = cfg.prepare(name)?;
+        let path = prepare(&cfg, name)?;
         let bytes = std::fs::read(&path)
             .with_context(|| format!("reading the component of `{name}`: {}", path.display()))?;
-        let digest = super::run::store_and_load(&rt, &path, &bytes, "Deployed")
+        let digest = super::open::store_and_load(&rt, &path, &bytes, "Deployed")
             .with_context(|| format!("deploying workflow `{name}`"))?;
         rt.set_policy(name, w.policy(name)?);
         workflows.push((name.clone(), digest, w.concurrency));
@@ -107,7 +108,10 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     if removed > 0 {
         term::status("Removed", &format!("{removed} unused component versions"));
     }
-    let max_running = a.max_running.or(cfg.server.max_running).unwrap_or(500);
+    let max_running = a
+        .max_running
+        .or(cfg.server.max_running)
+        .unwrap_or(defaults::MAX_RUNNING);
     let scheduler = Scheduler::new(rt.clone(), workflows, max_running);
     scheduler.install_children();
     let socket = control::serve(rt.clone())?;
@@ -133,4 +137,34 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     result?;
     Ok(0)
+}
+
+/// Runs a workflow's build command, if any, and returns its component path.
+/// The command finds this `weft` first on its `PATH` (so `weft build` works
+/// whether or not weft is installed), and its output goes to stderr with
+/// the rest of the server's log.
+fn prepare(cfg: &Config, name: &str) -> Result<PathBuf> {
+    if let Some(cmd) = &cfg.workflows[name].build {
+        term::status("Building", &format!("{name}: {cmd}"));
+        let mut path: Vec<PathBuf> = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.to_owned()))
+            .into_iter()
+            .collect();
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(&cfg.base)
+            .env("PATH", std::env::join_paths(path)?)
+            .stdout(super::stdout_to_stderr())
+            .status()
+            .with_context(|| format!("running the build command of `{name}`"))?;
+        if !status.success() {
+            bail!("the build command of workflow `{name}` failed: {cmd}");
+        }
+    }
+    Ok(cfg.component_path(name))
 }

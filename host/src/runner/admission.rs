@@ -87,3 +87,16 @@ impl Admission {
         self.held().take();
     }
 }
+
+impl crate::durable::RunPermits for Admission {
+    fn release(&self) {
+        Admission::release(self);
+    }
+
+    fn reacquire(&self) -> crate::durable::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The semaphores are never closed while instances run.
+            let _ = self.acquire().await;
+        })
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, watch};
 
+use crate::durable::{Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
 use crate::engine::Components;
-use crate::host::{Instance, Progress, RunningStep, next_retry_ms};
 use crate::journal::{
     AttemptResult, Created, Entry, ErrorInfo, InstanceRecord, Journal, JournalError, Status,
     StatusUpdate, UnixMs, now_ms, until_ms,
@@ -24,27 +24,15 @@ mod store;
 mod upgrade;
 mod watchdog;
 
+pub use crate::durable::{Children, Control};
 pub use admission::Admission;
 pub use input::{InvalidInput, make_event, new_id, parse_payload, valid_id};
 use store::workflow_event;
 
 use watchdog::watchdog;
 
-/// Starts child workflows; implemented by the server's scheduler.
-pub trait Children: Send + Sync {
-    /// Creates (unless it exists) and starts instance `id` of `workflow`
-    /// with `params`, as a child of `parent`.
-    fn start_child(
-        &self,
-        workflow: String,
-        id: String,
-        params: String,
-        parent: String,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ErrorInfo>> + Send + '_>>;
-}
-
 /// Default time after which a waiting instance is dropped from memory.
-pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(5);
+pub const DEFAULT_EVICT_AFTER: Duration = crate::defaults::EVICT_AFTER;
 
 /// The engine, the journal and the live instances of one data dir.
 pub struct Runtime {
@@ -57,8 +45,8 @@ pub struct Runtime {
     /// metrics).
     pub finished: std::sync::atomic::AtomicUsize,
     /// Policies by workflow name; `default_policy` for the others.
-    policies: Mutex<HashMap<String, Arc<crate::policy::Policy>>>,
-    pub default_policy: Mutex<Arc<crate::policy::Policy>>,
+    policies: Mutex<HashMap<String, Arc<crate::durable::policy::Policy>>>,
+    pub default_policy: Mutex<Arc<crate::durable::policy::Policy>>,
     /// Who starts child workflows (the scheduler of `weft serve`).
     pub children: std::sync::OnceLock<std::sync::Weak<dyn Children>>,
     /// An instance whose every pending call waits longer than this is
@@ -98,7 +86,7 @@ impl Runtime {
             children: std::sync::OnceLock::new(),
             finished: std::sync::atomic::AtomicUsize::new(0),
             policies: Mutex::new(HashMap::new()),
-            default_policy: Mutex::new(Arc::new(crate::policy::Policy::default())),
+            default_policy: Mutex::new(Arc::new(crate::durable::policy::Policy::default())),
             evict_after,
         }))
     }
@@ -158,7 +146,7 @@ impl Runtime {
     }
 
     /// Sets the policy of a workflow.
-    pub fn set_policy(&self, workflow: &str, policy: crate::policy::Policy) {
+    pub fn set_policy(&self, workflow: &str, policy: crate::durable::policy::Policy) {
         self.policies
             .lock()
             .unwrap()
@@ -166,7 +154,7 @@ impl Runtime {
     }
 
     /// The policy instances of `workflow` run under.
-    pub fn policy(&self, workflow: &str) -> Arc<crate::policy::Policy> {
+    pub fn policy(&self, workflow: &str) -> Arc<crate::durable::policy::Policy> {
         match self.policies.lock().unwrap().get(workflow) {
             Some(p) => p.clone(),
             None => self.default_policy.lock().unwrap().clone(),
@@ -364,18 +352,19 @@ impl Runtime {
             });
         }
         let replay = Replay::new(entries);
-        let mut inst = Instance::new(
-            rec.id.clone(),
-            self.journal.clone(),
+        let inst = Instance::new(InstanceOptions {
+            id: rec.id.clone(),
+            journal: self.journal.clone(),
             replay,
-            rec.seed,
-            events.clone(),
-            control.clone(),
-            self.children.get().and_then(|w| w.upgrade()),
-            self.policy(&rec.workflow),
-            progress.clone(),
-        );
-        Arc::get_mut(&mut inst).expect("new instance").admission = admission.cloned();
+            seed: rec.seed,
+            events: events.clone(),
+            control: control.clone(),
+            children: self.children.get().and_then(|w| w.upgrade()),
+            policy: self.policy(&rec.workflow),
+            progress: progress.clone(),
+            admission: admission.map(|a| a.clone() as Arc<dyn crate::durable::RunPermits>),
+            dry_run: false,
+        });
         let policy = inst.policy.clone();
         let _live = self.journal.live();
         let _resident = self.components.resident();
@@ -429,7 +418,8 @@ impl Runtime {
             }
             Ok(Ok(Err(e))) => {
                 let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
-                let e = crate::host::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
+                let e =
+                    crate::durable::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
                 let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
                 Ok(RunEnd::Final(rec))
             }
@@ -445,7 +435,7 @@ impl Runtime {
                     None => trap.to_string(),
                 };
                 let e = if memory_hit {
-                    crate::host::memory_limit_exceeded(policy.limits.memory_bytes)
+                    crate::durable::memory_limit_exceeded(policy.limits.memory_bytes)
                 } else {
                     ErrorInfo::new(
                         "WorkflowTrap",
@@ -551,25 +541,6 @@ pub enum Idle {
     },
     /// Paused on request; it stays paused until resumed.
     Paused,
-}
-
-/// Operator requests to a live instance.
-#[derive(Default)]
-pub struct Control {
-    pause: std::sync::atomic::AtomicBool,
-    /// Signalled when `pause` changes.
-    pub changed: tokio::sync::Notify,
-}
-
-impl Control {
-    pub fn pause_requested(&self) -> bool {
-        self.pause.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub fn set_pause(&self, pause: bool) {
-        self.pause.store(pause, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
 }
 
 enum RunEnd {

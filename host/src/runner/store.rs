@@ -6,7 +6,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::Runtime;
 use crate::bindings::types::WorkflowEvent;
-use crate::host::{HostState, Instance};
+use crate::durable::{HostState, Instance};
 use crate::journal::{ErrorInfo, InstanceRecord};
 
 impl Runtime {

@@ -8,7 +8,7 @@ use anyhow::Result;
 use tokio::sync::watch;
 
 use super::{Control, Runtime, workflow_event};
-use crate::host::Instance;
+use crate::durable::{Instance, InstanceOptions};
 use crate::journal::{ErrorInfo, JournalError};
 use crate::replay::Replay;
 
@@ -24,18 +24,19 @@ impl Runtime {
         let component = self.components.load(digest)?;
         let replay = Replay::new(self.journal.entries(id)?);
         let events = watch::channel(0).1;
-        let mut inst = Instance::new(
-            rec.id.clone(),
-            self.journal.clone(),
+        let inst = Instance::new(InstanceOptions {
+            id: rec.id.clone(),
+            journal: self.journal.clone(),
             replay,
-            rec.seed,
+            seed: rec.seed,
             events,
-            Arc::new(Control::default()),
-            None,
-            self.policy(&rec.workflow),
-            None,
-        );
-        Arc::get_mut(&mut inst).expect("new instance").dry_run = true;
+            control: Arc::new(Control::default()),
+            children: None,
+            policy: self.policy(&rec.workflow),
+            progress: None,
+            admission: None,
+            dry_run: true,
+        });
         let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
         let event = workflow_event(&rec);
         let run = async {

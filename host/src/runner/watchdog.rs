@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Control, Interrupt};
-use crate::host::{Instance, WaitFor};
+use crate::durable::{Instance, WaitFor};
 use crate::journal::now_ms;
 
 /// Watches a live instance: returns when a step passes its deadline or when

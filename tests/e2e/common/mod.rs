@@ -1,5 +1,4 @@
 //! Helpers for end-to-end tests that drive the real `weft` binary.
-#![allow(dead_code, unused_imports)]
 
 pub mod python;
 pub mod server;
@@ -214,8 +213,4 @@ pub fn entries<'a>(history: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-pub fn exists(p: &str) -> bool {
-    Path::new(p).exists()
 }

@@ -1,6 +1,11 @@
 //! The `weft:workflow/durable` host interface and the per-instance state
-//! behind it: replay matching, journaling, waits and the journaled WASI
-//! clocks and randomness.
+//! behind it: replay matching, journaling, waits, `fetch` and secrets, and
+//! the journaled WASI clocks and randomness.
+//!
+//! This layer sits on the replay index and the journal; what it needs from
+//! the layers above (who starts child workflows, the run permits a waiting
+//! instance gives back, operator requests) are the traits and types of
+//! [`control`], which the runner implements.
 //!
 //! Store data is [`HostState`]; the durable interface reads it through the
 //! [`Durable`] projection. Everything that must outlive one host call (the
@@ -24,17 +29,21 @@ use crate::journal::{
 use crate::replay::{CallRecord, Kind};
 
 mod child;
+mod control;
 mod convert;
+pub mod fetch;
 mod instance;
 mod limits;
 mod output;
+pub mod policy;
 mod wasi;
 
 pub use child::child_id;
+pub use control::{BoxFuture, Children, Control, RunPermits};
 pub use convert::next_retry_ms;
 use convert::{from_wit, to_wit, wait_result};
 use instance::StepHandle;
-pub use instance::{Instance, PendingWait, Progress, RunningStep, State, WaitFor};
+pub use instance::{Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor};
 pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
 use output::GuestOutput;
 use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};
@@ -411,7 +420,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         request: wit::HttpRequest,
     ) -> Result<Result<wit::HttpResponse, wit::FetchError>> {
         let inst = instance_of(accessor);
-        Ok(crate::fetch::fetch(&inst, request).await)
+        Ok(fetch::fetch(&inst, request).await)
     }
 
     async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {

@@ -122,40 +122,63 @@ pub struct Instance {
     /// Counts events sent to this instance.
     pub events: watch::Receiver<u64>,
     /// Operator requests (pause).
-    pub control: Arc<crate::runner::Control>,
+    pub control: Arc<super::Control>,
     /// Starts child workflows, when a server runs this instance.
-    pub children: Option<Arc<dyn crate::runner::Children>>,
+    pub children: Option<Arc<dyn super::Children>>,
     /// What the workflow may do (hosts, secrets, limits).
-    pub policy: Arc<crate::policy::Policy>,
+    pub policy: Arc<crate::durable::policy::Policy>,
     /// Replay only, to check a new version: stop before any new work or
     /// wait, and write nothing.
     pub dry_run: bool,
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// The run permits of a server's instance, given back while it waits.
-    pub admission: Option<Arc<crate::runner::Admission>>,
+    pub admission: Option<Arc<dyn super::RunPermits>>,
+}
+
+/// What an [`Instance`] is made of.
+pub struct InstanceOptions {
+    pub id: String,
+    pub journal: Journal,
+    /// The instance's journal, to replay against.
+    pub replay: Replay,
+    /// Seed of the guest's randomness outside steps.
+    pub seed: u64,
+    /// Counts events sent to the instance.
+    pub events: watch::Receiver<u64>,
+    pub control: Arc<super::Control>,
+    /// Starts child workflows, when something can.
+    pub children: Option<Arc<dyn super::Children>>,
+    pub policy: Arc<crate::durable::policy::Policy>,
+    pub progress: Option<mpsc::UnboundedSender<Progress>>,
+    /// The run permits of a server's instance, given back while it waits.
+    pub admission: Option<Arc<dyn super::RunPermits>>,
+    /// Replay only, to check a new version: write nothing.
+    pub dry_run: bool,
 }
 
 impl Instance {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: String,
-        journal: Journal,
-        replay: Replay,
-        seed: u64,
-        events: watch::Receiver<u64>,
-        control: Arc<crate::runner::Control>,
-        children: Option<Arc<dyn crate::runner::Children>>,
-        policy: Arc<crate::policy::Policy>,
-        progress: Option<mpsc::UnboundedSender<Progress>>,
-    ) -> Arc<Instance> {
+    pub fn new(o: InstanceOptions) -> Arc<Instance> {
+        let InstanceOptions {
+            id,
+            journal,
+            replay,
+            seed,
+            events,
+            control,
+            children,
+            policy,
+            progress,
+            admission,
+            dry_run,
+        } = o;
         Arc::new(Instance {
             id,
             journal,
             control,
             children,
             policy,
-            dry_run: false,
-            admission: None,
+            dry_run,
+            admission,
             state: Mutex::new(State {
                 replay,
                 handles: HashMap::new(),
@@ -235,8 +258,7 @@ impl Instance {
     /// the instance only waited.
     pub(crate) async fn wait_over(&self) {
         if let Some(a) = &self.admission {
-            // The semaphores are never closed while instances run.
-            let _ = a.acquire().await;
+            a.reacquire().await;
         }
     }
 

@@ -18,12 +18,34 @@ pub struct Limits {
     pub body_cpu_ms: u64,
 }
 
+impl Limits {
+    /// The limits given, the defaults for the others.
+    pub fn with(
+        memory_mb: Option<usize>,
+        max_steps: Option<u64>,
+        body_cpu_ms: Option<u64>,
+    ) -> Limits {
+        let d = Limits::default();
+        Limits {
+            memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m << 20),
+            max_steps: max_steps.unwrap_or(d.max_steps),
+            body_cpu_ms: body_cpu_ms.unwrap_or(d.body_cpu_ms),
+        }
+    }
+}
+
+/// The value of a secret kept in the host's environment variable `var`
+/// (`--secret NAME=VAR`, `{ env = "VAR" }` in weft.toml).
+pub fn secret_from_env(var: &str) -> Result<String, String> {
+    std::env::var(var).map_err(|_| format!("the environment variable {var} is not set"))
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            memory_bytes: 512 << 20,
-            max_steps: 10_000,
-            body_cpu_ms: 30_000,
+            memory_bytes: crate::defaults::MEMORY_MB << 20,
+            max_steps: crate::defaults::MAX_STEPS,
+            body_cpu_ms: crate::defaults::BODY_CPU_MS,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::bindings::types as wit;
-use crate::host::Instance;
+use crate::durable::Instance;
 
 /// Default timeout of one request.
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;

@@ -1,0 +1,14 @@
+//! weft's end-to-end tests, one binary (as wasmtime's `tests/all`): each
+//! module drives the real `weft` binary; `common` holds the shared helpers,
+//! compiled once.
+
+mod common;
+
+mod cli;
+mod corruption;
+mod crash;
+mod examples;
+mod python;
+mod sandbox;
+mod semantics;
+mod server;
