@@ -32,12 +32,10 @@ from ._io import (
     fetch,
     secret,
 )
+from ._errors import NonRetryableError, StepError, WaitTimeoutError
 from ._workflow import (
-    NonRetryableError,
     StepContext,
-    StepError,
     StepFunction,
-    WaitTimeoutError,
     WorkflowEntrypoint,
     WorkflowStep,
 )

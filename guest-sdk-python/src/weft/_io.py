@@ -10,7 +10,7 @@ from componentize_py_types import Err
 from wit_world.imports import durable, types
 
 from ._duration import Duration, to_ms
-from ._workflow import NonRetryableError
+from ._errors import NonRetryableError
 
 
 class FetchError(Exception):

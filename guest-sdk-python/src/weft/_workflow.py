@@ -16,27 +16,14 @@ from componentize_py_types import Err, Ok
 from wit_world.imports import durable, types
 
 from ._duration import Duration, to_ms
+from ._errors import NonRetryableError, StepError, WaitTimeoutError
+from ._io import Env
 
 T = TypeVar("T")
 
 DEFAULT_RETRIES: dict[str, Any] = {"limit": 5, "delay": "10 seconds", "backoff": "exponential"}
 DEFAULT_TIMEOUT = "10 minutes"
 DEFAULT_EVENT_TIMEOUT = "24 hours"
-
-
-class NonRetryableError(Exception):
-    """Raised in a step to fail it at once, without further attempts."""
-
-
-class WaitTimeoutError(Exception):
-    """Raised by `step.wait_for_event` when no event arrived in time."""
-
-
-class StepError(Exception):
-    """A step's final error whose original type is not known here.
-
-    `type(e).__name__` is the original type name.
-    """
 
 
 class StepContext:
@@ -522,8 +509,6 @@ class WorkflowEntrypoint:
     `async def run(self, event, step)`."""
 
     def __init__(self, ctx: Any = None, env: Any = None) -> None:
-        from ._io import Env
-
         self.ctx = ctx
         self.env = env if env is not None else Env()
 
