@@ -186,6 +186,11 @@ impl Pool {
 /// compatibility hash and weft's version), so a weft or an engine setting
 /// that differs compiles its own.
 fn cache_dir(data_dir: &Path) -> PathBuf {
+    // Unit tests keep their compiled code in their own data dirs, not in
+    // the user's cache.
+    if cfg!(test) {
+        return data_dir.join("cache");
+    }
     let nonempty = |v: &str| {
         std::env::var_os(v)
             .filter(|s| !s.is_empty())

@@ -6,9 +6,14 @@
 //! the router (see [`listen`]). With a token configured, every `/v1`
 //! request must carry `Authorization: Bearer <token>`.
 
+mod error;
 pub mod listen;
+pub mod types;
 
-use std::collections::BTreeMap;
+pub use error::ApiError;
+use error::{json_errors, too_large};
+use types::*;
+
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -18,82 +23,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::journal::{
-    AttemptResult, Entry, InstanceRecord, JournalError, MAX_PAYLOAD_BYTES, Status,
-};
-use crate::scheduler::{LifecycleError, Scheduler};
+use crate::journal::{InstanceRecord, MAX_PAYLOAD_BYTES, Status};
+use crate::scheduler::Scheduler;
+use crate::summary::InstanceSummary;
 
 /// Shared state of the API handlers.
 pub struct Api {
     pub scheduler: Arc<Scheduler>,
     pub token: Option<String>,
-}
-
-/// An API error.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> ApiError {
-        if let Some(l) = e.downcast_ref::<LifecycleError>() {
-            return match l {
-                LifecycleError::UnknownWorkflow(_) | LifecycleError::UnknownInstance(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not_found", l.to_string())
-                }
-                LifecycleError::Conflict(_) => {
-                    ApiError::new(StatusCode::CONFLICT, "conflict", l.to_string())
-                }
-                LifecycleError::Invalid(_) => ApiError::bad_request(l.to_string()),
-            };
-        }
-        if let Some(j) = e.downcast_ref::<JournalError>() {
-            return match j {
-                JournalError::UnknownInstance(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not_found", j.to_string())
-                }
-                JournalError::Finished { .. } => {
-                    ApiError::new(StatusCode::CONFLICT, "conflict", j.to_string())
-                }
-                _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", j.to_string()),
-            };
-        }
-        if let Some(i) = e.downcast_ref::<crate::runner::InvalidInput>() {
-            return ApiError::bad_request(i.to_string());
-        }
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{e:#}"),
-        )
-    }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -141,58 +80,6 @@ pub fn router(api: Arc<Api>) -> Router {
 /// would be 100 MiB held at once, so the batch as a whole is limited.
 pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
-/// Gives every error answer the API's JSON body: those of axum's own
-/// (405 for an unknown method, a query string or path that does not parse,
-/// a body over the limit) come as plain text or empty.
-async fn json_errors(res: Response) -> Response {
-    let json = res
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    let status = res.status();
-    if json || !(status.is_client_error() || status.is_server_error()) {
-        return res;
-    }
-    let (parts, body) = res.into_parts();
-    let text = axum::body::to_bytes(body, 64 << 10)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
-    let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::CONFLICT => "conflict",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::URI_TOO_LONG => "uri_too_long",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        s if s.is_server_error() => "internal",
-        _ => "error",
-    };
-    let message = match (status, text.is_empty()) {
-        (StatusCode::METHOD_NOT_ALLOWED, _) => {
-            "this route does not take that method (its `Allow` header lists those it takes)"
-                .to_owned()
-        }
-        (StatusCode::PAYLOAD_TOO_LARGE, _) => format!(
-            "the body is over the limit ({MAX_PAYLOAD_BYTES} bytes per payload; {MAX_BATCH_BYTES} for a batch)"
-        ),
-        (_, false) => text,
-        (_, true) => status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_ascii_lowercase(),
-    };
-    let mut res = ApiError::new(status, code, message).into_response();
-    if let Some(allow) = parts.headers.get(axum::http::header::ALLOW) {
-        res.headers_mut()
-            .insert(axum::http::header::ALLOW, allow.clone());
-    }
-    res
-}
-
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
     if let Some(token) = &api.token {
         let given = req
@@ -232,14 +119,6 @@ fn parse_json(body: &Bytes) -> ApiResult<Value> {
     })
 }
 
-fn too_large(n: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the payload is {n} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)"),
-    )
-}
-
 fn payload_text(v: &Value) -> ApiResult<String> {
     let text = v.to_string();
     if text.len() > MAX_PAYLOAD_BYTES {
@@ -248,102 +127,35 @@ fn payload_text(v: &Value) -> ApiResult<String> {
     Ok(text)
 }
 
-/// The summary of an instance.
-pub fn instance_json(rec: &InstanceRecord) -> Value {
-    let mut v = json!({
-        "id": rec.id,
-        "workflow": rec.workflow,
-        "status": rec.status,
-        "version": rec.digest,
-        "createdMs": rec.created_ms,
-        "updatedMs": rec.updated_ms,
-    });
-    if let Some(o) = &rec.output {
-        v["output"] = serde_json::from_str(o.get()).unwrap_or(Value::Null);
-    }
-    if let Some(e) = &rec.error {
-        v["error"] = json!(e);
-    }
-    v
-}
-
-/// The steps of an instance, one row per step occurrence.
-fn steps_json(entries: &[(u64, Entry)]) -> Vec<Value> {
-    let mut rows: BTreeMap<(String, u32), Value> = BTreeMap::new();
-    let mut order = Vec::new();
-    for (_, e) in entries {
-        let Entry::Step {
-            name,
-            n,
-            attempt,
-            started_ms,
-            ended_ms,
-            result,
-        } = e
-        else {
-            continue;
-        };
-        let key = (name.clone(), *n);
-        let row = rows.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            json!({"name": name, "count": n + 1, "startedMs": started_ms})
-        });
-        row["attempts"] = json!(attempt);
-        match result {
-            AttemptResult::Ok { value } => {
-                row["status"] = json!("complete");
-                row["endedMs"] = json!(ended_ms);
-                row["output"] = value.clone();
-            }
-            AttemptResult::Err { error, retry_ms } => {
-                row["error"] = json!(error);
-                if retry_ms.is_some() {
-                    row["status"] = json!("retrying");
-                } else {
-                    row["status"] = json!("errored");
-                    row["endedMs"] = json!(ended_ms);
-                }
-            }
-        }
-    }
-    order
-        .into_iter()
-        .map(|k| rows.remove(&k).unwrap())
-        .collect()
-}
-
-async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Value>> {
+async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows>> {
     let instances = api
         .scheduler
         .rt
         .journal
         .list(None)
         .map_err(anyhow::Error::from)?;
-    let mut out: Vec<Value> = api
+    let mut workflows: Vec<WorkflowInfo> = api
         .scheduler
         .workflows()
         .map(|w| {
-            let mut versions: Vec<&str> = instances
+            let mut versions: Vec<String> = instances
                 .iter()
                 .filter(|r| r.workflow == w.name && r.digest != w.digest)
-                .map(|r| r.digest.as_str())
+                .map(|r| r.digest.clone())
                 .collect();
             versions.sort();
             versions.dedup();
-            versions.insert(0, &w.digest);
-            json!({"name": w.name, "version": w.digest, "versions": versions, "concurrency": w.concurrency})
+            versions.insert(0, w.digest.clone());
+            WorkflowInfo {
+                name: w.name.clone(),
+                version: w.digest.clone(),
+                versions,
+                concurrency: w.concurrency,
+            }
         })
         .collect();
-    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(json!({"workflows": out})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    id: Option<String>,
-    #[serde(default)]
-    params: Value,
+    workflows.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(Workflows { workflows }))
 }
 
 fn create_body(v: Value) -> ApiResult<CreateBody> {
@@ -365,14 +177,14 @@ async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(instance_json(&rec))).into_response())
+    Ok((status, Json(InstanceSummary::of(&rec, true))).into_response())
 }
 
 async fn create_batch(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Created>> {
     // The body limit of the route bounds the batch; each params is checked
     // against the payload limit below.
     let Value::Array(items) = parse_json(&body)? else {
@@ -395,23 +207,16 @@ async fn create_batch(
     for b in bodies {
         let params = payload_text(&b.params)?;
         let (_, rec) = api.scheduler.create(&name, b.id, &params).await?;
-        out.push(instance_json(&rec));
+        out.push(InstanceSummary::of(&rec, true));
     }
-    Ok(Json(json!({"instances": out})))
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    Ok(Json(Created { instances: out }))
 }
 
 async fn list_instances(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InstancePage>> {
     api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
     let status = match &q.status {
         Some(s) => Some(s.parse::<Status>().map_err(ApiError::bad_request)?),
@@ -440,10 +245,10 @@ async fn list_instances(
     } else {
         None
     };
-    Ok(Json(json!({
-        "instances": page.iter().map(|r| instance_json(r)).collect::<Vec<_>>(),
-        "cursor": cursor,
-    })))
+    Ok(Json(InstancePage {
+        instances: page.iter().map(|r| InstanceSummary::of(r, true)).collect(),
+        cursor,
+    }))
 }
 
 fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
@@ -470,22 +275,23 @@ fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
     }
 }
 
-fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<Value>> {
+fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDetail>> {
     let entries = api
         .scheduler
         .rt
         .journal
         .entries(&rec.id)
         .map_err(anyhow::Error::from)?;
-    let mut v = instance_json(rec);
-    v["steps"] = json!(steps_json(&entries));
-    Ok(Json(v))
+    Ok(Json(InstanceDetail {
+        summary: InstanceSummary::of(rec, true),
+        steps: StepSummary::of(&entries),
+    }))
 }
 
 async fn get_instance(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InstanceDetail>> {
     let rec = load(&api, Some(&name), &id)?;
     detailed(&api, &rec)
 }
@@ -493,35 +299,16 @@ async fn get_instance(
 async fn get_instance_by_id(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InstanceDetail>> {
     let rec = load(&api, None, &id)?;
     detailed(&api, &rec)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusBody {
-    status: String,
-    from: Option<FromStep>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FromStep {
-    name: String,
-    #[serde(default = "one")]
-    count: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 async fn change_status(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InstanceSummary>> {
     load(&api, Some(&name), &id)?;
     let b: StatusBody = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"status\": \"pause\" | \"resume\" | \"terminate\" | \"restart\", \"from\"?}}: {e}")))?;
@@ -540,7 +327,7 @@ async fn change_status(
             )));
         }
     };
-    Ok(Json(instance_json(&rec)))
+    Ok(Json(InstanceSummary::of(&rec, true)))
 }
 
 async fn send_event(
@@ -566,20 +353,12 @@ async fn delete_instance(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpgradeBody {
-    id: Option<String>,
-    #[serde(default)]
-    all: bool,
-}
-
 /// Moves instances to the newest version when their journal replays on it.
 async fn upgrade(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     body: Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UpgradeReport>> {
     let wf = api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
     let b: UpgradeBody = serde_json::from_value(parse_body(&body)?).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}"))
@@ -605,11 +384,16 @@ async fn upgrade(
     let mut refused = Vec::new();
     for id in ids {
         match api.scheduler.upgrade(&id).await? {
-            Ok(_) => upgraded.push(json!(id)),
-            Err(reason) => refused.push(json!({"id": id, "reason": reason})),
+            Ok(_) => upgraded.push(id),
+            Err(reason) => refused.push(Refused { id, reason }),
         }
     }
-    Ok(Json(
-        json!({"version": wf.digest, "upgraded": upgraded, "refused": refused}),
-    ))
+    Ok(Json(UpgradeReport {
+        version: wf.digest.clone(),
+        upgraded,
+        refused,
+    }))
 }
+
+#[cfg(test)]
+mod tests;
