@@ -27,11 +27,7 @@ pub(super) async fn run_child(
 ) -> Result<Result<serde_json::Value, ErrorInfo>> {
     use crate::journal::ChildResult;
     let busy = inst.busy();
-    let (n, rec) = {
-        let mut st = inst.lock();
-        let n = st.replay.occurrence(&name);
-        (n, st.replay.take(Kind::Child, &name, n))
-    };
+    let (n, rec) = inst.journaled(Kind::Child, &name)?;
     let end = |result: ChildResult| Entry::ChildEnd {
         name: name.clone(),
         n,
@@ -42,7 +38,7 @@ pub(super) async fn run_child(
         ChildResult::Ok { value } => Ok(value),
         ChildResult::Err { error } => Err(error),
     };
-    let child = match rec.map_err(|e| inst.fatal(e.into_error()))? {
+    let child = match rec {
         Some(CallRecord::Child {
             result: Some(r), ..
         }) => return Ok(to_result(r)),

@@ -10,8 +10,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use wasmtime::Result;
 
 use crate::bindings::types::{self as wit, StepConfig};
-use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, until_ms};
-use crate::replay::{Kind, Replay};
+use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, now_ms, until_ms};
+use crate::replay::{CallRecord, Kind, Replay};
 
 /// Progress of an instance, reported for new work only (never for replay).
 #[derive(Debug, Clone)]
@@ -301,6 +301,38 @@ impl Instance {
         if self.dry_run {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// The replay step of a durable call: its occurrence (how many calls of
+    /// that name came before) and what the journal holds for it. A
+    /// journaled call of another kind under that key is non-determinism,
+    /// fatal to the run.
+    pub(crate) fn journaled(&self, kind: Kind, name: &str) -> Result<(u32, Option<CallRecord>)> {
+        let mut st = self.lock();
+        let n = st.replay.occurrence(name);
+        let rec = st.replay.take(kind, name, n);
+        drop(st);
+        Ok((n, rec.map_err(|e| self.fatal(e.into_error()))?))
+    }
+
+    /// The record step of a durable call the journal does not hold: once
+    /// the guest has replayed all it can ([`Instance::catch_up`]), journals
+    /// the entry `make(now)` builds, durably, and returns what `make` gave
+    /// with it.
+    pub(crate) async fn record<R>(
+        &self,
+        kind: Kind,
+        name: &str,
+        n: u32,
+        make: impl FnOnce(UnixMs) -> (Entry, R),
+    ) -> Result<R> {
+        self.catch_up(kind, name, n).await?;
+        let (entry, out) = make(now_ms());
+        self.journal
+            .append(&self.id, vec![entry])
+            .await
+            .map_err(|e| self.host_failure(e))?;
+        Ok(out)
     }
 
     /// Before new work: let the guest finish replaying what it can, then

@@ -23,9 +23,7 @@ use crate::bindings::types::{
     self as wit, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
 };
 use crate::bindings::weft::workflow::durable;
-use crate::journal::{
-    AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, UnixMs, WaitResult, now_ms, until_ms,
-};
+use crate::journal::{AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, now_ms};
 use crate::replay::{CallRecord, Kind};
 
 mod child;
@@ -36,12 +34,13 @@ mod instance;
 mod limits;
 mod output;
 pub mod policy;
+mod waits;
 mod wasi;
 
 pub use child::child_id;
 pub use control::{BoxFuture, Children, Control, RunPermits};
 pub use convert::next_retry_ms;
-use convert::{from_wit, to_wit, wait_result};
+use convert::{from_wit, to_wit};
 use instance::StepHandle;
 pub use instance::{Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor};
 pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
@@ -430,7 +429,7 @@ impl<T> durable::HostWithStore<T> for Durable {
 
     async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
         let inst = instance_of(accessor);
-        durable_sleep(&inst, name, |now| {
+        waits::durable_sleep(&inst, name, |now| {
             now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
         })
         .await
@@ -438,7 +437,7 @@ impl<T> durable::HostWithStore<T> for Durable {
 
     async fn sleep_until(accessor: &Accessor<T, Self>, name: String, unix_ms: u64) -> Result<()> {
         let inst = instance_of(accessor);
-        durable_sleep(&inst, name, |now| {
+        waits::durable_sleep(&inst, name, |now| {
             unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
         })
         .await
@@ -451,81 +450,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         timeout_ms: Option<u64>,
     ) -> Result<Result<wit::Event, wit::WaitError>> {
         let inst = instance_of(accessor);
-        let busy = inst.busy();
-        let (n, rec) = {
-            let mut st = inst.lock();
-            let n = st.replay.occurrence(&name);
-            (n, st.replay.take(Kind::Wait, &name, n))
-        };
-        let deadline_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
-            Some(CallRecord::Wait {
-                result: Some(r), ..
-            }) => return Ok(wait_result(r)),
-            Some(CallRecord::Wait { deadline_ms, .. }) => deadline_ms,
-            _ => {
-                inst.catch_up(Kind::Wait, &name, n).await?;
-                let now = now_ms();
-                let deadline_ms =
-                    now.saturating_add(timeout_ms.unwrap_or(DEFAULT_EVENT_TIMEOUT_MS));
-                inst.journal
-                    .append(
-                        &inst.id,
-                        vec![Entry::WaitStart {
-                            name: name.clone(),
-                            n,
-                            event_type: event_type.clone(),
-                            started_ms: now,
-                            deadline_ms,
-                        }],
-                    )
-                    .await
-                    .map_err(|e| inst.host_failure(e))?;
-                inst.report(Progress::Waiting {
-                    name: name.clone(),
-                    event_type: event_type.clone(),
-                    deadline_ms,
-                });
-                deadline_ms
-            }
-        };
-        drop(busy);
-        inst.dry_run_park().await;
-        let mut events = inst.events.clone();
-        loop {
-            let busy = inst.busy();
-            events.borrow_and_update();
-            let timed_out = now_ms() >= deadline_ms;
-            let buffered = inst
-                .journal
-                .inbox(&inst.id)
-                .map_err(|e| inst.host_failure(e))?
-                .iter()
-                .any(|e| e.event_type == event_type);
-            if buffered || timed_out {
-                let r = inst
-                    .journal
-                    .take_event(&inst.id, &name, n, &event_type, timed_out)
-                    .await
-                    .map_err(|e| inst.host_failure(e))?;
-                if let Some(r) = r {
-                    drop(busy);
-                    inst.wait_over().await;
-                    if matches!(r, WaitResult::Delivered { .. }) {
-                        inst.report(Progress::EventReceived {
-                            name: name.clone(),
-                            event_type: event_type.clone(),
-                        });
-                    }
-                    return Ok(wait_result(r));
-                }
-            }
-            let _guard = inst.register_wait(deadline_ms, WaitFor::Event(event_type.clone()));
-            drop(busy);
-            tokio::select! {
-                _ = events.changed() => {}
-                _ = tokio::time::sleep(until_ms(deadline_ms)) => {}
-            }
-        }
+        waits::wait_for_event(&inst, name, event_type, timeout_ms).await
     }
 }
 
@@ -566,45 +491,4 @@ pub(crate) fn check_result(name: &str, json: String) -> Result<serde_json::Value
             format!("step \"{name}\" returned invalid JSON: {e}"),
         )
     })
-}
-
-async fn durable_sleep(
-    inst: &Instance,
-    name: String,
-    wake: impl FnOnce(UnixMs) -> UnixMs,
-) -> Result<()> {
-    let busy = inst.busy();
-    let (n, rec) = {
-        let mut st = inst.lock();
-        let n = st.replay.occurrence(&name);
-        (n, st.replay.take(Kind::Sleep, &name, n))
-    };
-    let wake_ms = match rec.map_err(|e| inst.fatal(e.into_error()))? {
-        Some(CallRecord::Sleep { wake_ms }) => wake_ms,
-        _ => {
-            inst.catch_up(Kind::Sleep, &name, n).await?;
-            let now = now_ms();
-            let wake_ms = wake(now);
-            inst.journal
-                .append(
-                    &inst.id,
-                    vec![Entry::Sleep {
-                        name: name.clone(),
-                        n,
-                        started_ms: now,
-                        wake_ms,
-                    }],
-                )
-                .await
-                .map_err(|e| inst.host_failure(e))?;
-            inst.report(Progress::Sleeping { name, wake_ms });
-            wake_ms
-        }
-    };
-    drop(busy);
-    if wake_ms > now_ms() {
-        inst.dry_run_park().await;
-    }
-    inst.wait_until(wake_ms, WaitFor::Sleep).await;
-    Ok(())
 }
