@@ -8,6 +8,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod examples;
+mod http_edges;
 mod python;
 mod sandbox;
 mod semantics;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::writer::meta_value;
+use super::recover::meta_value;
 use super::*;
 
 /// One line of a check's report.

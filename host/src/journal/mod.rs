@@ -26,6 +26,7 @@
 //! (Journals written before this have a `timers` table, which is unused.)
 
 mod check;
+mod recover;
 mod types;
 mod wal;
 mod writer;
@@ -273,7 +274,7 @@ impl Journal {
     /// [`Journal::open`] with the log size that triggers a checkpoint.
     fn open_checkpointing_at(path: &Path, checkpoint_bytes: u64) -> Result<Journal, JournalError> {
         let db = Database::create(path)?;
-        let (db, wal) = writer::open(db, path)?;
+        let (db, wal) = recover::open(db, path)?;
         let db = Arc::new(db);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
