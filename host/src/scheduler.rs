@@ -14,12 +14,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::journal::{Created, InstanceRecord, Status, StatusUpdate};
-use crate::runner::{Admission, Idle, Runtime};
+use crate::journal::{Created, InstanceRecord, JournalError, Status, StatusUpdate};
+use crate::runner::{Admission, Idle, RequestError, Runtime};
 
 /// First and longest delay before an instance's task that failed (not its
 /// workflow: the host) tries again.
@@ -50,17 +50,45 @@ pub struct Scheduler {
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
 }
 
-/// Errors of lifecycle requests, mapped to HTTP statuses by the API.
+/// Why a request to the scheduler failed; the API maps each to an HTTP
+/// status, with no downcasting.
 #[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
+#[non_exhaustive]
+pub enum Error {
     #[error("no workflow named `{0}` is deployed")]
     UnknownWorkflow(String),
     #[error("no instance with id `{0}`")]
     UnknownInstance(String),
+    /// A transition the instance's status does not allow, an id of another
+    /// workflow.
     #[error("{0}")]
     Conflict(String),
+    /// Input the caller got wrong.
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// weft's own failure (a component that does not load, I/O).
+    #[error("{0:#}")]
+    Host(#[from] anyhow::Error),
+}
+
+impl From<RequestError> for Error {
+    fn from(e: RequestError) -> Error {
+        match e {
+            RequestError::Invalid(i) => Error::Invalid(i.0),
+            RequestError::Journal(j) => Error::from(j),
+        }
+    }
+}
+
+/// What an upgrade did to one instance.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// Moved to this version (or already on it).
+    Moved(String),
+    /// Left on its version, for this reason.
+    Refused(String),
 }
 
 impl Scheduler {
@@ -98,10 +126,10 @@ impl Scheduler {
         self.workflows.values()
     }
 
-    pub fn workflow(&self, name: &str) -> Result<&Deployed, LifecycleError> {
+    pub fn workflow(&self, name: &str) -> Result<&Deployed, Error> {
         self.workflows
             .get(name)
-            .ok_or_else(|| LifecycleError::UnknownWorkflow(name.to_owned()))
+            .ok_or_else(|| Error::UnknownWorkflow(name.to_owned()))
     }
 
     /// Resumes every unfinished, unpaused instance (at start-up).
@@ -123,20 +151,17 @@ impl Scheduler {
         workflow: &str,
         id: Option<String>,
         params: &str,
-    ) -> Result<(bool, InstanceRecord)> {
+    ) -> Result<(bool, InstanceRecord), Error> {
         let wf = self.workflow(workflow)?;
         match self.rt.create(&wf.name, &wf.digest, id, params).await? {
             Created::New(rec) => {
                 self.spawn(&rec.id);
                 Ok((true, rec))
             }
-            Created::Existing(rec) if rec.workflow != workflow => {
-                Err(LifecycleError::Conflict(format!(
-                    "instance `{}` exists and belongs to workflow `{}`",
-                    rec.id, rec.workflow
-                ))
-                .into())
-            }
+            Created::Existing(rec) if rec.workflow != workflow => Err(Error::Conflict(format!(
+                "instance `{}` exists and belongs to workflow `{}`",
+                rec.id, rec.workflow
+            ))),
             Created::Existing(rec) => Ok((false, rec)),
         }
     }
@@ -198,7 +223,7 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn set_status(&self, id: &str, status: Status) -> Result<()> {
+    async fn set_status(&self, id: &str, status: Status) -> Result<(), JournalError> {
         self.rt
             .journal
             .update(
@@ -283,20 +308,19 @@ impl Scheduler {
         }
     }
 
-    fn instance(&self, id: &str) -> Result<InstanceRecord> {
-        Ok(self
-            .rt
+    fn instance(&self, id: &str) -> Result<InstanceRecord, Error> {
+        self.rt
             .journal
             .instance(id)?
-            .ok_or_else(|| LifecycleError::UnknownInstance(id.to_owned()))?)
+            .ok_or_else(|| Error::UnknownInstance(id.to_owned()))
     }
 
     /// Pauses an instance: it is `paused` at once and starts nothing new. A
     /// step already running finishes and is journaled first.
-    pub async fn pause(&self, id: &str) -> Result<InstanceRecord> {
+    pub async fn pause(&self, id: &str) -> Result<InstanceRecord, Error> {
         let rec = self.instance(id)?;
         if rec.status.is_final() || rec.status == Status::Paused {
-            bail!(LifecycleError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "instance `{id}` is {}; only a queued, running or waiting instance can be paused",
                 rec.status.as_str()
             )));
@@ -308,11 +332,11 @@ impl Scheduler {
 
     /// Resumes a paused instance: it is `queued` for a place to run, or
     /// `running` if it was still finishing the step it was paused in.
-    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord> {
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord, Error> {
         let rec = self.instance(id)?;
         let control = self.rt.control(id);
         if rec.status != Status::Paused && !control.pause_requested() {
-            bail!(LifecycleError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "instance `{id}` is {}; only a paused instance can be resumed",
                 rec.status.as_str()
             )));
@@ -330,10 +354,10 @@ impl Scheduler {
     }
 
     /// Ends an instance for good; in-flight work is abandoned.
-    pub async fn terminate(&self, id: &str) -> Result<InstanceRecord> {
+    pub async fn terminate(&self, id: &str) -> Result<InstanceRecord, Error> {
         let rec = self.instance(id)?;
         if rec.status.is_final() {
-            bail!(LifecycleError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "instance `{id}` is already {}",
                 rec.status.as_str()
             )));
@@ -353,13 +377,13 @@ impl Scheduler {
         self: &Arc<Self>,
         id: &str,
         from: Option<(String, u32)>,
-    ) -> Result<InstanceRecord> {
+    ) -> Result<InstanceRecord, Error> {
         self.instance(id)?;
         let keep_before = match &from {
             None => 0,
             Some((_, 0)) => {
-                bail!(LifecycleError::Invalid(
-                    "`count` is the step's occurrence, counted from 1".into()
+                return Err(Error::Invalid(
+                    "`count` is the step's occurrence, counted from 1".into(),
                 ));
             }
             Some((name, count)) => {
@@ -370,7 +394,7 @@ impl Scheduler {
                     .find(|(_, e)| e.call() == Some((name.as_str(), n)))
                     .map(|(seq, _)| *seq)
                     .ok_or_else(|| {
-                        LifecycleError::Invalid(format!(
+                        Error::Invalid(format!(
                             "instance `{id}` has no step \"{name}\" occurrence {count} in its journal"
                         ))
                     })?
@@ -396,14 +420,17 @@ impl Scheduler {
 
     /// Moves an instance to the newest version of its workflow if its
     /// journal replays on it; otherwise leaves it unchanged and says why.
-    pub async fn upgrade(self: &Arc<Self>, id: &str) -> Result<Result<String, String>> {
+    pub async fn upgrade(self: &Arc<Self>, id: &str) -> Result<Upgrade, Error> {
         let rec = self.instance(id)?;
         let wf = self.workflow(&rec.workflow)?;
         if rec.digest == wf.digest {
-            return Ok(Ok(rec.digest));
+            return Ok(Upgrade::Moved(rec.digest));
         }
         if rec.status.is_final() {
-            return Ok(Err(format!("instance `{id}` is {}", rec.status.as_str())));
+            return Ok(Upgrade::Refused(format!(
+                "instance `{id}` is {}",
+                rec.status.as_str()
+            )));
         }
         let live = self.has_task(id);
         self.abort(id);
@@ -411,10 +438,10 @@ impl Scheduler {
         let result = match check {
             Ok(Ok(())) => {
                 self.rt.journal.set_version(id, &wf.digest).await?;
-                Ok(wf.digest.clone())
+                Upgrade::Moved(wf.digest.clone())
             }
-            Ok(Err(e)) => Err(format!("{}: {}", e.name, e.message)),
-            Err(e) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Upgrade::Refused(format!("{}: {}", e.name, e.message)),
+            Err(e) => Upgrade::Refused(format!("{e:#}")),
         };
         if live || rec.status != Status::Paused {
             self.spawn(id);
@@ -423,7 +450,7 @@ impl Scheduler {
     }
 
     /// Deletes an instance and its journal, stopping it first.
-    pub async fn delete(&self, id: &str) -> Result<()> {
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
         self.instance(id)?;
         self.abort(id);
         self.rt.journal.delete(id).await?;

@@ -9,7 +9,8 @@ use serde_json::json;
 
 use super::MAX_BATCH_BYTES;
 use crate::journal::{JournalError, MAX_PAYLOAD_BYTES};
-use crate::scheduler::LifecycleError;
+use crate::runner::RequestError;
+use crate::scheduler;
 
 /// An API error.
 #[derive(Debug)]
@@ -44,39 +45,45 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> ApiError {
-        if let Some(l) = e.downcast_ref::<LifecycleError>() {
-            return match l {
-                LifecycleError::UnknownWorkflow(_) | LifecycleError::UnknownInstance(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not_found", l.to_string())
-                }
-                LifecycleError::Conflict(_) => {
-                    ApiError::new(StatusCode::CONFLICT, "conflict", l.to_string())
-                }
-                LifecycleError::Invalid(_) => ApiError::bad_request(l.to_string()),
-            };
+impl From<scheduler::Error> for ApiError {
+    fn from(e: scheduler::Error) -> ApiError {
+        use scheduler::Error as E;
+        match e {
+            E::UnknownWorkflow(_) | E::UnknownInstance(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Invalid(_) => ApiError::bad_request(e.to_string()),
+            E::Journal(j) => j.into(),
+            other => internal(other),
         }
-        if let Some(j) = e.downcast_ref::<JournalError>() {
-            return match j {
-                JournalError::UnknownInstance(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not_found", j.to_string())
-                }
-                JournalError::Finished { .. } => {
-                    ApiError::new(StatusCode::CONFLICT, "conflict", j.to_string())
-                }
-                _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", j.to_string()),
-            };
-        }
-        if let Some(i) = e.downcast_ref::<crate::runner::InvalidInput>() {
-            return ApiError::bad_request(i.to_string());
-        }
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{e:#}"),
-        )
     }
+}
+
+impl From<JournalError> for ApiError {
+    fn from(e: JournalError) -> ApiError {
+        match e {
+            JournalError::UnknownInstance(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            JournalError::Finished { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            other => internal(other),
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> ApiError {
+        scheduler::Error::from(e).into()
+    }
+}
+
+/// weft's own failure: a 500, logged in full.
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("API request failed: {e}");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
 pub(super) fn too_large(n: usize) -> ApiError {

@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::journal::{InstanceRecord, MAX_PAYLOAD_BYTES, Status};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, Upgrade};
 use crate::summary::InstanceSummary;
 
 /// Shared state of the API handlers.
@@ -128,12 +128,7 @@ fn payload_text(v: &Value) -> ApiResult<String> {
 }
 
 async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows>> {
-    let instances = api
-        .scheduler
-        .rt
-        .journal
-        .list(None)
-        .map_err(anyhow::Error::from)?;
+    let instances = api.scheduler.rt.journal.list(None)?;
     let mut workflows: Vec<WorkflowInfo> = api
         .scheduler
         .workflows()
@@ -198,7 +193,7 @@ async fn create_batch(
             items.len()
         )));
     }
-    api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
+    api.scheduler.workflow(&name)?;
     let bodies = items
         .into_iter()
         .map(create_body)
@@ -217,7 +212,7 @@ async fn list_instances(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<InstancePage>> {
-    api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
+    api.scheduler.workflow(&name)?;
     let status = match &q.status {
         Some(s) => Some(s.parse::<Status>().map_err(ApiError::bad_request)?),
         None => None,
@@ -226,12 +221,7 @@ async fn list_instances(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let all = api
-        .scheduler
-        .rt
-        .journal
-        .list(status)
-        .map_err(anyhow::Error::from)?;
+    let all = api.scheduler.rt.journal.list(status)?;
     let page: Vec<&InstanceRecord> = all
         .iter()
         .filter(|r| r.workflow == name)
@@ -253,15 +243,9 @@ async fn list_instances(
 
 fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
     if let Some(name) = name {
-        api.scheduler.workflow(name).map_err(anyhow::Error::from)?;
+        api.scheduler.workflow(name)?;
     }
-    match api
-        .scheduler
-        .rt
-        .journal
-        .instance(id)
-        .map_err(anyhow::Error::from)?
-    {
+    match api.scheduler.rt.journal.instance(id)? {
         Some(rec) if name.is_none_or(|n| n == rec.workflow) => Ok(rec),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -276,12 +260,7 @@ fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
 }
 
 fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDetail>> {
-    let entries = api
-        .scheduler
-        .rt
-        .journal
-        .entries(&rec.id)
-        .map_err(anyhow::Error::from)?;
+    let entries = api.scheduler.rt.journal.entries(&rec.id)?;
     Ok(Json(InstanceDetail {
         summary: InstanceSummary::of(rec, true),
         steps: StepSummary::of(&entries),
@@ -359,7 +338,7 @@ async fn upgrade(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<UpgradeReport>> {
-    let wf = api.scheduler.workflow(&name).map_err(anyhow::Error::from)?;
+    let wf = api.scheduler.workflow(&name)?;
     let b: UpgradeBody = serde_json::from_value(parse_body(&body)?).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}"))
     })?;
@@ -372,8 +351,7 @@ async fn upgrade(
             .scheduler
             .rt
             .journal
-            .list(None)
-            .map_err(anyhow::Error::from)?
+            .list(None)?
             .into_iter()
             .filter(|r| r.workflow == name && !r.status.is_final() && r.digest != wf.digest)
             .map(|r| r.id)
@@ -384,8 +362,8 @@ async fn upgrade(
     let mut refused = Vec::new();
     for id in ids {
         match api.scheduler.upgrade(&id).await? {
-            Ok(_) => upgraded.push(id),
-            Err(reason) => refused.push(Refused { id, reason }),
+            Upgrade::Moved(_) => upgraded.push(id),
+            Upgrade::Refused(reason) => refused.push(Refused { id, reason }),
         }
     }
     Ok(Json(UpgradeReport {

@@ -1,7 +1,5 @@
 //! Checks of what callers hand in: instance ids, event types, payloads.
 
-use anyhow::Result;
-
 use crate::journal::{EventRecord, MAX_PAYLOAD_BYTES, now_ms, raw_json};
 
 /// Checks an instance id against `^[a-zA-Z0-9_][a-zA-Z0-9_-]{0,99}$`.
@@ -25,10 +23,22 @@ pub fn new_id() -> String {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
+/// Why the runtime refused a request (create an instance, send an event).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
 /// Builds an event from its type and JSON payload, checking both.
-pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
+pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord, InvalidInput> {
     if event_type.is_empty() || event_type.len() > 100 {
-        return Err(InvalidInput("an event type must be 1 to 100 characters".into()).into());
+        return Err(InvalidInput(
+            "an event type must be 1 to 100 characters".into(),
+        ));
     }
     Ok(EventRecord {
         event_type: event_type.to_owned(),
@@ -39,14 +49,15 @@ pub fn make_event(event_type: &str, payload: &str) -> Result<EventRecord> {
 }
 
 /// Validates a JSON payload of at most 1 MiB.
-pub fn parse_payload(what: &str, text: &str) -> Result<Box<serde_json::value::RawValue>> {
+pub fn parse_payload(
+    what: &str,
+    text: &str,
+) -> Result<Box<serde_json::value::RawValue>, InvalidInput> {
     if text.len() > MAX_PAYLOAD_BYTES {
         return Err(InvalidInput(format!(
             "the {what} is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
             text.len()
-        ))
-        .into());
+        )));
     }
-    raw_json(text.trim())
-        .map_err(|e| InvalidInput(format!("the {what} is not valid JSON: {e}")).into())
+    raw_json(text.trim()).map_err(|e| InvalidInput(format!("the {what} is not valid JSON: {e}")))
 }

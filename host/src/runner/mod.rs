@@ -26,7 +26,7 @@ mod watchdog;
 
 pub use crate::durable::{Children, Control};
 pub use admission::Admission;
-pub use input::{InvalidInput, make_event, new_id, parse_payload, valid_id};
+pub use input::{InvalidInput, RequestError, make_event, new_id, parse_payload, valid_id};
 use store::workflow_event;
 
 use watchdog::watchdog;
@@ -107,7 +107,7 @@ impl Runtime {
         digest: &str,
         id: Option<String>,
         input: &str,
-    ) -> Result<Created> {
+    ) -> Result<Created, RequestError> {
         self.create_child(workflow, digest, id, input, None).await
     }
 
@@ -119,7 +119,7 @@ impl Runtime {
         id: Option<String>,
         input: &str,
         parent: Option<String>,
-    ) -> Result<Created> {
+    ) -> Result<Created, RequestError> {
         let id = id.unwrap_or_else(new_id);
         if !valid_id(&id) {
             return Err(InvalidInput(format!(
@@ -169,7 +169,12 @@ impl Runtime {
     }
 
     /// Buffers an event for an instance and wakes it if it is live.
-    pub async fn send_event(&self, id: &str, event_type: &str, payload: &str) -> Result<()> {
+    pub async fn send_event(
+        &self,
+        id: &str,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<(), RequestError> {
         let event = make_event(event_type, payload)?;
         self.journal.push_event(id, event).await?;
         if let Some(tx) = self.events.lock().unwrap().get(id) {
