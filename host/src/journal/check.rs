@@ -246,7 +246,10 @@ pub fn discard_log_from(path: &Path, offset: u64) -> Result<(), JournalError> {
         // Nothing of it can be trusted: a new, empty log.
         return wal::Wal::create(&wal_path, 0).map(drop);
     }
-    let io = |e: std::io::Error| JournalError::Storage(format!("{}: {e}", wal_path.display()));
+    let io = |error: std::io::Error| JournalError::Io {
+        what: wal_path.display().to_string(),
+        error,
+    };
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&wal_path)

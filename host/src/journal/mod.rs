@@ -75,6 +75,12 @@ Keep a copy of the data dir, run `weft check` for a report, and restore the data
 pub enum JournalError {
     #[error("the data dir is in use by another weft process")]
     InUse,
+    /// redb failed (I/O, a full disk); its error is kept.
+    #[error("journal storage error: {0}")]
+    Database(redb::Error),
+    /// A journal file could not be read or written; the I/O error is kept.
+    #[error("journal storage error: {what}: {error}")]
+    Io { what: String, error: std::io::Error },
     #[error("journal storage error: {0}")]
     Storage(String),
     #[error("journal format error: {0}")]
@@ -123,7 +129,7 @@ impl From<redb::Error> for JournalError {
             | redb::Error::TableIsMultimap(_)
             | redb::Error::TableIsNotMultimap(_)
             | redb::Error::TypeDefinitionChanged { .. }) => JournalError::Damaged(e.to_string()),
-            other => JournalError::Storage(other.to_string()),
+            other => JournalError::Database(other),
         }
     }
 }
@@ -291,7 +297,10 @@ impl Journal {
         std::thread::Builder::new()
             .name("weft-journal".into())
             .spawn(move || thread_shared.run_writer())
-            .map_err(|e| JournalError::Storage(e.to_string()))?;
+            .map_err(|error| JournalError::Io {
+                what: "starting the journal thread".into(),
+                error,
+            })?;
         Ok(Journal {
             db,
             _closer: Arc::new(Closer(shared.clone())),

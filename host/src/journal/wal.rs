@@ -259,7 +259,10 @@ pub(super) struct Wal {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> JournalError {
-    JournalError::Storage(format!("{what} {}: {e}", path.display()))
+    JournalError::Io {
+        what: format!("{what} {}", path.display()),
+        error: e,
+    }
 }
 
 /// Reads the whole log at `path`; `None` if there is no such file.
@@ -344,12 +347,18 @@ impl Wal {
             let zeros = vec![0u8; (grown - self.allocated) as usize];
             self.file
                 .write_all_at(&zeros, self.allocated)
-                .map_err(|e| JournalError::Storage(format!("growing the write-ahead log: {e}")))?;
+                .map_err(|error| JournalError::Io {
+                    what: "growing the write-ahead log".into(),
+                    error,
+                })?;
             self.allocated = grown;
         }
         let written = self.file.write_all_at(&changes.0, self.end);
         changes.0.truncate(record_len as usize);
-        written.map_err(|e| JournalError::Storage(format!("writing the write-ahead log: {e}")))?;
+        written.map_err(|error| JournalError::Io {
+            what: "writing the write-ahead log".into(),
+            error,
+        })?;
         self.unsynced = true;
         if sync {
             self.sync()?;
@@ -369,9 +378,10 @@ impl Wal {
     /// Makes every record written so far durable.
     pub(super) fn sync(&mut self) -> Result<(), JournalError> {
         if self.unsynced {
-            self.file
-                .sync_data()
-                .map_err(|e| JournalError::Storage(format!("syncing the write-ahead log: {e}")))?;
+            self.file.sync_data().map_err(|error| JournalError::Io {
+                what: "syncing the write-ahead log".into(),
+                error,
+            })?;
             self.unsynced = false;
         }
         Ok(())
