@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::journal::{ErrorInfo, InstanceRecord, Status};
+use crate::journal::{ErrorInfo, InstanceRecord, Journal, JournalError, Status};
 
 /// An instance, as the API and the CLI show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,4 +42,31 @@ impl InstanceSummary {
             interrupted: !live && !rec.status.is_final() && rec.status != Status::Paused,
         }
     }
+}
+
+/// An instance's journal as `weft history` prints it and the API serves
+/// it: each entry with its `seq`, then the events buffered for it (`kind`
+/// `bufferedEvent`).
+pub fn history(journal: &Journal, id: &str) -> Result<Vec<serde_json::Value>, JournalError> {
+    fn object(v: &impl Serialize) -> Result<serde_json::Value, JournalError> {
+        // RawValue fields serialize to text only, not to a Value directly.
+        let text = serde_json::to_string(v).map_err(|e| JournalError::Format(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| JournalError::Format(e.to_string()))
+    }
+    let mut rows = Vec::new();
+    for (seq, entry) in journal.entries(id)? {
+        let mut v = object(&entry)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("seq".into(), seq.into());
+        }
+        rows.push(v);
+    }
+    for event in journal.inbox(id)? {
+        let mut v = object(&event)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("kind".into(), "bufferedEvent".into());
+        }
+        rows.push(v);
+    }
+    Ok(rows)
 }

@@ -26,13 +26,39 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::journal::{InstanceRecord, MAX_PAYLOAD_BYTES, Status};
+use crate::runner::Runtime;
 use crate::scheduler::{Scheduler, Upgrade};
 use crate::summary::InstanceSummary;
 
-/// Shared state of the API handlers.
+/// Shared state of the API handlers: the runtime holding the data dir, and
+/// the scheduler of `weft serve` (none in `weft run`, whose API on the
+/// control socket serves reads and events only).
 pub struct Api {
-    pub scheduler: Arc<Scheduler>,
+    pub rt: Arc<Runtime>,
+    pub scheduler: Option<Arc<Scheduler>>,
     pub token: Option<String>,
+}
+
+impl Api {
+    fn scheduler(&self) -> ApiResult<&Arc<Scheduler>> {
+        self.scheduler.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "needs_server",
+                "this weft process runs one instance (`weft run`); workflows, creating \
+                 instances and changing their status need `weft serve`",
+            )
+        })
+    }
+
+    /// Whether this process runs the instance (a server runs every one).
+    fn live(&self, id: &str) -> bool {
+        self.scheduler.is_some() || self.rt.tracks(id)
+    }
+
+    fn summary(&self, rec: &InstanceRecord) -> InstanceSummary {
+        InstanceSummary::of(rec, self.live(&rec.id))
+    }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -63,7 +89,13 @@ pub fn router(api: Arc<Api>) -> Router {
             "/workflows/{name}/instances/{id}/events/{event_type}",
             post(send_event),
         )
+        .route("/instances", get(list_all))
         .route("/instances/{id}", get(get_instance_by_id))
+        .route("/instances/{id}/history", get(history))
+        .route(
+            "/instances/{id}/events/{event_type}",
+            post(send_event_by_id),
+        )
         .route("/workflows/{name}/upgrade", post(upgrade))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
@@ -128,9 +160,9 @@ fn payload_text(v: &Value) -> ApiResult<String> {
 }
 
 async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows>> {
-    let instances = api.scheduler.rt.journal.list(None)?;
+    let instances = api.rt.journal.list(None)?;
     let mut workflows: Vec<WorkflowInfo> = api
-        .scheduler
+        .scheduler()?
         .workflows()
         .map(|w| {
             let mut versions: Vec<String> = instances
@@ -166,13 +198,13 @@ async fn create(
 ) -> ApiResult<Response> {
     let body = create_body(parse_body(&body)?)?;
     let params = payload_text(&body.params)?;
-    let (new, rec) = api.scheduler.create(&name, body.id, &params).await?;
+    let (new, rec) = api.scheduler()?.create(&name, body.id, &params).await?;
     let status = if new {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(InstanceSummary::of(&rec, true))).into_response())
+    Ok((status, Json(api.summary(&rec))).into_response())
 }
 
 async fn create_batch(
@@ -193,7 +225,7 @@ async fn create_batch(
             items.len()
         )));
     }
-    api.scheduler.workflow(&name)?;
+    api.scheduler()?.workflow(&name)?;
     let bodies = items
         .into_iter()
         .map(create_body)
@@ -201,8 +233,8 @@ async fn create_batch(
     let mut out = Vec::new();
     for b in bodies {
         let params = payload_text(&b.params)?;
-        let (_, rec) = api.scheduler.create(&name, b.id, &params).await?;
-        out.push(InstanceSummary::of(&rec, true));
+        let (_, rec) = api.scheduler()?.create(&name, b.id, &params).await?;
+        out.push(api.summary(&rec));
     }
     Ok(Json(Created { instances: out }))
 }
@@ -212,7 +244,12 @@ async fn list_instances(
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<InstancePage>> {
-    api.scheduler.workflow(&name)?;
+    api.scheduler()?.workflow(&name)?;
+    page(&api, Some(&name), q)
+}
+
+/// A page of instances (of `workflow`, or of all), ordered by id.
+fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json<InstancePage>> {
     let status = match &q.status {
         Some(s) => Some(s.parse::<Status>().map_err(ApiError::bad_request)?),
         None => None,
@@ -221,10 +258,10 @@ async fn list_instances(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let all = api.scheduler.rt.journal.list(status)?;
+    let all = api.rt.journal.list(status)?;
     let page: Vec<&InstanceRecord> = all
         .iter()
-        .filter(|r| r.workflow == name)
+        .filter(|r| workflow.is_none_or(|w| r.workflow == w))
         .filter(|r| q.cursor.as_deref().is_none_or(|c| r.id.as_str() > c))
         .take(limit + 1)
         .collect();
@@ -236,16 +273,16 @@ async fn list_instances(
         None
     };
     Ok(Json(InstancePage {
-        instances: page.iter().map(|r| InstanceSummary::of(r, true)).collect(),
+        instances: page.iter().map(|r| api.summary(r)).collect(),
         cursor,
     }))
 }
 
 fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
     if let Some(name) = name {
-        api.scheduler.workflow(name)?;
+        api.scheduler()?.workflow(name)?;
     }
-    match api.scheduler.rt.journal.instance(id)? {
+    match api.rt.journal.instance(id)? {
         Some(rec) if name.is_none_or(|n| n == rec.workflow) => Ok(rec),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -260,9 +297,9 @@ fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
 }
 
 fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDetail>> {
-    let entries = api.scheduler.rt.journal.entries(&rec.id)?;
+    let entries = api.rt.journal.entries(&rec.id)?;
     Ok(Json(InstanceDetail {
-        summary: InstanceSummary::of(rec, true),
+        summary: api.summary(rec),
         steps: StepSummary::of(&entries),
     }))
 }
@@ -291,7 +328,7 @@ async fn change_status(
     load(&api, Some(&name), &id)?;
     let b: StatusBody = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"status\": \"pause\" | \"resume\" | \"terminate\" | \"restart\", \"from\"?}}: {e}")))?;
-    let s = &api.scheduler;
+    let s = api.scheduler()?;
     let rec = match (b.status.as_str(), b.from) {
         ("pause", None) => s.pause(&id).await?,
         ("resume", None) => s.resume(&id).await?,
@@ -306,7 +343,7 @@ async fn change_status(
             )));
         }
     };
-    Ok(Json(InstanceSummary::of(&rec, true)))
+    Ok(Json(api.summary(&rec)))
 }
 
 async fn send_event(
@@ -316,11 +353,36 @@ async fn send_event(
 ) -> ApiResult<StatusCode> {
     load(&api, Some(&name), &id)?;
     let payload = payload_text(&parse_body(&body)?)?;
-    api.scheduler
-        .rt
-        .send_event(&id, &event_type, &payload)
-        .await?;
+    api.rt.send_event(&id, &event_type, &payload).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /v1/instances/{id}/events/{type}`: an event by instance id alone.
+async fn send_event_by_id(
+    State(api): State<Arc<Api>>,
+    Path((id, event_type)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    load(&api, None, &id)?;
+    let payload = payload_text(&parse_body(&body)?)?;
+    api.rt.send_event(&id, &event_type, &payload).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `GET /v1/instances/{id}/history`: the journal, as `weft history` prints it.
+async fn history(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<History>> {
+    load(&api, None, &id)?;
+    Ok(Json(History {
+        entries: crate::summary::history(&api.rt.journal, &id)?,
+    }))
+}
+
+/// `GET /v1/instances?status=&limit=&cursor=`: instances of every workflow.
+async fn list_all(
+    State(api): State<Arc<Api>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<InstancePage>> {
+    page(&api, None, q)
 }
 
 async fn delete_instance(
@@ -328,7 +390,7 @@ async fn delete_instance(
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     load(&api, Some(&name), &id)?;
-    api.scheduler.delete(&id).await?;
+    api.scheduler()?.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -338,7 +400,7 @@ async fn upgrade(
     Path(name): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<UpgradeReport>> {
-    let wf = api.scheduler.workflow(&name)?;
+    let wf = api.scheduler()?.workflow(&name)?;
     let b: UpgradeBody = serde_json::from_value(parse_body(&body)?).map_err(|e| {
         ApiError::bad_request(format!("expected {{\"id\"}} or {{\"all\": true}}: {e}"))
     })?;
@@ -348,7 +410,6 @@ async fn upgrade(
             vec![id]
         }
         (None, true) => api
-            .scheduler
             .rt
             .journal
             .list(None)?
@@ -361,7 +422,7 @@ async fn upgrade(
     let mut upgraded = Vec::new();
     let mut refused = Vec::new();
     for id in ids {
-        match api.scheduler.upgrade(&id).await? {
+        match api.scheduler()?.upgrade(&id).await? {
             Upgrade::Moved(_) => upgraded.push(id),
             Upgrade::Refused(reason) => refused.push(Refused { id, reason }),
         }

@@ -21,9 +21,10 @@ fn fixture(token: Option<&str>) -> Fixture {
     let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
     let bytes = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
     let digest = rt.components.store_bytes(&bytes).unwrap();
-    let scheduler = Scheduler::new(rt, vec![("rs".into(), digest, None)], 50);
+    let scheduler = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
     let app = router(Arc::new(Api {
-        scheduler,
+        rt,
+        scheduler: Some(scheduler),
         token: token.map(str::to_owned),
     }));
     Fixture { _dir: dir, app }

@@ -180,3 +180,11 @@ pub struct Refused {
     pub id: String,
     pub reason: String,
 }
+
+/// An instance's journal, as `weft history` prints it: one object per
+/// entry (with its `seq`), then the events buffered for it (`kind`
+/// `bufferedEvent`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct History {
+    pub entries: Vec<Value>,
+}

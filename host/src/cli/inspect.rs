@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::control::{self, Request};
+use crate::api::types::History;
+use crate::control;
 use crate::journal::{Journal, JournalError, Status};
 use crate::runner;
+use crate::summary::InstanceSummary;
 
 #[derive(clap::Args, Debug)]
 pub struct SendEventArgs {
@@ -39,8 +41,26 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// What the inspecting verbs ask of a data dir.
+enum Request {
+    SendEvent {
+        id: String,
+        event_type: String,
+        payload: String,
+    },
+    Status {
+        id: String,
+    },
+    List {
+        status: Option<Status>,
+    },
+    History {
+        id: String,
+    },
+}
+
 /// Runs a request against whoever holds the data dir: the process on the
-/// control socket, else the journal opened here.
+/// control socket (the HTTP API), else the journal opened here.
 async fn request(data_dir: &Path, req: Request) -> Result<Value> {
     if !data_dir.join("journal.redb").exists() {
         bail!(
@@ -53,25 +73,11 @@ async fn request(data_dir: &Path, req: Request) -> Result<Value> {
     let started = std::time::Instant::now();
     let mut told = false;
     while started.elapsed() < HOLDER_PATIENCE {
-        if let Some(v) = control::call(data_dir, &req).await? {
+        if let Some(v) = over_socket(data_dir, &req).await? {
             return Ok(v);
         }
         match Journal::open(&data_dir.join("journal.redb")) {
-            Ok(journal) => {
-                return match req {
-                    Request::SendEvent {
-                        id,
-                        event_type,
-                        payload,
-                    } => {
-                        let event = runner::make_event(&event_type, &payload)?;
-                        journal.push_event(&id, event).await?;
-                        Ok(Value::Null)
-                    }
-                    // Nothing runs an instance of a journal no process holds.
-                    other => control::read(&journal, other, &|_| false),
-                };
-            }
+            Ok(journal) => return from_journal(&journal, req).await,
             // A process holds the journal but its socket is not up yet.
             Err(JournalError::InUse) => {
                 if !told && started.elapsed() > Duration::from_secs(2) {
@@ -95,6 +101,134 @@ async fn request(data_dir: &Path, req: Request) -> Result<Value> {
 
 /// How long a command waits for the process holding the data dir to answer.
 const HOLDER_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The request through the API of the process holding the data dir, if
+/// one answers. Answers in the shapes [`from_journal`] gives.
+async fn over_socket(data_dir: &Path, req: &Request) -> Result<Option<Value>> {
+    let call = |method, path: String, body| control::call(data_dir, method, path, body);
+    let answered = match req {
+        Request::SendEvent {
+            id,
+            event_type,
+            payload,
+        } => {
+            call(
+                "POST",
+                format!("/v1/instances/{id}/events/{}", path_segment(event_type)),
+                Some(payload.clone()),
+            )
+            .await?
+        }
+        Request::Status { id } => call("GET", format!("/v1/instances/{id}"), None).await?,
+        Request::History { id } => call("GET", format!("/v1/instances/{id}/history"), None).await?,
+        Request::List { status } => {
+            // Every page, in order.
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = "/v1/instances?limit=1000".to_owned();
+                if let Some(s) = status {
+                    path.push_str(&format!("&status={}", s.as_str()));
+                }
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let Some((code, v)) = call("GET", path, None).await? else {
+                    return Ok(None);
+                };
+                // Kept as JSON, as the journal fallback gives it.
+                let mut page: Value = answer(code, v)?;
+                if let Value::Array(rows) = page["instances"].take() {
+                    all.extend(rows);
+                }
+                match page["cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => return Ok(Some(Value::Array(all))),
+                }
+            }
+        }
+    };
+    let Some((code, v)) = answered else {
+        return Ok(None);
+    };
+    Ok(Some(match req {
+        Request::SendEvent { .. } => {
+            answer::<Value>(code, v)?;
+            Value::Null
+        }
+        Request::Status { .. } => {
+            // The instance as `InstanceSummary` shows it: without its steps.
+            let mut v: Value = answer(code, v)?;
+            if let Value::Object(m) = &mut v {
+                m.remove("steps");
+            }
+            v
+        }
+        Request::History { .. } => Value::Array(answer::<History>(code, v)?.entries),
+        Request::List { .. } => unreachable!("answered above"),
+    }))
+}
+
+/// `s` percent-encoded for a URL path segment (event types may hold any
+/// character).
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The body of a 2xx answer as `T`, or the API's error message.
+fn answer<T: serde::de::DeserializeOwned>(code: u16, v: Value) -> Result<T> {
+    if !(200..300).contains(&code) {
+        let message = v["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("the weft process answered {code}"));
+        bail!("{message}");
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
+/// The request answered from a journal no process holds (so no instance
+/// is running).
+async fn from_journal(journal: &Journal, req: Request) -> Result<Value> {
+    let instance = |id: &str| {
+        journal
+            .instance(id)?
+            .ok_or_else(|| anyhow::anyhow!("no instance with id `{id}`"))
+    };
+    Ok(match req {
+        Request::SendEvent {
+            id,
+            event_type,
+            payload,
+        } => {
+            let event = runner::make_event(&event_type, &payload)?;
+            journal.push_event(&id, event).await?;
+            Value::Null
+        }
+        Request::Status { id } => {
+            serde_json::to_value(InstanceSummary::of(&instance(&id)?, false))?
+        }
+        Request::List { status } => serde_json::to_value(
+            journal
+                .list(status)?
+                .iter()
+                .map(|r| InstanceSummary::of(r, false))
+                .collect::<Vec<_>>(),
+        )?,
+        Request::History { id } => {
+            instance(&id)?;
+            Value::Array(crate::summary::history(journal, &id)?)
+        }
+    })
+}
 
 pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
     request(

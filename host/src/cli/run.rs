@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::open::{open_runtime, store_and_load};
 use super::{ExecOptions, term};
+use crate::api::Api;
 use crate::control;
 use crate::durable::Progress;
 use crate::journal::{Created, InstanceRecord, Status, now_ms};
@@ -88,7 +89,11 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             (rec, false)
         }
     };
-    let socket = control::serve(rt.clone())?;
+    let socket = control::serve(Api {
+        rt: rt.clone(),
+        scheduler: None,
+        token: None,
+    })?;
     if new {
         term::status(
             "Started",
@@ -190,7 +195,11 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             ),
         );
     }
-    let socket = control::serve(rt.clone())?;
+    let socket = control::serve(Api {
+        rt: rt.clone(),
+        scheduler: None,
+        token: None,
+    })?;
     drive(rt, data_dir, &rec.id, socket).await
 }
 

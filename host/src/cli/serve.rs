@@ -114,7 +114,11 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .unwrap_or(defaults::MAX_RUNNING);
     let scheduler = Scheduler::new(rt.clone(), workflows, max_running);
     scheduler.install_children();
-    let socket = control::serve(rt.clone())?;
+    let socket = control::serve(Api {
+        rt: rt.clone(),
+        scheduler: Some(scheduler.clone()),
+        token: None,
+    })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -126,7 +130,8 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     std::fs::write(url_file(data_dir), &url)?;
     term::status("Serving", &url);
     let app = router(Arc::new(Api {
-        scheduler: scheduler.clone(),
+        rt: rt.clone(),
+        scheduler: Some(scheduler.clone()),
         token,
     }));
     let result = crate::api::listen::serve(listener, app, a.head_timeout, shutdown_signal()).await;
