@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::term;
+use crate::control::Endpoint;
 
 /// Options to reach a server.
 #[derive(clap::Args, Debug, Clone)]
@@ -23,17 +24,25 @@ pub struct ServerOptions {
     pub json: bool,
 }
 
-/// The URL of the server to use: `--server`, else the one that announced
-/// itself in the data dir.
-pub fn server_url(data_dir: &Path, o: &ServerOptions) -> Option<String> {
-    o.server
-        .clone()
-        .or_else(|| std::fs::read_to_string(super::serve::url_file(data_dir)).ok())
-        .map(|s| s.trim().trim_end_matches('/').to_owned())
+/// The API to talk to: `--server`, else the process holding the data dir
+/// (on its control socket), if one answers there.
+pub async fn endpoint(data_dir: &Path, o: &ServerOptions) -> Result<Option<Endpoint>> {
+    if let Some(url) = &o.server {
+        return Ok(Some(Endpoint::url(url, o.token.clone())?));
+    }
+    let socket = Endpoint::socket(data_dir);
+    // Something must answer: a socket file left by a crash is not a server.
+    let answers = socket
+        .call("GET", "/healthz".into(), None)
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    Ok(answers.then_some(socket))
 }
 
-fn need_server(data_dir: &Path, o: &ServerOptions) -> Result<String> {
-    server_url(data_dir, o).with_context(|| {
+async fn need_server(data_dir: &Path, o: &ServerOptions) -> Result<Endpoint> {
+    endpoint(data_dir, o).await?.with_context(|| {
         format!(
             "no weft server holds {}; start one with `weft serve` or pass --server URL",
             data_dir.display()
@@ -43,49 +52,22 @@ fn need_server(data_dir: &Path, o: &ServerOptions) -> Result<String> {
 
 /// Sends one request; returns the JSON body of a 2xx answer.
 pub async fn call(
-    url: String,
+    to: &Endpoint,
     method: &'static str,
-    token: Option<String>,
+    path: String,
     body: Option<Value>,
 ) -> Result<Value> {
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let mut resp = match (method, body) {
-            ("GET", _) => {
-                let mut r = agent.get(&url);
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.call()
-            }
-            (m, body) => {
-                let mut r = match m {
-                    "POST" => agent.post(&url),
-                    "PATCH" => agent.patch(&url),
-                    _ => agent.put(&url),
-                };
-                if let Some(a) = &auth {
-                    r = r.header("authorization", a);
-                }
-                r.header("content-type", "application/json")
-                    .send(body.unwrap_or(Value::Null).to_string())
-            }
-        }
-        .with_context(|| format!("connecting to {url}"))?;
-        let status = resp.status();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or(&text);
-            bail!("{msg} (HTTP {})", status.as_u16());
-        }
-        Ok(v)
-    })
-    .await?
+    let Some((status, v)) = to.call(method, path, body.map(|b| b.to_string())).await? else {
+        bail!("no weft process answers at {to}");
+    };
+    if !(200..300).contains(&status) {
+        let msg = v["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
+        bail!("{msg} (HTTP {status})");
+    }
+    Ok(v)
 }
 
 #[derive(clap::Args, Debug)]
@@ -138,15 +120,15 @@ fn print_instance(v: &Value, json: bool) {
 }
 
 pub async fn create(data_dir: &Path, a: CreateArgs) -> Result<i32> {
-    let base = need_server(data_dir, &a.server)?;
+    let to = need_server(data_dir, &a.server).await?;
     let params: Value = serde_json::from_str(&super::json_arg(&a.params)?)
         .context("the params are not valid JSON")?;
     let mut body = json!({"params": params});
     if let Some(id) = &a.id {
         body["id"] = json!(id);
     }
-    let url = format!("{base}/v1/workflows/{}/instances", a.workflow);
-    let v = call(url, "POST", a.server.token.clone(), Some(body)).await?;
+    let path = format!("/v1/workflows/{}/instances", a.workflow);
+    let v = call(&to, "POST", path, Some(body)).await?;
     print_instance(&v, a.server.json);
     Ok(0)
 }
@@ -158,17 +140,11 @@ async fn change(
     body: Value,
     verb: &str,
 ) -> Result<i32> {
-    let base = need_server(data_dir, o)?;
-    let inst = call(
-        format!("{base}/v1/instances/{id}"),
-        "GET",
-        o.token.clone(),
-        None,
-    )
-    .await?;
+    let to = need_server(data_dir, o).await?;
+    let inst = call(&to, "GET", format!("/v1/instances/{id}"), None).await?;
     let wf = inst["workflow"].as_str().unwrap_or_default();
-    let url = format!("{base}/v1/workflows/{wf}/instances/{id}/status");
-    let v = call(url, "PATCH", o.token.clone(), Some(body)).await?;
+    let path = format!("/v1/workflows/{wf}/instances/{id}/status");
+    let v = call(&to, "PATCH", path, Some(body)).await?;
     if !o.json {
         term::status(verb, &format!("instance {id}"));
     }
@@ -227,13 +203,13 @@ pub struct UpgradeArgs {
 /// `weft upgrade`: move instances to the newest deployed version, each only
 /// if its journal replays on it.
 pub async fn upgrade(data_dir: &Path, a: UpgradeArgs) -> Result<i32> {
-    let base = need_server(data_dir, &a.server)?;
+    let to = need_server(data_dir, &a.server).await?;
     let body = match &a.id {
         Some(id) => json!({"id": id}),
         None => json!({"all": true}),
     };
-    let url = format!("{base}/v1/workflows/{}/upgrade", a.workflow);
-    let v = call(url, "POST", a.server.token.clone(), Some(body)).await?;
+    let path = format!("/v1/workflows/{}/upgrade", a.workflow);
+    let v = call(&to, "POST", path, Some(body)).await?;
     if a.server.json {
         outln!("{v}");
     } else {

@@ -211,9 +211,10 @@ pub fn main() -> i32 {
             Command::Run(a) => run::run(&cli.data_dir, a).await,
             Command::Build(a) => build::build(a),
             Command::Compile(a) => run::compile(&cli.data_dir, a).await,
-            Command::Resume(a) => match client::server_url(&cli.data_dir, &a.server) {
-                Some(_) => client::resume(&cli.data_dir, &a.id, &a.server).await,
-                None => run::resume(&cli.data_dir, a).await,
+            Command::Resume(a) => match client::endpoint(&cli.data_dir, &a.server).await {
+                Ok(Some(_)) => client::resume(&cli.data_dir, &a.id, &a.server).await,
+                Ok(None) => run::resume(&cli.data_dir, a).await,
+                Err(e) => Err(e),
             },
             Command::Serve(a) => serve::serve(&cli.data_dir, a).await,
             Command::Create(a) => client::create(&cli.data_dir, a).await,
