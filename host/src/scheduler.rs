@@ -282,13 +282,9 @@ impl Scheduler {
             let idle = idle?;
             match idle {
                 Idle::Final(_) | Idle::Paused => return Ok(()),
-                Idle::Evicted {
-                    wake_ms,
-                    event_types,
-                    children,
-                } => {
+                Idle::Evicted(wake) => {
                     tokio::select! {
-                        r = self.rt.sleep_evicted(id, &mut events, wake_ms, &event_types, &children) => r?,
+                        r = self.rt.sleep_evicted(id, &mut events, &wake) => r?,
                         _ = control.changed.notified() => {}
                     }
                 }

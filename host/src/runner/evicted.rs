@@ -16,17 +16,29 @@ use crate::journal::UnixMs;
 /// of holding each instance in memory 200 ms longer.
 const PREWARM: Duration = Duration::from_millis(300);
 
+/// What wakes an evicted instance: its time, an event of one of its types
+/// in the inbox, or one of the children it awaits ending.
+#[derive(Debug, Clone)]
+pub struct Wake {
+    pub at_ms: UnixMs,
+    pub event_types: Vec<String>,
+    pub children: Vec<String>,
+}
+
 impl Runtime {
-    /// Waits, holding no instance, until `wake_ms` or until an event of one
-    /// of `event_types` is in the inbox.
+    /// Waits, holding no instance, until the instance wakes.
     pub async fn sleep_evicted(
         &self,
         id: &str,
         events: &mut watch::Receiver<u64>,
-        wake_ms: UnixMs,
-        event_types: &[String],
-        children: &[String],
+        wake: &Wake,
     ) -> Result<()> {
+        let Wake {
+            at_ms: wake_ms,
+            event_types,
+            children,
+        } = wake;
+        let wake_ms = *wake_ms;
         loop {
             events.borrow_and_update();
             let inbox = self.journal.inbox(id)?;

@@ -13,7 +13,7 @@ use crate::durable::{Instance, InstanceOptions, Progress, RunningStep, next_retr
 use crate::engine::Components;
 use crate::journal::{
     AttemptResult, Created, Entry, ErrorInfo, InstanceRecord, Journal, JournalError, Status,
-    StatusUpdate, UnixMs, now_ms, until_ms,
+    StatusUpdate, now_ms, until_ms,
 };
 use crate::replay::Replay;
 
@@ -26,6 +26,7 @@ mod watchdog;
 
 pub use crate::durable::{Children, Control};
 pub use admission::Admission;
+pub use evicted::Wake;
 pub use input::{InvalidInput, RequestError, make_event, new_id, parse_payload, valid_id};
 use store::workflow_event;
 
@@ -59,13 +60,8 @@ pub struct Runtime {
 enum Interrupt {
     /// A step ran past its timeout.
     Timeout(RunningStep),
-    /// Every pending call waits long: drop the instance until `wake_ms` or
-    /// an event.
-    Evict {
-        wake_ms: UnixMs,
-        event_types: Vec<String>,
-        children: Vec<String>,
-    },
+    /// Every pending call waits long: drop the instance until it wakes.
+    Evict(Wake),
     /// A pause was requested and no step is running.
     Pause,
 }
@@ -194,14 +190,7 @@ impl Runtime {
         loop {
             match self.run_until_idle(id, &progress, None).await? {
                 Idle::Final(rec) => return Ok(rec),
-                Idle::Evicted {
-                    wake_ms,
-                    event_types,
-                    children,
-                } => {
-                    self.sleep_evicted(id, &mut events, wake_ms, &event_types, &children)
-                        .await?
-                }
+                Idle::Evicted(wake) => self.sleep_evicted(id, &mut events, &wake).await?,
                 // Nothing pauses an instance of `weft run`; go on.
                 Idle::Paused => {}
             }
@@ -254,25 +243,19 @@ impl Runtime {
                     self.set_status(id, Status::Paused, None, None).await?;
                     return Ok(Idle::Paused);
                 }
-                RunEnd::Evicted {
-                    wake_ms,
-                    event_types,
-                    children,
-                } => {
+                RunEnd::Evicted(wake) => {
                     if control.pause_requested() {
                         // Paused while it ran: stay `paused`, not `waiting`.
                         self.set_status(id, Status::Paused, None, None).await?;
                         return Ok(Idle::Paused);
                     }
                     if let Some(tx) = progress {
-                        let _ = tx.send(Progress::Evicted { wake_ms });
+                        let _ = tx.send(Progress::Evicted {
+                            wake_ms: wake.at_ms,
+                        });
                     }
                     self.set_status(id, Status::Waiting, None, None).await?;
-                    return Ok(Idle::Evicted {
-                        wake_ms,
-                        event_types,
-                        children,
-                    });
+                    return Ok(Idle::Evicted(wake));
                 }
             }
         }
@@ -518,15 +501,7 @@ impl Runtime {
                     .await?;
                 Ok(RunEnd::Retry)
             }
-            Err(Interrupt::Evict {
-                wake_ms,
-                event_types,
-                children,
-            }) => Ok(RunEnd::Evicted {
-                wake_ms,
-                event_types,
-                children,
-            }),
+            Err(Interrupt::Evict(wake)) => Ok(RunEnd::Evicted(wake)),
             Err(Interrupt::Pause) => Ok(RunEnd::Paused),
         }
     }
@@ -537,13 +512,9 @@ impl Runtime {
 pub enum Idle {
     /// The instance ended (complete, errored or terminated).
     Final(InstanceRecord),
-    /// Everything it waits for is far away: it holds no memory until
-    /// `wake_ms` or an event of one of `event_types`.
-    Evicted {
-        wake_ms: UnixMs,
-        event_types: Vec<String>,
-        children: Vec<String>,
-    },
+    /// Everything it waits for is far away: it holds no memory until it
+    /// wakes.
+    Evicted(Wake),
     /// Paused on request; it stays paused until resumed.
     Paused,
 }
@@ -553,9 +524,5 @@ enum RunEnd {
     Final(InstanceRecord),
     Retry,
     Paused,
-    Evicted {
-        wake_ms: UnixMs,
-        event_types: Vec<String>,
-        children: Vec<String>,
-    },
+    Evicted(Wake),
 }

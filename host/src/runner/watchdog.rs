@@ -51,11 +51,11 @@ pub(super) async fn watchdog(
                             _ => None,
                         })
                         .collect();
-                    return Interrupt::Evict {
-                        wake_ms,
+                    return Interrupt::Evict(super::Wake {
+                        at_ms: wake_ms,
                         event_types,
                         children,
-                    };
+                    });
                 }
                 // Only short waits: no work until one ends.
                 inst.waiting_only();
