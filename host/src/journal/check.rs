@@ -143,7 +143,8 @@ fn check_log(path: &Path, format: Option<u64>, after: u64, report: &mut Report) 
     match wal::scan(&bytes, after, layout) {
         Ok(scan) => {
             report.ok(format!(
-                "{shown}: {} whole records; {} batches to apply to redb when weft next opens the data dir",
+                "{shown}: {} whole records; {} batches to apply to redb when weft next opens the data dir \
+                 (the counts below are of redb alone)",
                 scan.records,
                 scan.batches.len()
             ));
