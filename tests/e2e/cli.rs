@@ -22,17 +22,7 @@ fn bad_input_gets_a_clear_error() {
     assert!(d.stderr.contains("1 MiB"), "{}", d.stderr);
 
     // The same limit holds for event payloads.
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "ev",
-            "--input",
-            r#"{"scenario":"events"}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "ev", r#"{"scenario":"events"}"#);
     run.wait_stderr("the wait", |t| t.contains("Waiting for event"));
     let d = w.exec(&["send-event", "ev", "second", &big_arg]);
     assert_eq!(d.code, Some(1));
@@ -106,17 +96,7 @@ fn list_filters_by_status_and_status_inspects_while_running() {
         w.scenario("bad", r#"{"scenario":"fail"}"#, &[]).code,
         Some(1)
     );
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "live",
-            "--input",
-            r#"{"scenario":"events"}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "live", r#"{"scenario":"events"}"#);
     run.wait_stderr("the wait", |t| t.contains("Waiting for event"));
     // The running process holds the journal; these go through its socket.
     let live = w.status("live");
@@ -240,17 +220,7 @@ fn events_sent_while_the_run_still_loads_are_kept() {
 #[test]
 fn an_instance_whose_run_was_killed_says_so() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "nap",
-            "--input",
-            r#"{"scenario":"sleep","ms":600000}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "nap", r#"{"scenario":"sleep","ms":600000}"#);
     run.wait_stderr("the sleep", |t| t.contains("Sleeping"));
     run.kill9();
     let d = w.exec(&["status", "nap"]);

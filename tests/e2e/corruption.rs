@@ -137,7 +137,7 @@ fn damaged_journals_are_refused_never_misread() {
     // A data dir left by `kill -9` in the middle of a long run: the last
     // steps are in the write-ahead log only.
     let input = r#"{"scenario":"long","n":60,"ms":40}"#;
-    let mut run = w.spawn("run", &["run", SCENARIOS, "--id", "long", "--input", input]);
+    let mut run = w.spawn_scenario("run", "long", input);
     run.wait_stderr("25 steps", |t| t.matches("Step work-").count() >= 25);
     run.kill9();
     let crashed = w.dir.path().join("crashed");
@@ -162,7 +162,7 @@ fn damaged_journals_are_refused_never_misread() {
 fn a_damaged_log_is_named_and_can_be_given_up() {
     let w = Weft::new();
     let input = r#"{"scenario":"long","n":40,"ms":40}"#;
-    let mut run = w.spawn("run", &["run", SCENARIOS, "--id", "long", "--input", input]);
+    let mut run = w.spawn_scenario("run", "long", input);
     run.wait_stderr("20 steps", |t| t.matches("Step work-").count() >= 20);
     run.kill9();
     let crashed = w.dir.path().join("crashed");

@@ -31,10 +31,7 @@ fn kill_9_at_several_points_loses_nothing_and_reruns_only_in_flight_steps() {
     let w = Weft::new();
     let mut logs = Vec::new();
     // Kill after 3, then 7 more, then 9 more completed steps.
-    let mut run = w.spawn(
-        "run-0",
-        &["run", SCENARIOS, "--id", "long", "--input", INPUT],
-    );
+    let mut run = w.spawn_scenario("run-0", "long", INPUT);
     run.wait_stderr("3 steps", |t| completed(t) >= 3);
     logs.push(run.kill9());
     for (i, more) in [7, 9].into_iter().enumerate() {
@@ -85,17 +82,7 @@ fn kill_9_at_several_points_loses_nothing_and_reruns_only_in_flight_steps() {
 #[test]
 fn kill_9_during_a_durable_sleep_keeps_the_wake_time() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "s",
-            "--input",
-            r#"{"scenario":"sleep","ms":1500}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "s", r#"{"scenario":"sleep","ms":1500}"#);
     run.wait_stderr("the sleep", |t| t.contains("Sleeping nap"));
     run.kill9();
     let h = w.history("s");

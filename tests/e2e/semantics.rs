@@ -243,17 +243,7 @@ fn a_short_sleep_stays_in_memory() {
 #[test]
 fn events_are_buffered_before_the_wait_and_delivered_once() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "ev",
-            "--input",
-            r#"{"scenario":"events"}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "ev", r#"{"scenario":"events"}"#);
     run.wait_stderr("the first wait", |t| {
         t.contains("Waiting for event `second`")
     });
@@ -293,17 +283,7 @@ fn a_wait_timeout_is_catchable() {
 #[test]
 fn concurrent_sleeps_waits_and_steps_run_together() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "cc",
-            "--input",
-            r#"{"scenario":"concurrent","ms":1000}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "cc", r#"{"scenario":"concurrent","ms":1000}"#);
     run.wait_stderr("the wait", |t| t.contains("Waiting for event `go`"));
     assert!(w.exec(&["send-event", "cc", "go", r#""now""#]).ok());
     let d = run.finish();
@@ -347,17 +327,7 @@ fn clocks_and_randomness_replay_their_journaled_values() {
 #[test]
 fn send_event_works_without_a_running_process() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "off",
-            "--input",
-            r#"{"scenario":"events"}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "off", r#"{"scenario":"events"}"#);
     run.wait_stderr("the wait", |t| t.contains("Waiting for event `second`"));
     run.kill9();
     for (t, p) in [("second", "2"), ("first", r#"{"by":"bo"}"#)] {
@@ -376,17 +346,7 @@ fn send_event_works_without_a_running_process() {
 #[test]
 fn changed_code_is_stopped_with_a_non_determinism_error() {
     let w = Weft::new();
-    let mut run = w.spawn(
-        "run",
-        &[
-            "run",
-            SCENARIOS,
-            "--id",
-            "nd",
-            "--input",
-            r#"{"scenario":"events"}"#,
-        ],
-    );
+    let mut run = w.spawn_scenario("run", "nd", r#"{"scenario":"events"}"#);
     run.wait_stderr("the wait", |t| t.contains("Waiting for event `second`"));
     run.kill9();
     let d = w.exec(&["resume", "nd", "--component", CHANGED]);

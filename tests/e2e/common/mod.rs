@@ -85,6 +85,12 @@ impl Weft {
         }
     }
 
+    /// `weft run SCENARIOS --id ID --input INPUT` in the background, its
+    /// output in files named `name`.
+    pub fn spawn_scenario(&self, name: &str, id: &str, input: &str) -> Running {
+        self.spawn(name, &["run", SCENARIOS, "--id", id, "--input", input])
+    }
+
     /// `weft run SCENARIOS` with a scenario input, to its end.
     pub fn scenario(&self, id: &str, input: &str, extra: &[&str]) -> Done {
         let mut args = vec!["run", SCENARIOS, "--id", id, "--input", input];
