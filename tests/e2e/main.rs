@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod compat;
 mod corruption;
 mod crash;
 mod examples;
