@@ -104,7 +104,7 @@ async fn w3(
     // Sleeps of 2 s are evicted (evict_after 1 s) and woken by timers, or,
     // with the default evict_after of 5 s, sleep in memory.
     let evict_after = if in_memory {
-        weft::runner::DEFAULT_EVICT_AFTER
+        weft::defaults::EVICT_AFTER
     } else {
         Duration::from_secs(1)
     };

@@ -135,14 +135,3 @@ where
     };
     Ok((status, value))
 }
-
-/// One request to the process serving `data_dir` on its socket, if one
-/// answers.
-pub async fn call(
-    data_dir: &Path,
-    method: &str,
-    path: String,
-    body: Option<String>,
-) -> Result<Option<(u16, Value)>> {
-    Endpoint::socket(data_dir).call(method, path, body).await
-}

@@ -105,7 +105,8 @@ const HOLDER_PATIENCE: Duration = Duration::from_secs(120);
 /// The request through the API of the process holding the data dir, if
 /// one answers. Answers in the shapes [`from_journal`] gives.
 async fn over_socket(data_dir: &Path, req: &Request) -> Result<Option<Value>> {
-    let call = |method, path: String, body| control::call(data_dir, method, path, body);
+    let socket = control::Endpoint::socket(data_dir);
+    let call = |method, path: String, body| socket.call(method, path, body);
     let answered = match req {
         Request::SendEvent {
             id,

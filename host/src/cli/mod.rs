@@ -238,3 +238,18 @@ pub fn main() -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The command line's text defaults say the same as `defaults`.
+    #[test]
+    fn text_defaults_match() {
+        assert_eq!(
+            parse_duration(defaults::EVICT_AFTER_TEXT),
+            Ok(defaults::EVICT_AFTER)
+        );
+        assert!(parse_duration(defaults::HEAD_TIMEOUT_TEXT).is_ok());
+    }
+}

@@ -107,16 +107,6 @@ pub enum JournalError {
     Closed,
 }
 
-impl JournalError {
-    /// Whether the journal's files are damaged (as opposed to unreachable).
-    pub fn is_damage(&self) -> bool {
-        matches!(
-            self,
-            JournalError::Damaged(_) | JournalError::LogDamaged { .. } | JournalError::Format(_)
-        )
-    }
-}
-
 impl From<redb::Error> for JournalError {
     fn from(e: redb::Error) -> Self {
         match e {

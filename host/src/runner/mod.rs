@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::{mpsc, watch};
 
+use crate::durable::policy::Policy;
 use crate::durable::{Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
 use crate::engine::Components;
 use crate::journal::{
@@ -32,9 +33,6 @@ use store::workflow_event;
 
 use watchdog::watchdog;
 
-/// Default time after which a waiting instance is dropped from memory.
-pub const DEFAULT_EVICT_AFTER: Duration = crate::defaults::EVICT_AFTER;
-
 /// The engine, the journal and the live instances of one data dir.
 pub struct Runtime {
     pub journal: Journal,
@@ -46,8 +44,8 @@ pub struct Runtime {
     /// metrics).
     pub finished: std::sync::atomic::AtomicUsize,
     /// Policies by workflow name; `default_policy` for the others.
-    policies: Mutex<HashMap<String, Arc<crate::durable::policy::Policy>>>,
-    pub default_policy: Mutex<Arc<crate::durable::policy::Policy>>,
+    policies: Mutex<HashMap<String, Arc<Policy>>>,
+    pub default_policy: Mutex<Arc<Policy>>,
     /// Who starts child workflows (the scheduler of `weft serve`).
     pub children: std::sync::OnceLock<std::sync::Weak<dyn Children>>,
     /// An instance whose every pending call waits longer than this is
@@ -82,7 +80,7 @@ impl Runtime {
             children: std::sync::OnceLock::new(),
             finished: std::sync::atomic::AtomicUsize::new(0),
             policies: Mutex::new(HashMap::new()),
-            default_policy: Mutex::new(Arc::new(crate::durable::policy::Policy::default())),
+            default_policy: Mutex::new(Arc::new(Policy::default())),
             evict_after,
         }))
     }
@@ -142,7 +140,7 @@ impl Runtime {
     }
 
     /// Sets the policy of a workflow.
-    pub fn set_policy(&self, workflow: &str, policy: crate::durable::policy::Policy) {
+    pub fn set_policy(&self, workflow: &str, policy: Policy) {
         self.policies
             .lock()
             .unwrap()
@@ -150,7 +148,7 @@ impl Runtime {
     }
 
     /// The policy instances of `workflow` run under.
-    pub fn policy(&self, workflow: &str) -> Arc<crate::durable::policy::Policy> {
+    pub fn policy(&self, workflow: &str) -> Arc<Policy> {
         match self.policies.lock().unwrap().get(workflow) {
             Some(p) => p.clone(),
             None => self.default_policy.lock().unwrap().clone(),
