@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::journal::{Created, InstanceRecord, JournalError, Status, StatusUpdate};
-use crate::runner::{Admission, Idle, RequestError, Runtime};
+use crate::runner::{Gate, RequestError, Runtime};
 
 /// First and longest delay before an instance's task that failed (not its
 /// workflow: the host) tries again.
@@ -33,17 +33,15 @@ pub struct Deployed {
     pub digest: String,
     /// At most this many instances of the workflow run at once.
     pub concurrency: Option<usize>,
-    limit: Option<Arc<Semaphore>>,
 }
 
 /// Owns the live instance tasks of a server.
 pub struct Scheduler {
     pub rt: Arc<Runtime>,
     workflows: HashMap<String, Deployed>,
-    pool: Arc<Semaphore>,
-    /// Bounds the instances in memory (running or waiting hot) by the
-    /// engine's instance slots.
-    resident: Arc<Semaphore>,
+    /// When instances may run: `max_running`, the workflows' `concurrency`,
+    /// and the engine's instance slots for those in memory.
+    gate: Gate,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     /// Live tasks after the last pruning of `tasks`.
     tasks_pruned_at: AtomicUsize,
@@ -99,6 +97,10 @@ impl Scheduler {
         workflows: Vec<(String, String, Option<usize>)>,
         max_running: usize,
     ) -> Arc<Scheduler> {
+        let limits = workflows
+            .iter()
+            .filter_map(|(name, _, c)| Some((name.clone(), Arc::new(Semaphore::new((*c)?.max(1))))))
+            .collect();
         let workflows = workflows
             .into_iter()
             .map(|(name, digest, concurrency)| {
@@ -106,7 +108,6 @@ impl Scheduler {
                     name: name.clone(),
                     digest,
                     concurrency,
-                    limit: concurrency.map(|n| Arc::new(Semaphore::new(n.max(1)))),
                 };
                 (name, d)
             })
@@ -114,8 +115,11 @@ impl Scheduler {
         Arc::new(Scheduler {
             rt,
             workflows,
-            pool: Arc::new(Semaphore::new(max_running.max(1))),
-            resident: Arc::new(Semaphore::new(crate::engine::MAX_RESIDENT)),
+            gate: Gate {
+                resident: Arc::new(Semaphore::new(crate::engine::MAX_RESIDENT)),
+                pool: Arc::new(Semaphore::new(max_running.max(1))),
+                workflows: limits,
+            },
             tasks: Mutex::new(HashMap::new()),
             tasks_pruned_at: AtomicUsize::new(0),
             me: std::sync::OnceLock::new(),
@@ -210,86 +214,11 @@ impl Scheduler {
         tasks.insert(id.to_owned(), handle);
     }
 
-    /// Takes the run permits of an instance, marking it queued while it
-    /// waits for them.
-    async fn admit(&self, rec: &InstanceRecord, admission: &Admission) -> Result<()> {
-        if admission.try_acquire() {
-            return Ok(());
-        }
-        if rec.status != Status::Queued {
-            self.set_status(&rec.id, Status::Queued).await?;
-        }
-        admission.acquire().await?;
-        Ok(())
-    }
-
-    async fn set_status(&self, id: &str, status: Status) -> Result<(), JournalError> {
-        self.rt
-            .journal
-            .update(
-                id,
-                StatusUpdate {
-                    status,
-                    output: None,
-                    error: None,
-                },
-            )
-            .await?;
-        Ok(())
-    }
-
+    /// The task of one instance: its lifecycle, gated by the server's
+    /// limits.
     async fn instance_task(self: Arc<Self>, id: &str) -> Result<()> {
-        let mut events = self.rt.event_receiver(id);
-        let control = self.rt.control(id);
-        let mut admission = None;
-        loop {
-            let Some(rec) = self.rt.journal.instance(id)? else {
-                return Ok(());
-            };
-            if rec.status.is_final() {
-                return Ok(());
-            }
-            if control.pause_requested() {
-                if rec.status != Status::Paused {
-                    self.set_status(id, Status::Paused).await?;
-                }
-                // Parked until resumed; resume spawns a new task.
-                return Ok(());
-            }
-            let admission: &Arc<Admission> = admission.get_or_insert_with(|| {
-                let limit = self
-                    .workflows
-                    .get(&rec.workflow)
-                    .and_then(|w| w.limit.clone());
-                Admission::new(self.pool.clone(), limit)
-            });
-            // A place in memory first (the engine's instance slots), then
-            // the permits to run.
-            let resident = tokio::select! {
-                p = self.resident.clone().acquire_owned() => p?,
-                _ = control.changed.notified() => continue,
-            };
-            tokio::select! {
-                r = self.admit(&rec, admission) => r?,
-                _ = control.changed.notified() => continue,
-            }
-            // Boxed: the parked task then holds only the small state of its
-            // wait, not room for a whole run (W7: host memory per evicted
-            // instance).
-            let idle = Box::pin(self.rt.run_until_idle(id, &None, Some(admission))).await;
-            admission.release();
-            drop(resident);
-            let idle = idle?;
-            match idle {
-                Idle::Final(_) | Idle::Paused => return Ok(()),
-                Idle::Evicted(wake) => {
-                    tokio::select! {
-                        r = self.rt.sleep_evicted(id, &mut events, &wake) => r?,
-                        _ = control.changed.notified() => {}
-                    }
-                }
-            }
-        }
+        self.rt.live(id, Some(&self.gate), None).await?;
+        Ok(())
     }
 
     fn spawn_child(&self, id: &str) {
@@ -322,7 +251,7 @@ impl Scheduler {
             )));
         }
         self.rt.control(id).set_pause(true);
-        self.set_status(id, Status::Paused).await?;
+        self.rt.set_status(id, Status::Paused).await?;
         self.instance(id)
     }
 
@@ -344,7 +273,7 @@ impl Scheduler {
         } else {
             Status::Queued
         };
-        self.set_status(id, status).await?;
+        self.rt.set_status(id, status).await?;
         self.spawn(id);
         self.instance(id)
     }
@@ -359,7 +288,7 @@ impl Scheduler {
             )));
         }
         self.abort(id);
-        self.set_status(id, Status::Terminated).await?;
+        self.rt.set_status(id, Status::Terminated).await?;
         self.rt.control(id).set_pause(false);
         if let Some(parent) = &rec.parent {
             self.rt.notify(parent);

@@ -1,26 +1,25 @@
-//! Runs one instance to its end: instantiate, replay, do new work, evict
-//! while waiting long, and journal the final state.
+//! Runs instances: the runtime of one data dir (journal, components, the
+//! event channels and pause switches of live instances) and, in
+//! `lifecycle.rs`, the one state machine that takes an instance from
+//! admission to its end.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::sync::{mpsc, watch};
+use anyhow::{Context, Result};
+use tokio::sync::watch;
 
 use crate::durable::policy::Policy;
-use crate::durable::{Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
 use crate::engine::Components;
-use crate::journal::{
-    AttemptResult, Created, Entry, ErrorInfo, InstanceRecord, Journal, JournalError, Status,
-    StatusUpdate, now_ms, until_ms,
-};
-use crate::replay::Replay;
+use crate::journal::{Created, InstanceRecord, Journal, Status, now_ms, until_ms};
 
 mod admission;
+mod attempt;
 mod evicted;
 mod input;
+mod lifecycle;
 mod store;
 mod upgrade;
 mod watchdog;
@@ -29,9 +28,7 @@ pub use crate::durable::{Children, Control};
 pub use admission::Admission;
 pub use evicted::Wake;
 pub use input::{InvalidInput, RequestError, make_event, new_id, parse_payload, valid_id};
-use store::workflow_event;
-
-use watchdog::watchdog;
+pub use lifecycle::{Ended, Gate};
 
 /// The engine, the journal and the live instances of one data dir.
 pub struct Runtime {
@@ -51,17 +48,6 @@ pub struct Runtime {
     /// An instance whose every pending call waits longer than this is
     /// evicted and replayed when it wakes.
     pub evict_after: Duration,
-}
-
-/// Why the runner stopped a live instance.
-#[derive(Debug)]
-enum Interrupt {
-    /// A step ran past its timeout.
-    Timeout(RunningStep),
-    /// Every pending call waits long: drop the instance until it wakes.
-    Evict(Wake),
-    /// A pause was requested and no step is running.
-    Pause,
 }
 
 impl Runtime {
@@ -177,90 +163,8 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs an instance until it is complete or errored, replaying its
-    /// journal first. Returns its final record.
-    pub async fn drive(
-        &self,
-        id: &str,
-        progress: Option<mpsc::UnboundedSender<Progress>>,
-    ) -> Result<InstanceRecord> {
-        let mut events = self.event_receiver(id);
-        loop {
-            match self.run_until_idle(id, &progress, None).await? {
-                Idle::Final(rec) => return Ok(rec),
-                Idle::Evicted(wake) => self.sleep_evicted(id, &mut events, &wake).await?,
-                // Nothing pauses an instance of `weft run`; go on.
-                Idle::Paused => {}
-            }
-        }
-    }
-
-    /// Runs an instance until it is final, evicted (waiting long) or
-    /// paused, replaying its journal first. With `admission` (a server's
-    /// instance), its permits are held on entry, given back while the
-    /// instance only waits and taken again when a wait ends.
-    pub async fn run_until_idle(
-        &self,
-        id: &str,
-        progress: &Option<mpsc::UnboundedSender<Progress>>,
-        admission: Option<&Arc<Admission>>,
-    ) -> Result<Idle> {
-        let events = self.event_receiver(id);
-        let control = self.control(id);
-        loop {
-            let rec = self
-                .journal
-                .instance(id)?
-                .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
-            if rec.status.is_final() {
-                return Ok(self.finish(rec));
-            }
-            if control.pause_requested() {
-                self.set_status(id, Status::Paused, None, None).await?;
-                return Ok(Idle::Paused);
-            }
-            if rec.status != Status::Running {
-                // Not waited for: after a crash an instance found `queued`
-                // is run all the same.
-                self.journal.update_lazy(
-                    id,
-                    StatusUpdate {
-                        status: Status::Running,
-                        output: None,
-                        error: None,
-                    },
-                );
-            }
-            match self
-                .run_once(&rec, &events, &control, progress.clone(), admission)
-                .await?
-            {
-                RunEnd::Final(rec) => return Ok(self.finish(rec)),
-                RunEnd::Retry => continue,
-                RunEnd::Paused => {
-                    self.set_status(id, Status::Paused, None, None).await?;
-                    return Ok(Idle::Paused);
-                }
-                RunEnd::Evicted(wake) => {
-                    if control.pause_requested() {
-                        // Paused while it ran: stay `paused`, not `waiting`.
-                        self.set_status(id, Status::Paused, None, None).await?;
-                        return Ok(Idle::Paused);
-                    }
-                    if let Some(tx) = progress {
-                        let _ = tx.send(Progress::Evicted {
-                            wake_ms: wake.at_ms,
-                        });
-                    }
-                    self.set_status(id, Status::Waiting, None, None).await?;
-                    return Ok(Idle::Evicted(wake));
-                }
-            }
-        }
-    }
-
     /// Bookkeeping for an instance found or made final.
-    fn finish(&self, rec: InstanceRecord) -> Idle {
+    fn finish(&self, rec: InstanceRecord) -> InstanceRecord {
         if let Some(parent) = &rec.parent {
             self.notify(parent);
         }
@@ -271,7 +175,7 @@ impl Runtime {
         self.controls.lock().unwrap().remove(&rec.id);
         self.finished
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Idle::Final(rec)
+        rec
     }
 
     /// Instances with an event channel or a pause switch in memory (for
@@ -299,228 +203,7 @@ impl Runtime {
             .or_default()
             .clone()
     }
-
-    async fn set_status(
-        &self,
-        id: &str,
-        status: Status,
-        output: Option<Box<serde_json::value::RawValue>>,
-        error: Option<ErrorInfo>,
-    ) -> Result<InstanceRecord> {
-        Ok(self
-            .journal
-            .update(
-                id,
-                StatusUpdate {
-                    status,
-                    output,
-                    error,
-                },
-            )
-            .await?)
-    }
-
-    async fn run_once(
-        &self,
-        rec: &InstanceRecord,
-        events: &watch::Receiver<u64>,
-        control: &Arc<Control>,
-        progress: Option<mpsc::UnboundedSender<Progress>>,
-        admission: Option<&Arc<Admission>>,
-    ) -> Result<RunEnd> {
-        let component = self.components.load(&rec.digest)?;
-        let entries = self.journal.entries(&rec.id)?;
-        if !entries.is_empty()
-            && let Some(tx) = &progress
-        {
-            let _ = tx.send(Progress::Replaying {
-                entries: entries.len(),
-            });
-        }
-        let replay = Replay::new(entries);
-        let inst = Instance::new(InstanceOptions {
-            id: rec.id.clone(),
-            journal: self.journal.clone(),
-            replay,
-            seed: rec.seed,
-            events: events.clone(),
-            control: control.clone(),
-            children: self.children.get().and_then(|w| w.upgrade()),
-            policy: self.policy(&rec.workflow),
-            progress: progress.clone(),
-            admission: admission.map(|a| a.clone() as Arc<dyn crate::durable::RunPermits>),
-            dry_run: false,
-        });
-        let policy = inst.policy.clone();
-        let _live = self.journal.live();
-        let _resident = self.components.resident();
-        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
-        let event = workflow_event(rec);
-        let run = async {
-            let wf = component.pre.instantiate_async(&mut store).await?;
-            store
-                .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                .await?
-        };
-        let ended = tokio::select! {
-            r = run => Ok(r),
-            i = watchdog(&inst, control, self.evict_after) => Err(i),
-        };
-        let memory_hit = store.data().limiter.was_hit();
-        drop(store);
-        let id = rec.id.as_str();
-        let (fatal, host_error, paused) = {
-            let st = inst.lock();
-            (st.fatal.clone(), st.host_error.clone(), st.paused)
-        };
-        if let Some(e) = host_error {
-            bail!("instance {id}: {e}");
-        }
-        if let Some(e) = fatal {
-            let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
-            return Ok(RunEnd::Final(rec));
-        }
-        if paused || matches!(ended, Err(Interrupt::Pause)) {
-            return Ok(RunEnd::Paused);
-        }
-        match ended {
-            Ok(Ok(Ok(json))) => {
-                let json = policy.redact(&json);
-                let rec = if let Err(e) = inst.check_finished() {
-                    self.set_status(id, Status::Errored, None, Some(e)).await?
-                } else {
-                    match parse_payload("workflow output", &json) {
-                        Ok(out) => {
-                            self.set_status(id, Status::Complete, Some(out), None)
-                                .await?
-                        }
-                        Err(e) => {
-                            let e = ErrorInfo::new("InvalidOutput", format!("{e:#}"));
-                            self.set_status(id, Status::Errored, None, Some(e)).await?
-                        }
-                    }
-                };
-                Ok(RunEnd::Final(rec))
-            }
-            Ok(Ok(Err(e))) => {
-                let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
-                let e =
-                    crate::durable::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
-                let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
-                Ok(RunEnd::Final(rec))
-            }
-            // No room in the engine's pool: not the workflow's doing. The
-            // instance task tries again later (nothing was journaled).
-            Ok(Err(e)) if crate::engine::out_of_slots(&e) => {
-                bail!("instance {id}: {e:#}")
-            }
-            Ok(Err(trap)) => {
-                tracing::debug!("instance {id} trapped: {trap:?}");
-                let what = match trap.downcast_ref::<wasmtime::Trap>() {
-                    Some(t) => t.to_string(),
-                    None => trap.to_string(),
-                };
-                let e = if memory_hit {
-                    crate::durable::memory_limit_exceeded(policy.limits.memory_bytes)
-                } else {
-                    ErrorInfo::new(
-                        "WorkflowTrap",
-                        format!("the workflow trapped: {}", policy.redact(&what)),
-                    )
-                };
-                // A trap inside a step body is a failed attempt of the
-                // steps that were running; outside, it ends the instance.
-                let running: Vec<RunningStep> = inst.lock().running.values().cloned().collect();
-                if !running.is_empty() {
-                    let now = now_ms();
-                    let entries = running
-                        .into_iter()
-                        .map(|step| {
-                            let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
-                            if let Some(tx) = &progress {
-                                let _ = tx.send(Progress::StepFailed {
-                                    name: step.name.clone(),
-                                    attempt: step.attempt,
-                                    error: e.clone(),
-                                    retry_in_ms: retry_ms.map(|at| at - now),
-                                });
-                            }
-                            Entry::Step {
-                                name: step.name,
-                                n: step.n,
-                                attempt: step.attempt,
-                                started_ms: step.started_ms,
-                                ended_ms: now,
-                                result: AttemptResult::Err {
-                                    error: e.clone(),
-                                    retry_ms,
-                                },
-                            }
-                        })
-                        .collect();
-                    self.journal.append(id, entries).await?;
-                    return Ok(RunEnd::Retry);
-                }
-                let rec = self.set_status(id, Status::Errored, None, Some(e)).await?;
-                Ok(RunEnd::Final(rec))
-            }
-            Err(Interrupt::Timeout(step)) => {
-                let now = now_ms();
-                let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
-                let error = ErrorInfo::new(
-                    "StepTimeout",
-                    format!(
-                        "step \"{}\" attempt {} ran past its timeout of {} ms",
-                        step.name,
-                        step.attempt,
-                        now.saturating_sub(step.started_ms)
-                    ),
-                );
-                if let Some(tx) = &progress {
-                    let _ = tx.send(Progress::StepFailed {
-                        name: step.name.clone(),
-                        attempt: step.attempt,
-                        error: error.clone(),
-                        retry_in_ms: retry_ms.map(|at| at - now),
-                    });
-                }
-                self.journal
-                    .append(
-                        id,
-                        vec![Entry::Step {
-                            name: step.name,
-                            n: step.n,
-                            attempt: step.attempt,
-                            started_ms: step.started_ms,
-                            ended_ms: now,
-                            result: AttemptResult::Err { error, retry_ms },
-                        }],
-                    )
-                    .await?;
-                Ok(RunEnd::Retry)
-            }
-            Err(Interrupt::Evict(wake)) => Ok(RunEnd::Evicted(wake)),
-            Err(Interrupt::Pause) => Ok(RunEnd::Paused),
-        }
-    }
 }
 
-/// Why [`Runtime::run_until_idle`] returned.
-#[derive(Debug)]
-pub enum Idle {
-    /// The instance ended (complete, errored or terminated).
-    Final(InstanceRecord),
-    /// Everything it waits for is far away: it holds no memory until it
-    /// wakes.
-    Evicted(Wake),
-    /// Paused on request; it stays paused until resumed.
-    Paused,
-}
-
-enum RunEnd {
-    /// The instance ended; its final record.
-    Final(InstanceRecord),
-    Retry,
-    Paused,
-    Evicted(Wake),
-}
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::sync::watch;
 
-use super::{Control, Runtime, workflow_event};
+use super::store::workflow_event;
+use super::{Control, Runtime};
 use crate::durable::{Instance, InstanceOptions};
 use crate::journal::{ErrorInfo, JournalError};
 use crate::replay::Replay;

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Control, Interrupt};
+use super::Control;
+use super::attempt::Interrupt;
 use crate::durable::{Instance, WaitFor};
 use crate::journal::now_ms;
 

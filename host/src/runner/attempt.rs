@@ -1,0 +1,234 @@
+//! One run of an instance's guest: instantiate, replay, do new work until
+//! the guest returns, traps or the watchdog interrupts it; then journal what
+//! came of it (the `Run` state of the lifecycle).
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use tokio::sync::{mpsc, watch};
+
+use super::lifecycle::Settled;
+use super::store::workflow_event;
+use super::watchdog::watchdog;
+use super::{Admission, Runtime, Wake, parse_payload};
+use crate::durable::policy::Policy;
+use crate::durable::{Control, Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
+use crate::journal::{
+    AttemptResult, Entry, ErrorInfo, InstanceRecord, Status, StatusUpdate, now_ms,
+};
+use crate::replay::Replay;
+
+/// Why the watchdog stopped a live instance.
+#[derive(Debug)]
+pub(super) enum Interrupt {
+    /// A step ran past its timeout.
+    Timeout(RunningStep),
+    /// Every pending call waits long: drop the instance until it wakes.
+    Evict(Wake),
+    /// A pause was requested and no step is running.
+    Pause,
+}
+
+/// How the guest's `run` ended: returned (its output or error), trapped, or
+/// was interrupted.
+type RunResult =
+    Result<wasmtime::Result<Result<String, crate::bindings::types::ErrorInfo>>, Interrupt>;
+
+impl Runtime {
+    /// Runs the guest of `rec` once and settles the outcome.
+    pub(super) async fn run_once(
+        &self,
+        rec: &InstanceRecord,
+        events: &watch::Receiver<u64>,
+        control: &Arc<Control>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+        admission: Option<Arc<Admission>>,
+    ) -> Result<Settled> {
+        let component = self.components.load(&rec.digest)?;
+        let entries = self.journal.entries(&rec.id)?;
+        if !entries.is_empty()
+            && let Some(tx) = &progress
+        {
+            let _ = tx.send(Progress::Replaying {
+                entries: entries.len(),
+            });
+        }
+        let inst = Instance::new(InstanceOptions {
+            id: rec.id.clone(),
+            journal: self.journal.clone(),
+            replay: Replay::new(entries),
+            seed: rec.seed,
+            events: events.clone(),
+            control: control.clone(),
+            children: self.children.get().and_then(|w| w.upgrade()),
+            policy: self.policy(&rec.workflow),
+            progress: progress.clone(),
+            admission: admission.map(|a| a as Arc<dyn crate::durable::RunPermits>),
+            dry_run: false,
+        });
+        let _live = self.journal.live();
+        let _resident = self.components.resident();
+        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
+        let event = workflow_event(rec);
+        let run = async {
+            let wf = component.pre.instantiate_async(&mut store).await?;
+            store
+                .run_concurrent(async |acc| wf.call_run(acc, event).await)
+                .await?
+        };
+        let ended = tokio::select! {
+            r = run => Ok(r),
+            i = watchdog(&inst, control, self.evict_after) => Err(i),
+        };
+        let memory_hit = store.data().limiter.was_hit();
+        drop(store);
+        self.settle(&inst, ended, memory_hit, &progress).await
+    }
+
+    /// Journals what one run came to: the final state, failed attempts of
+    /// the steps a trap or timeout cut short, or nothing (paused, evicted).
+    async fn settle(
+        &self,
+        inst: &Instance,
+        ended: RunResult,
+        memory_hit: bool,
+        progress: &Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Settled> {
+        let id = inst.id.as_str();
+        let policy: &Policy = &inst.policy;
+        let (fatal, host_error, paused) = {
+            let st = inst.lock();
+            (st.fatal.clone(), st.host_error.clone(), st.paused)
+        };
+        if let Some(e) = host_error {
+            bail!("instance {id}: {e}");
+        }
+        if let Some(e) = fatal {
+            return self.end(id, Err(e)).await;
+        }
+        if paused {
+            return Ok(Settled::Paused);
+        }
+        match ended {
+            Ok(Ok(Ok(json))) => {
+                let json = policy.redact(&json);
+                let out = match inst.check_finished() {
+                    Err(e) => Err(e),
+                    Ok(()) => parse_payload("workflow output", &json)
+                        .map_err(|e| ErrorInfo::new("InvalidOutput", format!("{e:#}"))),
+                };
+                self.end(id, out).await
+            }
+            Ok(Ok(Err(e))) => {
+                let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
+                let e =
+                    crate::durable::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
+                self.end(id, Err(e)).await
+            }
+            // No room in the engine's pool: not the workflow's doing. The
+            // lifecycle's owner tries again later (nothing was journaled).
+            Ok(Err(e)) if crate::engine::out_of_slots(&e) => {
+                bail!("instance {id}: {e:#}")
+            }
+            Ok(Err(trap)) => {
+                tracing::debug!("instance {id} trapped: {trap:?}");
+                let what = match trap.downcast_ref::<wasmtime::Trap>() {
+                    Some(t) => t.to_string(),
+                    None => trap.to_string(),
+                };
+                let e = if memory_hit {
+                    crate::durable::memory_limit_exceeded(policy.limits.memory_bytes)
+                } else {
+                    ErrorInfo::new(
+                        "WorkflowTrap",
+                        format!("the workflow trapped: {}", policy.redact(&what)),
+                    )
+                };
+                // A trap inside a step body is a failed attempt of the
+                // steps that were running; outside, it ends the instance.
+                let running: Vec<RunningStep> = inst.lock().running.values().cloned().collect();
+                if running.is_empty() {
+                    return self.end(id, Err(e)).await;
+                }
+                self.fail_attempts(id, running, |_| e.clone(), progress)
+                    .await?;
+                Ok(Settled::Retry)
+            }
+            Err(Interrupt::Timeout(step)) => {
+                let now = now_ms();
+                let error = |step: &RunningStep| {
+                    ErrorInfo::new(
+                        "StepTimeout",
+                        format!(
+                            "step \"{}\" attempt {} ran past its timeout of {} ms",
+                            step.name,
+                            step.attempt,
+                            now.saturating_sub(step.started_ms)
+                        ),
+                    )
+                };
+                self.fail_attempts(id, vec![step], error, progress).await?;
+                Ok(Settled::Retry)
+            }
+            Err(Interrupt::Evict(wake)) => Ok(Settled::Evicted(wake)),
+            Err(Interrupt::Pause) => Ok(Settled::Paused),
+        }
+    }
+
+    /// Journals the instance's final state.
+    async fn end(
+        &self,
+        id: &str,
+        out: Result<Box<serde_json::value::RawValue>, ErrorInfo>,
+    ) -> Result<Settled> {
+        let update = match out {
+            Ok(output) => StatusUpdate {
+                status: Status::Complete,
+                output: Some(output),
+                error: None,
+            },
+            Err(error) => StatusUpdate {
+                status: Status::Errored,
+                output: None,
+                error: Some(error),
+            },
+        };
+        Ok(Settled::Final(self.journal.update(id, update).await?))
+    }
+
+    /// Journals a failed attempt, with its retry time, for each of `steps`.
+    async fn fail_attempts(
+        &self,
+        id: &str,
+        steps: Vec<RunningStep>,
+        error: impl Fn(&RunningStep) -> ErrorInfo,
+        progress: &Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let entries = steps
+            .into_iter()
+            .map(|step| {
+                let error = error(&step);
+                let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
+                if let Some(tx) = progress {
+                    let _ = tx.send(Progress::StepFailed {
+                        name: step.name.clone(),
+                        attempt: step.attempt,
+                        error: error.clone(),
+                        retry_in_ms: retry_ms.map(|at| at - now),
+                    });
+                }
+                Entry::Step {
+                    name: step.name,
+                    n: step.n,
+                    attempt: step.attempt,
+                    started_ms: step.started_ms,
+                    ended_ms: now,
+                    result: AttemptResult::Err { error, retry_ms },
+                }
+            })
+            .collect();
+        self.journal.append(id, entries).await?;
+        Ok(())
+    }
+}
