@@ -18,8 +18,8 @@ use anyhow::Result;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::journal::{Created, InstanceRecord, JournalError, Status, StatusUpdate};
-use crate::runner::{Gate, RequestError, Runtime};
+use crate::journal::{Created, InstanceRecord, JournalError, Status};
+use crate::runner::{Ended, Gate, RequestError, Runtime};
 
 /// First and longest delay before an instance's task that failed (not its
 /// workflow: the host) tries again.
@@ -194,31 +194,41 @@ impl Scheduler {
         }
         let me = self.clone();
         let id2 = id.to_owned();
-        let handle = tokio::spawn(async move {
-            // A failure of the host's own (I/O, loading the component) is
-            // retried, as workflow engines retry their tasks: the instance
-            // would otherwise stay `running` with nothing running it.
-            let mut delay = RETRY_TASK_MIN;
-            while let Err(e) = me.clone().instance_task(&id2).await {
-                if matches!(
-                    e.downcast_ref::<crate::journal::JournalError>(),
-                    Some(crate::journal::JournalError::Closed)
-                ) {
-                    return;
-                }
-                tracing::error!("instance {id2}: {e:#}; trying again in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(RETRY_TASK_MAX);
-            }
-        });
+        let handle = tokio::spawn(async move { me.instance_task(&id2).await });
         tasks.insert(id.to_owned(), handle);
     }
 
     /// The task of one instance: its lifecycle, gated by the server's
     /// limits.
-    async fn instance_task(self: Arc<Self>, id: &str) -> Result<()> {
-        self.rt.live(id, Some(&self.gate), None).await?;
-        Ok(())
+    async fn instance_task(self: Arc<Self>, id: &str) {
+        // A failure of the host's own (I/O, loading the component) is
+        // retried, as workflow engines retry their tasks: the instance
+        // would otherwise stay `running` with nothing running it.
+        let mut delay = RETRY_TASK_MIN;
+        loop {
+            match self.rt.live(id, Some(&self.gate), None).await {
+                Ok(Ended::Paused) => {
+                    // A resume that came while the lifecycle ended found
+                    // this task live and started none: go on if the pause
+                    // is lifted. Checked under the lock `spawn` takes, so
+                    // either this task goes on or `spawn` starts another.
+                    let mut tasks = self.tasks.lock().unwrap();
+                    if self.rt.control(id).pause_requested() {
+                        tasks.remove(id);
+                        return;
+                    }
+                }
+                Ok(Ended::Final(_) | Ended::Deleted) => return,
+                Err(e) => {
+                    if matches!(e.downcast_ref::<JournalError>(), Some(JournalError::Closed)) {
+                        return;
+                    }
+                    tracing::error!("instance {id}: {e:#}; trying again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_TASK_MAX);
+                }
+            }
+        }
     }
 
     fn spawn_child(&self, id: &str) {
@@ -227,9 +237,13 @@ impl Scheduler {
         }
     }
 
-    fn abort(&self, id: &str) {
-        if let Some(t) = self.tasks.lock().unwrap().remove(id) {
+    /// Stops the instance's task and waits until it has stopped, so that
+    /// nothing it was doing writes after what the caller writes next.
+    async fn stop(&self, id: &str) {
+        let task = self.tasks.lock().unwrap().remove(id);
+        if let Some(t) = task {
             t.abort();
+            let _ = t.await;
         }
     }
 
@@ -251,8 +265,9 @@ impl Scheduler {
             )));
         }
         self.rt.control(id).set_pause(true);
-        self.rt.set_status(id, Status::Paused).await?;
-        self.instance(id)
+        // The record as this request left it (the instance may move on at
+        // once, as a resumed one does).
+        Ok(self.rt.set_status(id, Status::Paused).await?)
     }
 
     /// Resumes a paused instance: it is `queued` for a place to run, or
@@ -273,9 +288,9 @@ impl Scheduler {
         } else {
             Status::Queued
         };
-        self.rt.set_status(id, status).await?;
+        let rec = self.rt.set_status(id, status).await?;
         self.spawn(id);
-        self.instance(id)
+        Ok(rec)
     }
 
     /// Ends an instance for good; in-flight work is abandoned.
@@ -287,13 +302,13 @@ impl Scheduler {
                 rec.status.as_str()
             )));
         }
-        self.abort(id);
-        self.rt.set_status(id, Status::Terminated).await?;
+        self.stop(id).await;
+        let rec = self.rt.set_status(id, Status::Terminated).await?;
         self.rt.control(id).set_pause(false);
         if let Some(parent) = &rec.parent {
             self.rt.notify(parent);
         }
-        self.instance(id)
+        Ok(rec)
     }
 
     /// Runs an instance again from the start, or from occurrence `count`
@@ -325,22 +340,13 @@ impl Scheduler {
                     })?
             }
         };
-        self.abort(id);
+        self.stop(id).await;
         self.rt.control(id).set_pause(false);
         self.rt.journal.truncate(id, keep_before).await?;
-        self.rt
-            .journal
-            .update(
-                id,
-                StatusUpdate {
-                    status: Status::Queued,
-                    output: None,
-                    error: None,
-                },
-            )
-            .await?;
+        // Queued, with no output or error.
+        let rec = self.rt.set_status(id, Status::Queued).await?;
         self.spawn(id);
-        self.instance(id)
+        Ok(rec)
     }
 
     /// Moves an instance to the newest version of its workflow if its
@@ -358,7 +364,7 @@ impl Scheduler {
             )));
         }
         let live = self.has_task(id);
-        self.abort(id);
+        self.stop(id).await;
         let check = self.rt.check_replay(id, &wf.digest).await;
         let result = match check {
             Ok(Ok(())) => {
@@ -377,7 +383,7 @@ impl Scheduler {
     /// Deletes an instance and its journal, stopping it first.
     pub async fn delete(&self, id: &str) -> Result<(), Error> {
         self.instance(id)?;
-        self.abort(id);
+        self.stop(id).await;
         self.rt.journal.delete(id).await?;
         Ok(())
     }
