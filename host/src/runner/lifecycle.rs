@@ -20,7 +20,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use anyhow::Result;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -133,9 +135,8 @@ impl Runtime {
                 State::Admit(rec) => match gate {
                     None => State::Run(rec),
                     Some(gate) => {
-                        let admitted = interruptible(&control, async {
-                            self.admit(&rec, gate, &mut held).await
-                        });
+                        let admitted =
+                            interruptible(&control, || self.admit(&rec, gate, &mut held));
                         match admitted.await {
                             Some(r) => {
                                 r?;
@@ -186,15 +187,17 @@ impl Runtime {
                     }
                 }
                 State::Wait(wake) => {
-                    let wait = interruptible(&control, async {
+                    if !control.pause_requested() {
                         if let Some(tx) = &progress {
                             let _ = tx.send(Progress::Evicted {
                                 wake_ms: wake.at_ms,
                             });
                         }
                         self.set_status(id, Status::Waiting).await?;
-                        self.sleep_evicted(id, &mut events, &wake).await
-                    });
+                    }
+                    // A pause that came meanwhile is seen here.
+                    let wait =
+                        interruptible(&control, || self.sleep_evicted(id, &mut events, &wake));
                     if let Some(r) = wait.await {
                         r?;
                     }
@@ -254,18 +257,26 @@ impl Runtime {
     }
 }
 
-/// Runs `f` unless the operator changes the instance's pause switch first
-/// (or before it starts): `None` then, and the lifecycle looks again.
-async fn interruptible<F: Future>(control: &Control, f: F) -> Option<F::Output> {
-    let changed = control.changed.notified();
-    tokio::pin!(changed);
+/// Runs the future `f` makes unless the operator changes the instance's
+/// pause switch first (or before it starts): `None` then, and the lifecycle
+/// looks again. (A closure rather than a future, and no `select!`, so that
+/// the parked lifecycle holds one copy of the future, not two.)
+async fn interruptible<F: Future>(control: &Control, f: impl FnOnce() -> F) -> Option<F::Output> {
+    let mut changed = pin!(control.changed.notified());
     // Registered before the check, so a change in between is not missed.
     changed.as_mut().enable();
     if control.pause_requested() {
         return None;
     }
-    tokio::select! {
-        r = f => Some(r),
-        _ = changed => None,
-    }
+    let mut f = pin!(f());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        if changed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
