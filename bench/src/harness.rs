@@ -143,7 +143,7 @@ impl Bench {
                 self.rt.finished.load(std::sync::atomic::Ordering::Relaxed)
             } else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                self.rt.journal.list(Some(status))?.len()
+                self.rt.journal.list(Some(status)).await?.len()
             };
             if n >= m {
                 return Ok(());
@@ -154,7 +154,7 @@ impl Bench {
             }
             if last_check.elapsed() > Duration::from_secs(2) || start.elapsed() > limit {
                 last_check = Instant::now();
-                let errored = self.rt.journal.list(Some(Status::Errored))?;
+                let errored = self.rt.journal.list(Some(Status::Errored)).await?;
                 if let Some(e) = errored.first() {
                     bail!("instance {} errored: {:?}", e.id, e.error);
                 }

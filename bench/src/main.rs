@@ -116,8 +116,8 @@ async fn w3(
     b.wait_all(Status::Complete, m, Duration::from_secs(600))
         .await?;
     let mut late = Vec::new();
-    for rec in b.rt.journal.list(Some(Status::Complete))? {
-        let e = b.rt.journal.entries(&rec.id)?;
+    for rec in b.rt.journal.list(Some(Status::Complete)).await? {
+        let e = b.rt.journal.entries(&rec.id).await?;
         let wake = e.iter().find_map(|(_, e)| match e {
             weft::journal::Entry::Sleep { wake_ms, .. } => Some(*wake_ms),
             _ => None,
@@ -190,7 +190,8 @@ async fn w4(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
         .await?;
     let mut lat: Vec<f64> =
         b.rt.journal
-            .list(Some(Status::Complete))?
+            .list(Some(Status::Complete))
+            .await?
             .iter()
             .map(|rec| rec.updated_ms.saturating_sub(sent[&rec.id]) as f64)
             .collect();
@@ -236,7 +237,7 @@ async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result
         b.wait_all(Status::Complete, i + 1, Duration::from_secs(600))
             .await?;
         to_done.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let rec = b.rt.journal.instance(id)?.expect("instance");
+        let rec = b.rt.journal.instance(id).await?.expect("instance");
         let Some(out) = rec.output else {
             bail!(
                 "W6: {id} is {:?}, without output: {:?}",

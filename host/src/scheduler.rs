@@ -137,9 +137,9 @@ impl Scheduler {
     }
 
     /// Resumes every unfinished, unpaused instance (at start-up).
-    pub fn resume_all(self: &Arc<Self>) -> Result<usize> {
+    pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
         let mut n = 0;
-        for rec in self.rt.journal.list(None)? {
+        for rec in self.rt.journal.list(None).await? {
             if !rec.status.is_final() && rec.status != Status::Paused {
                 self.spawn(&rec.id);
                 n += 1;
@@ -247,17 +247,18 @@ impl Scheduler {
         }
     }
 
-    fn instance(&self, id: &str) -> Result<InstanceRecord, Error> {
+    async fn instance(&self, id: &str) -> Result<InstanceRecord, Error> {
         self.rt
             .journal
-            .instance(id)?
+            .instance(id)
+            .await?
             .ok_or_else(|| Error::UnknownInstance(id.to_owned()))
     }
 
     /// Pauses an instance: it is `paused` at once and starts nothing new. A
     /// step already running finishes and is journaled first.
     pub async fn pause(&self, id: &str) -> Result<InstanceRecord, Error> {
-        let rec = self.instance(id)?;
+        let rec = self.instance(id).await?;
         if rec.status.is_final() || rec.status == Status::Paused {
             return Err(Error::Conflict(format!(
                 "instance `{id}` is {}; only a queued, running or waiting instance can be paused",
@@ -273,7 +274,7 @@ impl Scheduler {
     /// Resumes a paused instance: it is `queued` for a place to run, or
     /// `running` if it was still finishing the step it was paused in.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord, Error> {
-        let rec = self.instance(id)?;
+        let rec = self.instance(id).await?;
         let control = self.rt.control(id);
         if rec.status != Status::Paused && !control.pause_requested() {
             return Err(Error::Conflict(format!(
@@ -295,7 +296,7 @@ impl Scheduler {
 
     /// Ends an instance for good; in-flight work is abandoned.
     pub async fn terminate(&self, id: &str) -> Result<InstanceRecord, Error> {
-        let rec = self.instance(id)?;
+        let rec = self.instance(id).await?;
         if rec.status.is_final() {
             return Err(Error::Conflict(format!(
                 "instance `{id}` is already {}",
@@ -318,7 +319,7 @@ impl Scheduler {
         id: &str,
         from: Option<(String, u32)>,
     ) -> Result<InstanceRecord, Error> {
-        self.instance(id)?;
+        self.instance(id).await?;
         let keep_before = match &from {
             None => 0,
             Some((_, 0)) => {
@@ -328,7 +329,7 @@ impl Scheduler {
             }
             Some((name, count)) => {
                 let n = count - 1;
-                let entries = self.rt.journal.entries(id)?;
+                let entries = self.rt.journal.entries(id).await?;
                 entries
                     .iter()
                     .find(|(_, e)| e.call() == Some((name.as_str(), n)))
@@ -352,7 +353,7 @@ impl Scheduler {
     /// Moves an instance to the newest version of its workflow if its
     /// journal replays on it; otherwise leaves it unchanged and says why.
     pub async fn upgrade(self: &Arc<Self>, id: &str) -> Result<Upgrade, Error> {
-        let rec = self.instance(id)?;
+        let rec = self.instance(id).await?;
         let wf = self.workflow(&rec.workflow)?;
         if rec.digest == wf.digest {
             return Ok(Upgrade::Moved(rec.digest));
@@ -382,7 +383,7 @@ impl Scheduler {
 
     /// Deletes an instance and its journal, stopping it first.
     pub async fn delete(&self, id: &str) -> Result<(), Error> {
-        self.instance(id)?;
+        self.instance(id).await?;
         self.stop(id).await;
         self.rt.journal.delete(id).await?;
         Ok(())
@@ -495,7 +496,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let rec = rt.journal.instance("a").unwrap().unwrap();
+        let rec = rt.journal.instance("a").await.unwrap().unwrap();
         assert_eq!(rec.status, Status::Complete);
     }
 

@@ -47,21 +47,21 @@ impl InstanceSummary {
 /// An instance's journal as `weft history` prints it and the API serves
 /// it: each entry with its `seq`, then the events buffered for it (`kind`
 /// `bufferedEvent`).
-pub fn history(journal: &Journal, id: &str) -> Result<Vec<serde_json::Value>, JournalError> {
+pub async fn history(journal: &Journal, id: &str) -> Result<Vec<serde_json::Value>, JournalError> {
     fn object(v: &impl Serialize) -> Result<serde_json::Value, JournalError> {
         // RawValue fields serialize to text only, not to a Value directly.
         let text = serde_json::to_string(v).map_err(|e| JournalError::Format(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| JournalError::Format(e.to_string()))
     }
     let mut rows = Vec::new();
-    for (seq, entry) in journal.entries(id)? {
+    for (seq, entry) in journal.entries(id).await? {
         let mut v = object(&entry)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("seq".into(), seq.into());
         }
         rows.push(v);
     }
-    for event in journal.inbox(id)? {
+    for event in journal.inbox(id).await? {
         let mut v = object(&event)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("kind".into(), "bufferedEvent".into());

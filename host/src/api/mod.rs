@@ -160,7 +160,7 @@ fn payload_text(v: &Value) -> ApiResult<String> {
 }
 
 async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows>> {
-    let instances = api.rt.journal.list(None)?;
+    let instances = api.rt.journal.list(None).await?;
     let mut workflows: Vec<WorkflowInfo> = api
         .scheduler()?
         .workflows()
@@ -245,11 +245,11 @@ async fn list_instances(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<InstancePage>> {
     api.scheduler()?.workflow(&name)?;
-    page(&api, Some(&name), q)
+    page(&api, Some(&name), q).await
 }
 
 /// A page of instances (of `workflow`, or of all), ordered by id.
-fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json<InstancePage>> {
+async fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json<InstancePage>> {
     let status = match &q.status {
         Some(s) => Some(s.parse::<Status>().map_err(ApiError::bad_request)?),
         None => None,
@@ -258,7 +258,7 @@ fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json<Insta
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let all = api.rt.journal.list(status)?;
+    let all = api.rt.journal.list(status).await?;
     let page: Vec<&InstanceRecord> = all
         .iter()
         .filter(|r| workflow.is_none_or(|w| r.workflow == w))
@@ -278,11 +278,11 @@ fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json<Insta
     }))
 }
 
-fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
+async fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
     if let Some(name) = name {
         api.scheduler()?.workflow(name)?;
     }
-    match api.rt.journal.instance(id)? {
+    match api.rt.journal.instance(id).await? {
         Some(rec) if name.is_none_or(|n| n == rec.workflow) => Ok(rec),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -296,8 +296,8 @@ fn load(api: &Api, name: Option<&str>, id: &str) -> ApiResult<InstanceRecord> {
     }
 }
 
-fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDetail>> {
-    let entries = api.rt.journal.entries(&rec.id)?;
+async fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDetail>> {
+    let entries = api.rt.journal.entries(&rec.id).await?;
     Ok(Json(InstanceDetail {
         summary: api.summary(rec),
         steps: StepSummary::of(&entries),
@@ -308,16 +308,16 @@ async fn get_instance(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<InstanceDetail>> {
-    let rec = load(&api, Some(&name), &id)?;
-    detailed(&api, &rec)
+    let rec = load(&api, Some(&name), &id).await?;
+    detailed(&api, &rec).await
 }
 
 async fn get_instance_by_id(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<InstanceDetail>> {
-    let rec = load(&api, None, &id)?;
-    detailed(&api, &rec)
+    let rec = load(&api, None, &id).await?;
+    detailed(&api, &rec).await
 }
 
 async fn change_status(
@@ -325,7 +325,7 @@ async fn change_status(
     Path((name, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<InstanceSummary>> {
-    load(&api, Some(&name), &id)?;
+    load(&api, Some(&name), &id).await?;
     let b: StatusBody = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"status\": \"pause\" | \"resume\" | \"terminate\" | \"restart\", \"from\"?}}: {e}")))?;
     let s = api.scheduler()?;
@@ -351,7 +351,7 @@ async fn send_event(
     Path((name, id, event_type)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    load(&api, Some(&name), &id)?;
+    load(&api, Some(&name), &id).await?;
     let payload = payload_text(&parse_body(&body)?)?;
     api.rt.send_event(&id, &event_type, &payload).await?;
     Ok(StatusCode::ACCEPTED)
@@ -363,7 +363,7 @@ async fn send_event_by_id(
     Path((id, event_type)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    load(&api, None, &id)?;
+    load(&api, None, &id).await?;
     let payload = payload_text(&parse_body(&body)?)?;
     api.rt.send_event(&id, &event_type, &payload).await?;
     Ok(StatusCode::ACCEPTED)
@@ -371,9 +371,9 @@ async fn send_event_by_id(
 
 /// `GET /v1/instances/{id}/history`: the journal, as `weft history` prints it.
 async fn history(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<History>> {
-    load(&api, None, &id)?;
+    load(&api, None, &id).await?;
     Ok(Json(History {
-        entries: crate::summary::history(&api.rt.journal, &id)?,
+        entries: crate::summary::history(&api.rt.journal, &id).await?,
     }))
 }
 
@@ -382,14 +382,14 @@ async fn list_all(
     State(api): State<Arc<Api>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<InstancePage>> {
-    page(&api, None, q)
+    page(&api, None, q).await
 }
 
 async fn delete_instance(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    load(&api, Some(&name), &id)?;
+    load(&api, Some(&name), &id).await?;
     api.scheduler()?.delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -406,13 +406,14 @@ async fn upgrade(
     })?;
     let ids: Vec<String> = match (b.id, b.all) {
         (Some(id), false) => {
-            load(&api, Some(&name), &id)?;
+            load(&api, Some(&name), &id).await?;
             vec![id]
         }
         (None, true) => api
             .rt
             .journal
-            .list(None)?
+            .list(None)
+            .await?
             .into_iter()
             .filter(|r| r.workflow == name && !r.status.is_final() && r.digest != wf.digest)
             .map(|r| r.id)

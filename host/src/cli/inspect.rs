@@ -199,9 +199,10 @@ fn answer<T: serde::de::DeserializeOwned>(code: u16, v: Value) -> Result<T> {
 /// The request answered from a journal no process holds (so no instance
 /// is running).
 async fn from_journal(journal: &Journal, req: Request) -> Result<Value> {
-    let instance = |id: &str| {
+    let instance = async |id: &str| {
         journal
-            .instance(id)?
+            .instance(id)
+            .await?
             .ok_or_else(|| anyhow::anyhow!("no instance with id `{id}`"))
     };
     Ok(match req {
@@ -215,18 +216,19 @@ async fn from_journal(journal: &Journal, req: Request) -> Result<Value> {
             Value::Null
         }
         Request::Status { id } => {
-            serde_json::to_value(InstanceSummary::of(&instance(&id)?, false))?
+            serde_json::to_value(InstanceSummary::of(&instance(&id).await?, false))?
         }
         Request::List { status } => serde_json::to_value(
             journal
-                .list(status)?
+                .list(status)
+                .await?
                 .iter()
                 .map(|r| InstanceSummary::of(r, false))
                 .collect::<Vec<_>>(),
         )?,
         Request::History { id } => {
-            instance(&id)?;
-            Value::Array(crate::summary::history(journal, &id)?)
+            instance(&id).await?;
+            Value::Array(crate::summary::history(journal, &id).await?)
         }
     })
 }

@@ -155,7 +155,7 @@ fn existing(rec: &InstanceRecord, name: &str, input: &str, digest: &str) -> Resu
 
 pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
     let rt = open_runtime(data_dir, &args.exec)?;
-    let Some(rec) = rt.journal.instance(&args.id)? else {
+    let Some(rec) = rt.journal.instance(&args.id).await? else {
         bail!(
             "no instance with id `{}` in {}",
             args.id,
@@ -186,7 +186,7 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
         }
     }
     if !rec.status.is_final() {
-        let n = rt.journal.entries(&rec.id)?.len();
+        let n = rt.journal.entries(&rec.id).await?.len();
         term::status(
             "Resuming",
             &format!(

@@ -103,7 +103,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     // Versions no instance uses and no workflow deploys are deleted.
     let mut keep: std::collections::HashSet<String> =
         workflows.iter().map(|w| w.1.clone()).collect();
-    keep.extend(rt.journal.list(None)?.into_iter().map(|r| r.digest));
+    keep.extend(rt.journal.list(None).await?.into_iter().map(|r| r.digest));
     let removed = rt.components.collect_garbage(&keep)?;
     if removed > 0 {
         term::status("Removed", &format!("{removed} unused component versions"));
@@ -123,7 +123,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let url = format!("http://{}", listener.local_addr()?);
-    let resumed = scheduler.resume_all()?;
+    let resumed = scheduler.resume_all().await?;
     if resumed > 0 {
         term::status("Resumed", &format!("{resumed} unfinished instances"));
     }

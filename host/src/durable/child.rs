@@ -106,6 +106,7 @@ pub(super) async fn run_child(
         let rec = inst
             .journal
             .instance(&child)
+            .await
             .map_err(|e| inst.host_failure(e))?;
         let result = match rec {
             None => Some(ChildResult::Err {

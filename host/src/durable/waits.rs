@@ -94,6 +94,7 @@ pub(super) async fn wait_for_event(
         let buffered = inst
             .journal
             .inbox(&inst.id)
+            .await
             .map_err(|e| inst.host_failure(e))?
             .iter()
             .any(|e| e.event_type == event_type);

@@ -1,6 +1,7 @@
 //! Tests of the journal's write paths.
 
 use super::*;
+use redb::{Database, ReadableDatabase};
 
 fn nondet(nanos: u64) -> Entry {
     Entry::Nondet {
@@ -32,6 +33,7 @@ async fn appends_keep_their_order_whoever_commits_them() {
     journal.append("solo", vec![nondet(2)]).await.unwrap();
     let solo: Vec<u64> = journal
         .entries("solo")
+        .await
         .unwrap()
         .iter()
         .map(|(_, e)| nanos(e))
@@ -52,14 +54,14 @@ async fn appends_keep_their_order_whoever_commits_them() {
                 }
             }
             // Acknowledged, so committed: visible to a new read.
-            assert_eq!(j.entries(&id).unwrap().len(), 20);
+            assert_eq!(j.entries(&id).await.unwrap().len(), 20);
         });
     }
     while let Some(r) = tasks.join_next().await {
         r.unwrap();
     }
     for i in 0..50 {
-        let entries = journal.entries(&format!("i{i}")).unwrap();
+        let entries = journal.entries(&format!("i{i}")).await.unwrap();
         let seqs: Vec<u64> = entries.iter().map(|(s, _)| *s).collect();
         let values: Vec<u64> = entries.iter().map(|(_, e)| nanos(e)).collect();
         assert_eq!(seqs, (0..20).collect::<Vec<_>>());
@@ -79,7 +81,7 @@ async fn the_last_handle_releases_the_file() {
     assert!(matches!(Journal::open(&path), Err(JournalError::InUse)));
     drop(clone);
     let reopened = reopen(&path, || {});
-    assert_eq!(reopened.entries("a").unwrap().len(), 1);
+    assert_eq!(reopened.entries("a").await.unwrap().len(), 1);
 }
 
 /// Opens the journal at `path` once the journal thread of its last handle
@@ -176,10 +178,11 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
     }
 
     let recovered = Journal::open(&with_log).unwrap();
-    let check = |j: &Journal| {
+    let check = async |j: &Journal| {
         for i in 0..20u64 {
             let values: Vec<u64> = j
                 .entries(&format!("i{i}"))
+                .await
                 .unwrap()
                 .iter()
                 .map(|(_, e)| nanos(e))
@@ -191,10 +194,10 @@ async fn acknowledged_writes_survive_a_crash_through_the_log() {
             }
         }
     };
-    check(&recovered);
+    check(&recovered).await;
     // Writes go on after the recovered batches.
     recovered.append("i5", vec![nondet(55)]).await.unwrap();
-    assert_eq!(recovered.entries("i5").unwrap().len(), 2);
+    assert_eq!(recovered.entries("i5").await.unwrap().len(), 2);
     drop(recovered);
     drop(journal);
 }
@@ -212,7 +215,7 @@ async fn closing_checkpoints_the_log() {
     let reopened = reopen(&path, || {
         std::fs::remove_file(dir.path().join("j.wal")).ok();
     });
-    assert_eq!(reopened.entries("a").unwrap().len(), 2);
+    assert_eq!(reopened.entries("a").await.unwrap().len(), 2);
 }
 
 /// The journal's format says whether redb alone is the whole journal: 3
@@ -279,7 +282,7 @@ async fn a_crash_after_checkpoints_recovers_from_a_log_that_started_over() {
     for (k, copy) in crashes {
         let j = Journal::open(&copy).unwrap();
         for i in 0..5u64 {
-            let entries = j.entries(&format!("i{i}")).unwrap();
+            let entries = j.entries(&format!("i{i}")).await.unwrap();
             let values: Vec<u64> = entries.iter().map(|(_, e)| nanos(e)).collect();
             let first = match (i, last_truncate(k)) {
                 (4, Some(t)) => t + 1,

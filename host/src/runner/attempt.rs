@@ -45,7 +45,7 @@ impl Runtime {
         admission: Option<Arc<Admission>>,
     ) -> Result<Settled> {
         let component = self.components.load(&rec.digest)?;
-        let entries = self.journal.entries(&rec.id)?;
+        let entries = self.journal.entries(&rec.id).await?;
         if !entries.is_empty()
             && let Some(tx) = &progress
         {

@@ -41,14 +41,15 @@ impl Runtime {
         let wake_ms = *wake_ms;
         loop {
             events.borrow_and_update();
-            let inbox = self.journal.inbox(id)?;
+            let inbox = self.journal.inbox(id).await?;
             if inbox.iter().any(|e| event_types.contains(&e.event_type)) {
                 return Ok(());
             }
             for child in children {
                 if self
                     .journal
-                    .instance(child)?
+                    .instance(child)
+                    .await?
                     .is_none_or(|c| c.status.is_final())
                 {
                     return Ok(());

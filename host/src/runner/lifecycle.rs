@@ -115,7 +115,7 @@ impl Runtime {
         loop {
             state = match state {
                 State::Load => {
-                    let Some(rec) = self.journal.instance(id)? else {
+                    let Some(rec) = self.journal.instance(id).await? else {
                         held.release();
                         return Ok(Ended::Deleted);
                     };

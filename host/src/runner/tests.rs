@@ -39,18 +39,18 @@ impl Fixture {
         assert!(matches!(created, Created::New(_)));
     }
 
-    fn status(&self, id: &str) -> Status {
-        self.rt.journal.instance(id).unwrap().unwrap().status
+    async fn status(&self, id: &str) -> Status {
+        self.rt.journal.instance(id).await.unwrap().unwrap().status
     }
 
     /// Waits (bounded) until `id` has `status`.
     async fn until_status(&self, id: &str, status: Status) {
         let start = Instant::now();
-        while self.status(id) != status {
+        while self.status(id).await != status {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "instance {id} is {:?}, not {status:?}",
-                self.status(id)
+                self.status(id).await
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -77,6 +77,7 @@ async fn a_trap_in_a_step_is_a_failed_attempt_then_a_retry() {
     let attempts: Vec<(u32, String)> =
         f.rt.journal
             .entries("t")
+            .await
             .unwrap()
             .into_iter()
             .filter_map(|(_, e)| match e {
@@ -118,7 +119,7 @@ async fn a_gated_instance_queues_and_pauses_before_it_runs() {
         .unwrap()
         .unwrap();
     assert!(matches!(ended, Ended::Paused), "{ended:?}");
-    assert_eq!(f.status("q"), Status::Paused);
+    assert_eq!(f.status("q").await, Status::Paused);
     assert_eq!(gate.pool.available_permits(), 0, "the test still holds it");
 
     f.rt.control("q").set_pause(false);
@@ -192,7 +193,7 @@ async fn a_pause_ends_an_evicted_wait() {
         .unwrap()
         .unwrap();
     assert!(matches!(ended, Ended::Paused), "{ended:?}");
-    assert_eq!(f.status("w"), Status::Paused);
+    assert_eq!(f.status("w").await, Status::Paused);
 }
 
 /// A deleted instance ends its lifecycle; `drive` says it is unknown.

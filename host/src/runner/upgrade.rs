@@ -20,10 +20,11 @@ impl Runtime {
     pub async fn check_replay(&self, id: &str, digest: &str) -> Result<Result<(), ErrorInfo>> {
         let rec = self
             .journal
-            .instance(id)?
+            .instance(id)
+            .await?
             .ok_or_else(|| JournalError::UnknownInstance(id.to_owned()))?;
         let component = self.components.load(digest)?;
-        let replay = Replay::new(self.journal.entries(id)?);
+        let replay = Replay::new(self.journal.entries(id).await?);
         let events = watch::channel(0).1;
         let inst = Instance::new(InstanceOptions {
             id: rec.id.clone(),
