@@ -5,6 +5,9 @@
 //! addr = "127.0.0.1:8080"   # optional
 //! max_running = 256         # instances working at once (optional)
 //!
+//! [store]
+//! url = "postgres://weft@db:5432/weft"   # optional: a shared store
+//!
 //! [workflows.hello]
 //! component = "target/guests/wasm32-wasip2/release/hello.wasm"
 //!
@@ -28,6 +31,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
     pub workflows: BTreeMap<String, WorkflowConfig>,
     /// The directory relative paths are resolved against.
     #[serde(skip)]
@@ -39,6 +44,14 @@ pub struct Config {
 pub struct ServerConfig {
     pub addr: Option<String>,
     pub max_running: Option<usize>,
+}
+
+/// Where the journal is kept: the data dir's embedded journal unless `url`
+/// names a shared store (`postgres://…`; `--store` and `WEFT_STORE` win).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -288,6 +288,12 @@ impl Components {
         Ok(digest)
     }
 
+    /// Whether the component is stored in the data dir.
+    pub fn has(&self, digest: &str) -> bool {
+        self.loaded.lock().unwrap().contains_key(digest)
+            || self.dir.join(format!("{}.wasm", hex_of(digest))).exists()
+    }
+
     /// Deletes stored components (and their compiled code) whose digest is
     /// not in `keep`. Returns how many were removed.
     pub fn collect_garbage(&self, keep: &std::collections::HashSet<String>) -> Result<usize> {

@@ -68,6 +68,11 @@ pub enum Command {
 /// Options shared by the commands that execute workflows.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecOptions {
+    /// Keep the journal in this shared store instead of the data dir's
+    /// embedded one: `postgres://user@host:5432/db`. Hosts with the same
+    /// store share its instances.
+    #[arg(long, env = "WEFT_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// Drop an instance from memory when everything it waits for is further
     /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
     #[arg(long, env = "WEFT_EVICT_AFTER", default_value = defaults::EVICT_AFTER_TEXT, value_parser = parse_duration)]
@@ -116,6 +121,7 @@ impl ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
+            store: None,
             evict_after: defaults::EVICT_AFTER,
             allow_hosts: Vec::new(),
             secrets: Vec::new(),

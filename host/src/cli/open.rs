@@ -13,8 +13,13 @@ use crate::runner::Runtime;
 
 /// Opens the data dir for executing, with a clear message when another
 /// process holds it.
-pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
+pub async fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
     let policy = exec.policy()?;
+    if let Some(url) = exec.store.as_deref().filter(|u| !u.is_empty()) {
+        let rt = Runtime::connect(data_dir, url, exec.evict_after).await?;
+        *rt.default_policy.lock().unwrap() = Arc::new(policy);
+        return Ok(rt);
+    }
     // A client command (send-event, status) may hold the journal for a
     // moment; wait for it rather than fail.
     let mut tries = 0;
@@ -46,8 +51,8 @@ pub fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>>
 
 /// Stores a component in the data dir, compiles (or loads from the cache)
 /// and links it, and says so on stderr. Returns its digest.
-pub fn store_and_load(rt: &Runtime, path: &Path, bytes: &[u8], verb: &str) -> Result<String> {
-    let digest = rt.components.store_bytes(bytes)?;
+pub async fn store_and_load(rt: &Runtime, path: &Path, bytes: &[u8], verb: &str) -> Result<String> {
+    let digest = rt.store_component(bytes).await?;
     let started = Instant::now();
     rt.components
         .load(&digest)

@@ -45,8 +45,8 @@ pub struct CompileArgs {
 pub async fn compile(data_dir: &Path, args: CompileArgs) -> Result<i32> {
     let bytes = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
-    let rt = open_runtime(data_dir, &ExecOptions::default())?;
-    store_and_load(&rt, &args.component, &bytes, "Compiled")?;
+    let rt = open_runtime(data_dir, &ExecOptions::default()).await?;
+    store_and_load(&rt, &args.component, &bytes, "Compiled").await?;
     Ok(0)
 }
 
@@ -76,12 +76,12 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "workflow".into()),
     };
-    let rt = open_runtime(data_dir, &args.exec)?;
+    let rt = open_runtime(data_dir, &args.exec).await?;
     let input = super::json_arg(&args.input)?;
     // The instance exists, and the control socket answers, before the
     // component is compiled (seconds for a large one): an event sent from
     // another terminal meanwhile is buffered, not refused.
-    let digest = rt.components.store_bytes(&bytes)?;
+    let digest = rt.store_component(&bytes).await?;
     let (rec, new) = match rt.create(&name, &digest, args.id.clone(), &input).await? {
         Created::New(rec) => (rec, true),
         Created::Existing(rec) => {
@@ -100,7 +100,7 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             &format!("instance {} of workflow {}", rec.id, rec.workflow),
         );
     }
-    if let Err(e) = store_and_load(&rt, &args.component, &bytes, "Loaded") {
+    if let Err(e) = store_and_load(&rt, &args.component, &bytes, "Loaded").await {
         socket.abort();
         let _ = std::fs::remove_file(control::socket_path(data_dir));
         if new {
@@ -154,7 +154,7 @@ fn existing(rec: &InstanceRecord, name: &str, input: &str, digest: &str) -> Resu
 }
 
 pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
-    let rt = open_runtime(data_dir, &args.exec)?;
+    let rt = open_runtime(data_dir, &args.exec).await?;
     let Some(rec) = rt.journal.instance(&args.id).await? else {
         bail!(
             "no instance with id `{}` in {}",
@@ -171,7 +171,7 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             );
         }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let digest = store_and_load(&rt, path, &bytes, "Loaded")?;
+        let digest = store_and_load(&rt, path, &bytes, "Loaded").await?;
         if digest != rec.digest {
             rt.journal.set_version(&rec.id, &digest).await?;
             term::warn(

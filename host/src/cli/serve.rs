@@ -89,13 +89,18 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
             "serving on {addr}, which is not loopback, needs a token{given}: --token or WEFT_TOKEN"
         );
     }
-    let rt = super::open::open_runtime(data_dir, &a.exec)?;
+    let mut exec = a.exec.clone();
+    if exec.store.is_none() {
+        exec.store = cfg.store.url.clone();
+    }
+    let rt = super::open::open_runtime(data_dir, &exec).await?;
     let mut workflows = Vec::new();
     for (name, w) in &cfg.workflows {
         let path = prepare(&cfg, name)?;
         let bytes = std::fs::read(&path)
             .with_context(|| format!("reading the component of `{name}`: {}", path.display()))?;
         let digest = super::open::store_and_load(&rt, &path, &bytes, "Deployed")
+            .await
             .with_context(|| format!("deploying workflow `{name}`"))?;
         rt.set_policy(name, w.policy(name)?);
         workflows.push((name.clone(), digest, w.concurrency));

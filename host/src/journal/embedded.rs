@@ -156,7 +156,7 @@ impl Embedded {
         })
     }
 
-    fn send(&self, op: Op) -> Result<(), JournalError> {
+    pub(super) fn send(&self, op: Op) -> Result<(), JournalError> {
         let mut q = lock(&self.shared.queue);
         if q.closed {
             return Err(JournalError::Closed);
@@ -170,54 +170,6 @@ impl Embedded {
         Ok(())
     }
 
-    /// Creates an instance unless one with the same id exists.
-    pub async fn create(&self, rec: InstanceRecord) -> Result<Created, JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Create(rec, tx))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Sets an instance's status (and output or error); returns the record
-    /// as stored.
-    pub async fn update(
-        &self,
-        id: &str,
-        update: StatusUpdate,
-    ) -> Result<InstanceRecord, JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Update(id.to_owned(), update, Some(tx)))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Sets an instance's status without waiting: it is visible at once to
-    /// readers after the writer's next commit and durable with the next
-    /// durable write. For states a crash may lose (`running`: an instance
-    /// found `queued` after a restart is simply run).
-    pub fn update_lazy(&self, id: &str, update: StatusUpdate) {
-        let _ = self.send(Op::Update(id.to_owned(), update, None));
-    }
-
-    /// Removes an instance's journal entries from sequence number `from` on.
-    pub async fn truncate(&self, id: &str, from: u64) -> Result<(), JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Truncate(id.to_owned(), from, tx))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Removes an instance, its journal and its inbox.
-    pub async fn delete(&self, id: &str) -> Result<(), JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::Delete(id.to_owned(), tx))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Pins an instance to another component version.
-    pub async fn set_version(&self, id: &str, digest: &str) -> Result<(), JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::SetVersion(id.to_owned(), digest.to_owned(), tx))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
     /// Counts an instance in memory while the guard lives. A durable append
     /// commits on its caller's thread only while one instance is in memory:
     /// with more, the thread has other instances to run.
@@ -226,15 +178,13 @@ impl Embedded {
         Live(self.shared.clone())
     }
 
-    /// Appends entries and waits until they are durable.
-    pub async fn append(&self, id: &str, entries: Vec<Entry>) -> Result<(), JournalError> {
-        let (tx, rx) = oneshot::channel();
-        let op = Op::Append {
-            id: id.to_owned(),
-            entries,
-            durable: true,
-            reply: Some(tx),
-        };
+    /// Queues a durable append (`op`, whose reply is `rx`) and waits until
+    /// it is durable.
+    pub(super) async fn append(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<Result<(), JournalError>>,
+    ) -> Result<(), JournalError> {
         let alone = self.shared.in_flight.fetch_add(1, Ordering::Relaxed) == 0
             && self.shared.live.load(Ordering::Relaxed) <= 1;
         let _in_flight = InFlight(&self.shared.in_flight);
@@ -251,48 +201,6 @@ impl Embedded {
         } else {
             self.send(op)?;
         }
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Appends entries without waiting. They become durable with the next
-    /// durable write (the writer keeps order), which is enough for values
-    /// that only matter once a later durable call depends on them.
-    pub fn append_lazy(&self, id: &str, entries: Vec<Entry>) {
-        let _ = self.send(Op::Append {
-            id: id.to_owned(),
-            entries,
-            durable: false,
-            reply: None,
-        });
-    }
-
-    /// Buffers an event in the instance's inbox.
-    pub async fn push_event(&self, id: &str, event: EventRecord) -> Result<(), JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::PushEvent(id.to_owned(), event, tx))?;
-        rx.await.map_err(|_| JournalError::Closed)?
-    }
-
-    /// Atomically takes the oldest buffered event of `event_type` and
-    /// journals its delivery to wait (`name`, `n`). Without such an event it
-    /// returns `None`, or, with `or_timeout`, journals a timeout instead.
-    pub async fn take_event(
-        &self,
-        id: &str,
-        name: &str,
-        n: u32,
-        event_type: &str,
-        or_timeout: bool,
-    ) -> Result<Option<WaitResult>, JournalError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Op::TakeEvent {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            n,
-            event_type: event_type.to_owned(),
-            or_timeout,
-            reply: tx,
-        })?;
         rx.await.map_err(|_| JournalError::Closed)?
     }
 

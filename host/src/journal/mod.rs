@@ -27,6 +27,7 @@
 
 mod check;
 mod embedded;
+mod postgres;
 mod recover;
 mod types;
 mod wal;
@@ -34,7 +35,10 @@ mod writer;
 
 pub use check::{Finding, Report, check, discard_log_from};
 pub use embedded::{Embedded, Live};
+pub use postgres::Postgres;
+use tokio::sync::oneshot;
 pub use types::*;
+use writer::Op;
 
 use std::path::Path;
 
@@ -158,11 +162,17 @@ pub struct StatusUpdate {
 /// A handle to the journal. Cheap to clone.
 ///
 /// The journal is the store seam: everything durable goes through it, to
-/// the embedded redb journal (the default, [`Embedded`]) or, in later
-/// work, a shared database.
+/// the embedded redb journal (the default, [`Embedded`]) or to PostgreSQL
+/// ([`Postgres`]), which many hosts can share.
 #[derive(Clone)]
 pub struct Journal {
-    store: Embedded,
+    store: Store,
+}
+
+#[derive(Clone)]
+enum Store {
+    Embedded(Embedded),
+    Postgres(Postgres),
 }
 
 impl Journal {
@@ -170,20 +180,54 @@ impl Journal {
     /// [`JournalError::InUse`] when another process has it open.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
         Ok(Journal {
-            store: Embedded::open(path)?,
+            store: Store::Embedded(Embedded::open(path)?),
         })
+    }
+
+    /// Connects to the journal in PostgreSQL at `url`, applying the
+    /// schema's migrations.
+    pub async fn connect(url: &str) -> Result<Journal, JournalError> {
+        Ok(Journal {
+            store: Store::Postgres(Postgres::open(url).await?),
+        })
+    }
+
+    /// The shared database, when the journal is in one.
+    pub fn postgres(&self) -> Option<&Postgres> {
+        match &self.store {
+            Store::Postgres(p) => Some(p),
+            Store::Embedded(_) => None,
+        }
     }
 
     #[cfg(test)]
     fn open_checkpointing_at(path: &Path, checkpoint_bytes: u64) -> Result<Journal, JournalError> {
         Ok(Journal {
-            store: Embedded::open_checkpointing_at(path, checkpoint_bytes)?,
+            store: Store::Embedded(Embedded::open_checkpointing_at(path, checkpoint_bytes)?),
         })
+    }
+
+    /// Queues a write request for the store's writer.
+    fn send(&self, op: Op) -> Result<(), JournalError> {
+        match &self.store {
+            Store::Embedded(s) => s.send(op),
+            Store::Postgres(s) => s.send(op),
+        }
+    }
+
+    /// Queues a request made with a reply channel and waits for the reply.
+    async fn request<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Op,
+    ) -> Result<T, JournalError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(op(tx))?;
+        rx.await.map_err(|_| JournalError::Closed)?
     }
 
     /// Creates an instance unless one with the same id exists.
     pub async fn create(&self, rec: InstanceRecord) -> Result<Created, JournalError> {
-        self.store.create(rec).await
+        self.request(|tx| Op::Create(rec, tx)).await
     }
 
     /// Sets an instance's status (and output or error); returns the record
@@ -193,7 +237,8 @@ impl Journal {
         id: &str,
         update: StatusUpdate,
     ) -> Result<InstanceRecord, JournalError> {
-        self.store.update(id, update).await
+        self.request(|tx| Op::Update(id.to_owned(), update, Some(tx)))
+            .await
     }
 
     /// Sets an instance's status without waiting: it is visible at once to
@@ -201,45 +246,69 @@ impl Journal {
     /// durable write. For states a crash may lose (`running`: an instance
     /// found `queued` after a restart is simply run).
     pub fn update_lazy(&self, id: &str, update: StatusUpdate) {
-        self.store.update_lazy(id, update)
+        let _ = self.send(Op::Update(id.to_owned(), update, None));
     }
 
     /// Removes an instance's journal entries from sequence number `from` on.
     pub async fn truncate(&self, id: &str, from: u64) -> Result<(), JournalError> {
-        self.store.truncate(id, from).await
+        self.request(|tx| Op::Truncate(id.to_owned(), from, tx))
+            .await
     }
 
     /// Removes an instance, its journal and its inbox.
     pub async fn delete(&self, id: &str) -> Result<(), JournalError> {
-        self.store.delete(id).await
+        self.request(|tx| Op::Delete(id.to_owned(), tx)).await
     }
 
     /// Pins an instance to another component version.
     pub async fn set_version(&self, id: &str, digest: &str) -> Result<(), JournalError> {
-        self.store.set_version(id, digest).await
+        self.request(|tx| Op::SetVersion(id.to_owned(), digest.to_owned(), tx))
+            .await
     }
 
     /// Counts an instance in memory while the guard lives (the embedded
     /// journal commits on its caller's thread only while there is one).
-    pub fn live(&self) -> Live {
-        self.store.live()
+    pub fn live(&self) -> Option<Live> {
+        match &self.store {
+            Store::Embedded(s) => Some(s.live()),
+            Store::Postgres(_) => None,
+        }
     }
 
     /// Appends entries and waits until they are durable.
     pub async fn append(&self, id: &str, entries: Vec<Entry>) -> Result<(), JournalError> {
-        self.store.append(id, entries).await
+        let (tx, rx) = oneshot::channel();
+        let op = Op::Append {
+            id: id.to_owned(),
+            entries,
+            durable: true,
+            reply: Some(tx),
+        };
+        match &self.store {
+            Store::Embedded(s) => s.append(op, rx).await,
+            Store::Postgres(s) => {
+                s.send(op)?;
+                rx.await.map_err(|_| JournalError::Closed)?
+            }
+        }
     }
 
     /// Appends entries without waiting. They become durable with the next
     /// durable write (the writer keeps order), which is enough for values
     /// that only matter once a later durable call depends on them.
     pub fn append_lazy(&self, id: &str, entries: Vec<Entry>) {
-        self.store.append_lazy(id, entries)
+        let _ = self.send(Op::Append {
+            id: id.to_owned(),
+            entries,
+            durable: false,
+            reply: None,
+        });
     }
 
     /// Buffers an event in the instance's inbox.
     pub async fn push_event(&self, id: &str, event: EventRecord) -> Result<(), JournalError> {
-        self.store.push_event(id, event).await
+        self.request(|tx| Op::PushEvent(id.to_owned(), event, tx))
+            .await
     }
 
     /// Atomically takes the oldest buffered event of `event_type` and
@@ -253,34 +322,55 @@ impl Journal {
         event_type: &str,
         or_timeout: bool,
     ) -> Result<Option<WaitResult>, JournalError> {
-        self.store
-            .take_event(id, name, n, event_type, or_timeout)
-            .await
+        self.request(|reply| Op::TakeEvent {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            n,
+            event_type: event_type.to_owned(),
+            or_timeout,
+            reply,
+        })
+        .await
     }
 
     /// Reads one instance.
     pub async fn instance(&self, id: &str) -> Result<Option<InstanceRecord>, JournalError> {
-        self.store.instance(id)
+        match &self.store {
+            Store::Embedded(s) => s.instance(id),
+            Store::Postgres(s) => s.instance(id).await,
+        }
     }
 
     /// Lists instances, optionally only those with `status`, ordered by id.
     pub async fn list(&self, status: Option<Status>) -> Result<Vec<InstanceRecord>, JournalError> {
-        self.store.list(status)
+        match &self.store {
+            Store::Embedded(s) => s.list(status),
+            Store::Postgres(s) => s.list(status).await,
+        }
     }
 
     /// Reads an instance's journal in order.
     pub async fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
-        self.store.entries(id)
+        match &self.store {
+            Store::Embedded(s) => s.entries(id),
+            Store::Postgres(s) => s.entries(id).await,
+        }
     }
 
     /// Events buffered for an instance and not yet delivered.
     pub async fn inbox(&self, id: &str) -> Result<Vec<EventRecord>, JournalError> {
-        self.store.inbox(id)
+        match &self.store {
+            Store::Embedded(s) => s.inbox(id),
+            Store::Postgres(s) => s.inbox(id).await,
+        }
     }
 
     /// Number of journal entries over all instances.
     pub async fn entry_count(&self) -> Result<u64, JournalError> {
-        self.store.entry_count()
+        match &self.store {
+            Store::Embedded(s) => s.entry_count(),
+            Store::Postgres(s) => s.entry_count().await,
+        }
     }
 }
 

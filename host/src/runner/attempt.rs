@@ -44,6 +44,7 @@ impl Runtime {
         progress: Option<mpsc::UnboundedSender<Progress>>,
         admission: Option<Arc<Admission>>,
     ) -> Result<Settled> {
+        self.fetch_component(&rec.digest).await?;
         let component = self.components.load(&rec.digest)?;
         let entries = self.journal.entries(&rec.id).await?;
         if !entries.is_empty()

@@ -56,6 +56,27 @@ impl Runtime {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data dir {}", data_dir.display()))?;
         let journal = Journal::open(&data_dir.join("journal.redb"))?;
+        Self::with_journal(data_dir, journal, evict_after)
+    }
+
+    /// Opens the data dir (for its component store, compile cache and
+    /// control socket) with the journal in a shared store (`postgres://…`).
+    pub async fn connect(
+        data_dir: &Path,
+        store: &str,
+        evict_after: Duration,
+    ) -> Result<Arc<Runtime>> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let journal = Journal::connect(store).await?;
+        Self::with_journal(data_dir, journal, evict_after)
+    }
+
+    fn with_journal(
+        data_dir: &Path,
+        journal: Journal,
+        evict_after: Duration,
+    ) -> Result<Arc<Runtime>> {
         let components = Components::new(data_dir)?;
         Ok(Arc::new(Runtime {
             journal,
@@ -69,6 +90,30 @@ impl Runtime {
             default_policy: Mutex::new(Arc::new(Policy::default())),
             evict_after,
         }))
+    }
+
+    /// Stores a component: in the data dir and, with a shared store, there
+    /// too, so that every host can load it. Returns its digest.
+    pub async fn store_component(&self, bytes: &[u8]) -> Result<String> {
+        let digest = self.components.store_bytes(bytes)?;
+        if let Some(pg) = self.journal.postgres() {
+            pg.put_component(&digest, bytes).await?;
+        }
+        Ok(digest)
+    }
+
+    /// Makes sure a component is in the data dir, fetching it from the
+    /// shared store if another host stored it.
+    pub async fn fetch_component(&self, digest: &str) -> Result<()> {
+        if self.components.has(digest) {
+            return Ok(());
+        }
+        if let Some(pg) = self.journal.postgres()
+            && let Some(bytes) = pg.component(digest).await?
+        {
+            self.components.store_bytes(&bytes)?;
+        }
+        Ok(())
     }
 
     /// Notified whenever an event is sent to `id`.

@@ -1,0 +1,568 @@
+//! The journal on PostgreSQL, for many hosts over one database.
+//!
+//! Writes go through the same requests ([`Op`]) as the embedded journal's,
+//! to one writer task with its own connection. It takes every request
+//! waiting, sends their statements pipelined in one transaction and commits
+//! (`synchronous_commit` on), and only then answers each: one durable
+//! commit for many instances' steps (group commit). Reads use pooled
+//! connections. The schema is in `host/migrations/`, applied on start under
+//! an advisory lock so that hosts starting together migrate once.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{NoTls, Row};
+
+use super::writer::Op;
+use super::*;
+
+mod embedded_migrations {
+    refinery::embed_migrations!("migrations");
+}
+
+/// Most requests applied in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Connections to the database (the writer's is its own).
+const POOL_SIZE: usize = 16;
+
+/// The columns of `weft_instances` that make an [`InstanceRecord`], in the
+/// order [`record`] reads them.
+const RECORD: &str =
+    "id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed";
+
+/// A handle to the journal in PostgreSQL. Cheap to clone.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+    ops: mpsc::UnboundedSender<Op>,
+    _writer: Arc<WriterTask>,
+}
+
+/// Stops the writer task when the last handle goes.
+struct WriterTask(tokio::task::JoinHandle<()>);
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        // The queue closes with the last sender; the task then ends by
+        // itself once it has written what was queued.
+        let _ = &self.0;
+    }
+}
+
+fn pg_error(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(format!("PostgreSQL: {e}"))
+}
+
+impl Postgres {
+    /// Connects to `url` (`postgres://…`), applies the schema's migrations
+    /// and starts the writer.
+    pub async fn open(url: &str) -> Result<Postgres, JournalError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| pg_error(format!("the store URL `{}`: {e}", redact_url(url))))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(pg_error)?;
+        let (writer, connection) = config.connect(NoTls).await.map_err(|e| {
+            pg_error(format!(
+                "cannot connect to {}: {e}; is PostgreSQL running there?",
+                redact_url(url)
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!("PostgreSQL writer connection: {e}");
+            }
+        });
+        let mut writer = writer;
+        migrate(&mut writer).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_writer(writer, rx));
+        Ok(Postgres {
+            pool,
+            ops: tx,
+            _writer: Arc::new(WriterTask(task)),
+        })
+    }
+
+    pub(super) fn send(&self, op: Op) -> Result<(), JournalError> {
+        self.ops.send(op).map_err(|_| JournalError::Closed)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, JournalError> {
+        self.pool.get().await.map_err(pg_error)
+    }
+
+    pub(super) async fn instance(&self, id: &str) -> Result<Option<InstanceRecord>, JournalError> {
+        let c = self.client().await?;
+        let q = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
+        match c.query_opt(&q, &[&id]).await.map_err(pg_error)? {
+            Some(row) => Ok(Some(record(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn list(
+        &self,
+        status: Option<Status>,
+    ) -> Result<Vec<InstanceRecord>, JournalError> {
+        let c = self.client().await?;
+        let rows = match status {
+            Some(s) => {
+                let q =
+                    format!("SELECT {RECORD} FROM weft_instances WHERE status = $1 ORDER BY id");
+                c.query(&q, &[&s.as_str()]).await
+            }
+            None => {
+                let q = format!("SELECT {RECORD} FROM weft_instances ORDER BY id");
+                c.query(&q, &[]).await
+            }
+        }
+        .map_err(pg_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    pub(super) async fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT seq, entry FROM weft_entries WHERE instance_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter()
+            .map(|r| Ok((r.get::<_, i64>(0) as u64, json(r.get(1))?)))
+            .collect()
+    }
+
+    pub(super) async fn inbox(&self, id: &str) -> Result<Vec<EventRecord>, JournalError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT event FROM weft_inbox WHERE instance_id = $1 ORDER BY seq",
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        rows.iter().map(|r| json(r.get(0))).collect()
+    }
+
+    pub(super) async fn entry_count(&self) -> Result<u64, JournalError> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT count(*) FROM weft_entries", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// Stores a component's bytes under its digest (once).
+    pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), JournalError> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO weft_components (digest, bytes, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (digest) DO NOTHING",
+            &[&digest, &bytes, &(now_ms() as i64)],
+        )
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// The bytes of a stored component.
+    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT bytes FROM weft_components WHERE digest = $1",
+                &[&digest],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Applies the schema's migrations, one host at a time.
+async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), JournalError> {
+    // Any fixed key: hosts starting together wait for the first one.
+    const LOCK: i64 = 0x7765_6674_6d69_67; // "weftmig"
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
+        .await
+        .map_err(pg_error)?;
+    let result = embedded_migrations::migrations::runner()
+        .set_migration_table_name("weft_schema_history")
+        .run_async(client)
+        .await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
+        .await;
+    result.map_err(|e| pg_error(format!("applying the schema: {e}")))?;
+    unlocked.map_err(pg_error)?;
+    Ok(())
+}
+
+fn json<T: for<'de> serde::Deserialize<'de>>(text: &str) -> Result<T, JournalError> {
+    serde_json::from_str(text).map_err(|e| JournalError::Format(e.to_string()))
+}
+
+fn text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("journal records serialize")
+}
+
+fn record(row: &Row) -> Result<InstanceRecord, JournalError> {
+    let raw = |s: String| {
+        serde_json::value::RawValue::from_string(s).map_err(|e| JournalError::Format(e.to_string()))
+    };
+    let status: &str = row.get(4);
+    Ok(InstanceRecord {
+        id: row.get(0),
+        workflow: row.get(1),
+        digest: row.get(2),
+        input: raw(row.get(3))?,
+        status: status
+            .parse()
+            .map_err(|_| JournalError::Format(format!("unknown status `{status}`")))?,
+        output: row.get::<_, Option<String>>(5).map(raw).transpose()?,
+        error: row
+            .get::<_, Option<&str>>(6)
+            .map(json::<ErrorInfo>)
+            .transpose()?,
+        created_ms: row.get::<_, i64>(7) as u64,
+        updated_ms: row.get::<_, i64>(8) as u64,
+        parent: row.get(9),
+        seed: row.get::<_, i64>(10) as u64,
+    })
+}
+
+/// The writer task: applies whatever is queued, a batch per transaction,
+/// until every handle is gone.
+async fn run_writer(mut client: tokio_postgres::Client, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = apply(&mut client, std::mem::take(&mut batch)).await {
+            // The replies were dropped with the batch: each caller sees
+            // `Closed`, as with a failed commit of the embedded journal.
+            tracing::error!("journal commit failed: {e}");
+        }
+    }
+}
+
+/// What one request gets back, held until the transaction commits.
+enum Reply {
+    Created(
+        oneshot::Sender<Result<Created, JournalError>>,
+        Result<Created, JournalError>,
+    ),
+    Unit(
+        Option<oneshot::Sender<Result<(), JournalError>>>,
+        Result<(), JournalError>,
+    ),
+    Wait(
+        oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
+        Result<Option<WaitResult>, JournalError>,
+    ),
+    Record(
+        Option<oneshot::Sender<Result<InstanceRecord, JournalError>>>,
+        Result<InstanceRecord, JournalError>,
+    ),
+}
+
+impl Reply {
+    fn send(self) {
+        let logged = |r: Result<(), JournalError>| {
+            if let Err(e) = r {
+                tracing::error!("journal write failed: {e}");
+            }
+        };
+        match self {
+            Reply::Created(tx, r) => drop(tx.send(r)),
+            Reply::Unit(Some(tx), r) => drop(tx.send(r)),
+            Reply::Unit(None, r) => logged(r),
+            Reply::Wait(tx, r) => drop(tx.send(r)),
+            Reply::Record(Some(tx), r) => drop(tx.send(r)),
+            Reply::Record(None, r) => logged(r.map(drop)),
+        }
+    }
+}
+
+const FINAL: [&str; 3] = ["errored", "terminated", "complete"];
+
+/// Applies a batch in one transaction. Runs of requests that need no answer
+/// from the database before the next are sent pipelined; a `take_event`
+/// waits for its event before its entry is written.
+async fn apply(client: &mut tokio_postgres::Client, batch: Vec<Op>) -> Result<(), JournalError> {
+    let txn = client.transaction().await.map_err(pg_error)?;
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut run = Vec::new();
+    for op in batch {
+        if matches!(op, Op::TakeEvent { .. }) {
+            replies.extend(join_all(run.drain(..).map(|op| stage(&txn, op))).await);
+            replies.push(stage(&txn, op).await);
+        } else {
+            run.push(op);
+        }
+    }
+    replies.extend(join_all(run.into_iter().map(|op| stage(&txn, op))).await);
+    txn.commit().await.map_err(pg_error)?;
+    replies.into_iter().for_each(Reply::send);
+    Ok(())
+}
+
+async fn stage(txn: &tokio_postgres::Transaction<'_>, op: Op) -> Reply {
+    match op {
+        Op::Create(rec, reply) => Reply::Created(reply, create(txn, rec).await),
+        Op::Update(id, u, reply) => Reply::Record(reply, update(txn, &id, u).await),
+        Op::Append {
+            id, entries, reply, ..
+        } => Reply::Unit(reply, append(txn, &id, &entries).await),
+        Op::Truncate(id, from, reply) => {
+            let r = txn
+                .execute(
+                    "DELETE FROM weft_entries WHERE instance_id = $1 AND seq >= $2",
+                    &[&id, &(from as i64)],
+                )
+                .await
+                .map(drop)
+                .map_err(pg_error);
+            Reply::Unit(Some(reply), r)
+        }
+        Op::Delete(id, reply) => Reply::Unit(Some(reply), delete(txn, &id).await),
+        Op::SetVersion(id, digest, reply) => {
+            let r = txn
+                .execute(
+                    "UPDATE weft_instances SET digest = $2, updated_ms = $3 WHERE id = $1",
+                    &[&id, &digest, &(now_ms() as i64)],
+                )
+                .await
+                .map_err(pg_error)
+                .and_then(|n| found(n, &id));
+            Reply::Unit(Some(reply), r)
+        }
+        Op::PushEvent(id, event, reply) => {
+            Reply::Unit(Some(reply), push_event(txn, &id, event).await)
+        }
+        Op::TakeEvent {
+            id,
+            name,
+            n,
+            event_type,
+            or_timeout,
+            reply,
+        } => Reply::Wait(
+            reply,
+            take_event(txn, &id, &name, n, &event_type, or_timeout).await,
+        ),
+    }
+}
+
+fn found(rows: u64, id: &str) -> Result<(), JournalError> {
+    if rows == 0 {
+        Err(JournalError::UnknownInstance(id.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+async fn create(
+    txn: &tokio_postgres::Transaction<'_>,
+    rec: InstanceRecord,
+) -> Result<Created, JournalError> {
+    let (input, status) = (rec.input.get(), rec.status.as_str());
+    let output = rec.output.as_ref().map(|o| o.get());
+    let error = rec.error.as_ref().map(text);
+    let (created, updated, seed) = (
+        rec.created_ms as i64,
+        rec.updated_ms as i64,
+        rec.seed as i64,
+    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+        &rec.id,
+        &rec.workflow,
+        &rec.digest,
+        &input,
+        &status,
+        &output,
+        &error,
+        &created,
+        &updated,
+        &rec.parent,
+        &seed,
+    ];
+    let insert = txn.execute(
+        "INSERT INTO weft_instances \
+         (id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+        &params,
+    );
+    let q = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
+    // Pipelined with the insert: the row as it stands after it.
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&rec.id];
+    let select = txn.query_one(&q, &key);
+    let (inserted, row) = futures_util::future::join(insert, select).await;
+    if inserted.map_err(pg_error)? == 1 {
+        return Ok(Created::New(rec));
+    }
+    Ok(Created::Existing(record(&row.map_err(pg_error)?)?))
+}
+
+async fn update(
+    txn: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    u: StatusUpdate,
+) -> Result<InstanceRecord, JournalError> {
+    let q = format!(
+        "UPDATE weft_instances SET status = $2, output = $3, error = $4, updated_ms = $5 \
+         WHERE id = $1 RETURNING {RECORD}"
+    );
+    let row = txn
+        .query_opt(
+            &q,
+            &[
+                &id,
+                &u.status.as_str(),
+                &u.output.as_ref().map(|o| o.get()),
+                &u.error.as_ref().map(text),
+                &(now_ms() as i64),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    match row {
+        Some(row) => record(&row),
+        None => Err(JournalError::UnknownInstance(id.to_owned())),
+    }
+}
+
+async fn append(
+    txn: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    entries: &[Entry],
+) -> Result<(), JournalError> {
+    let texts: Vec<String> = entries.iter().map(text).collect();
+    txn.execute(
+        "INSERT INTO weft_entries (instance_id, seq, entry) \
+         SELECT $1, coalesce((SELECT max(seq) + 1 FROM weft_entries WHERE instance_id = $1), 0) \
+                + t.i - 1, t.e \
+         FROM unnest($2::text[]) WITH ORDINALITY AS t(e, i)",
+        &[&id, &texts],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn delete(txn: &tokio_postgres::Transaction<'_>, id: &str) -> Result<(), JournalError> {
+    let (rows, entries, inbox) = futures_util::future::join3(
+        txn.execute("DELETE FROM weft_instances WHERE id = $1", &[&id]),
+        txn.execute("DELETE FROM weft_entries WHERE instance_id = $1", &[&id]),
+        txn.execute("DELETE FROM weft_inbox WHERE instance_id = $1", &[&id]),
+    )
+    .await;
+    entries.map_err(pg_error)?;
+    inbox.map_err(pg_error)?;
+    found(rows.map_err(pg_error)?, id)
+}
+
+async fn push_event(
+    txn: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    event: EventRecord,
+) -> Result<(), JournalError> {
+    let (body, finals) = (text(&event), &FINAL[..]);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&id, &event.event_type, &body, &finals];
+    let insert = txn.execute(
+        "INSERT INTO weft_inbox (instance_id, event_type, event) \
+         SELECT id, $2, $3 FROM weft_instances WHERE id = $1 AND status <> ALL($4)",
+        &params,
+    );
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+    let status = txn.query_opt("SELECT status FROM weft_instances WHERE id = $1", &key);
+    let (inserted, status) = futures_util::future::join(insert, status).await;
+    if inserted.map_err(pg_error)? == 1 {
+        return Ok(());
+    }
+    match status.map_err(pg_error)? {
+        None => Err(JournalError::UnknownInstance(id.to_owned())),
+        Some(row) => {
+            let s: &str = row.get(0);
+            let status = s
+                .parse::<Status>()
+                .map_err(|_| JournalError::Format(format!("unknown status `{s}`")))?;
+            Err(JournalError::Finished {
+                id: id.to_owned(),
+                status: status.as_str(),
+            })
+        }
+    }
+}
+
+async fn take_event(
+    txn: &tokio_postgres::Transaction<'_>,
+    id: &str,
+    name: &str,
+    n: u32,
+    event_type: &str,
+    or_timeout: bool,
+) -> Result<Option<WaitResult>, JournalError> {
+    let row = txn
+        .query_opt(
+            "DELETE FROM weft_inbox WHERE seq = \
+             (SELECT seq FROM weft_inbox WHERE instance_id = $1 AND event_type = $2 \
+              ORDER BY seq LIMIT 1 FOR UPDATE) \
+             RETURNING event",
+            &[&id, &event_type],
+        )
+        .await
+        .map_err(pg_error)?;
+    let result = match row {
+        Some(row) => WaitResult::Delivered {
+            event: json(row.get(0))?,
+        },
+        None if or_timeout => WaitResult::TimedOut,
+        None => return Ok(None),
+    };
+    let entry = Entry::WaitEnd {
+        name: name.to_owned(),
+        n,
+        ended_ms: now_ms(),
+        result: result.clone(),
+    };
+    append(txn, id, &[entry]).await?;
+    Ok(Some(result))
+}
