@@ -212,7 +212,7 @@ fn redact_url(url: &str) -> String {
 /// Applies the schema's migrations, one host at a time.
 async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), JournalError> {
     // Any fixed key: hosts starting together wait for the first one.
-    const LOCK: i64 = 0x7765_6674_6d69_67; // "weftmig"
+    const LOCK: i64 = 0x0077_6566_746d_6967; // "weftmig"
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
         .await
