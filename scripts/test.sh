@@ -16,6 +16,9 @@ python3 -m pip install --quiet --disable-pip-version-check \
 export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 if command -v pyenv >/dev/null; then pyenv rehash || true; fi
 
+# PostgreSQL for the tests of the shared store.
+source scripts/postgres.sh
+
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings
 cargo test --workspace

@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod examples;
 mod http_edges;
+mod postgres;
 mod python;
 mod sandbox;
 mod semantics;

@@ -61,7 +61,16 @@ enum Request {
 
 /// Runs a request against whoever holds the data dir: the process on the
 /// control socket (the HTTP API), else the journal opened here.
-async fn request(data_dir: &Path, req: Request) -> Result<Value> {
+async fn request(data_dir: &Path, store: Option<&str>, req: Request) -> Result<Value> {
+    if let Some(url) = store {
+        // A shared store: a process on this data dir answers for what it
+        // runs (an event wakes it at once); else the store is read here.
+        if let Some(v) = over_socket(data_dir, &req).await? {
+            return Ok(v);
+        }
+        let journal = Journal::connect(url).await?;
+        return from_journal(&journal, req).await;
+    }
     if !data_dir.join("journal.redb").exists() {
         bail!(
             "no weft data dir at {} (set --data-dir or WEFT_DATA_DIR)",
@@ -233,9 +242,10 @@ async fn from_journal(journal: &Journal, req: Request) -> Result<Value> {
     })
 }
 
-pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
+pub async fn send_event(data_dir: &Path, store: Option<&str>, a: SendEventArgs) -> Result<i32> {
     request(
         data_dir,
+        store,
         Request::SendEvent {
             id: a.id.clone(),
             event_type: a.event_type.clone(),
@@ -250,8 +260,8 @@ pub async fn send_event(data_dir: &Path, a: SendEventArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn status(data_dir: &Path, a: IdArgs) -> Result<i32> {
-    let v = request(data_dir, Request::Status { id: a.id.clone() }).await?;
+pub async fn status(data_dir: &Path, store: Option<&str>, a: IdArgs) -> Result<i32> {
+    let v = request(data_dir, store, Request::Status { id: a.id.clone() }).await?;
     outln!("{}", serde_json::to_string_pretty(&v)?);
     if v["interrupted"] == true {
         super::term::warn(
@@ -267,8 +277,8 @@ pub async fn status(data_dir: &Path, a: IdArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
-    let v = request(data_dir, Request::List { status: a.status }).await?;
+pub async fn list(data_dir: &Path, store: Option<&str>, a: ListArgs) -> Result<i32> {
+    let v = request(data_dir, store, Request::List { status: a.status }).await?;
     let rows = v.as_array().cloned().unwrap_or_default();
     if a.json {
         for r in rows {
@@ -323,8 +333,8 @@ pub async fn list(data_dir: &Path, a: ListArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn history(data_dir: &Path, a: IdArgs) -> Result<i32> {
-    let v = request(data_dir, Request::History { id: a.id }).await?;
+pub async fn history(data_dir: &Path, store: Option<&str>, a: IdArgs) -> Result<i32> {
+    let v = request(data_dir, store, Request::History { id: a.id }).await?;
     for row in v.as_array().cloned().unwrap_or_default() {
         outln!("{row}");
     }

@@ -25,6 +25,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEFT_DATA_DIR", default_value = ".weft")]
     pub data_dir: PathBuf,
 
+    /// Keep the journal in this shared store instead of the data dir's
+    /// embedded one: `postgres://user@host:5432/db`. Hosts with the same
+    /// store share its instances.
+    #[arg(long, global = true, env = "WEFT_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,10 +74,8 @@ pub enum Command {
 /// Options shared by the commands that execute workflows.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecOptions {
-    /// Keep the journal in this shared store instead of the data dir's
-    /// embedded one: `postgres://user@host:5432/db`. Hosts with the same
-    /// store share its instances.
-    #[arg(long, env = "WEFT_STORE", value_name = "URL")]
+    /// The shared store (the global `--store`), if any.
+    #[arg(skip)]
     pub store: Option<String>,
     /// Drop an instance from memory when everything it waits for is further
     /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
@@ -212,26 +216,38 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    let store = cli.store.clone().filter(|s| !s.is_empty());
+    let store = store.as_deref();
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run(a) => run::run(&cli.data_dir, a).await,
+            Command::Run(mut a) => {
+                a.exec.store = store.map(str::to_owned);
+                run::run(&cli.data_dir, a).await
+            }
             Command::Build(a) => build::build(a),
             Command::Compile(a) => run::compile(&cli.data_dir, a).await,
             Command::Resume(a) => match client::endpoint(&cli.data_dir, &a.server).await {
                 Ok(Some(_)) => client::resume(&cli.data_dir, &a.id, &a.server).await,
-                Ok(None) => run::resume(&cli.data_dir, a).await,
+                Ok(None) => {
+                    let mut a = a;
+                    a.exec.store = store.map(str::to_owned);
+                    run::resume(&cli.data_dir, a).await
+                }
                 Err(e) => Err(e),
             },
-            Command::Serve(a) => serve::serve(&cli.data_dir, a).await,
+            Command::Serve(mut a) => {
+                a.exec.store = store.map(str::to_owned);
+                serve::serve(&cli.data_dir, a).await
+            }
             Command::Create(a) => client::create(&cli.data_dir, a).await,
             Command::Pause(a) => client::pause(&cli.data_dir, a).await,
             Command::Terminate(a) => client::terminate(&cli.data_dir, a).await,
             Command::Restart(a) => client::restart(&cli.data_dir, a).await,
             Command::Upgrade(a) => client::upgrade(&cli.data_dir, a).await,
-            Command::SendEvent(a) => inspect::send_event(&cli.data_dir, a).await,
-            Command::Status(a) => inspect::status(&cli.data_dir, a).await,
-            Command::List(a) => inspect::list(&cli.data_dir, a).await,
-            Command::History(a) => inspect::history(&cli.data_dir, a).await,
+            Command::SendEvent(a) => inspect::send_event(&cli.data_dir, store, a).await,
+            Command::Status(a) => inspect::status(&cli.data_dir, store, a).await,
+            Command::List(a) => inspect::list(&cli.data_dir, store, a).await,
+            Command::History(a) => inspect::history(&cli.data_dir, store, a).await,
             Command::Check(a) => check::check(&cli.data_dir, a),
         }
     });

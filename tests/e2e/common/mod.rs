@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that drive the real `weft` binary.
 
+pub mod pg;
 pub mod python;
 pub mod server;
 
@@ -30,6 +31,8 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// A data dir and the commands that use it.
 pub struct Weft {
     pub dir: tempfile::TempDir,
+    /// The shared store its commands use, if not the embedded journal.
+    pub store: Option<String>,
 }
 
 impl Weft {
@@ -39,6 +42,15 @@ impl Weft {
                 .prefix("weft-e2e")
                 .tempdir()
                 .unwrap(),
+            store: None,
+        }
+    }
+
+    /// A data dir whose commands keep the journal in the database `db`.
+    pub fn on(db: &pg::TestDb) -> Weft {
+        Weft {
+            store: Some(db.url.clone()),
+            ..Weft::new()
         }
     }
 
@@ -52,7 +64,11 @@ impl Weft {
             .env("WEFT_DATA_DIR", self.data_dir())
             .env("WEFT_CACHE_DIR", test_cache_dir())
             .env_remove("WEFT_EVICT_AFTER")
+            .env_remove("WEFT_STORE")
             .stdin(Stdio::null());
+        if let Some(url) = &self.store {
+            c.env("WEFT_STORE", url);
+        }
         c
     }
 

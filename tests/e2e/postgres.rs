@@ -1,0 +1,183 @@
+//! The journal in PostgreSQL (`--store`): the same workflows give the same
+//! results and histories as on the embedded journal, survive `kill -9`, and
+//! every data dir on the store sees every instance.
+
+use serde_json::json;
+
+use crate::common::pg::TestDb;
+use crate::common::*;
+
+/// The kinds of a history's entries, in order.
+fn kinds(h: &[serde_json::Value]) -> Vec<String> {
+    h.iter()
+        .map(|e| e["kind"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn scenarios_give_the_same_results_and_histories_as_on_the_embedded_journal() {
+    let db = TestDb::new();
+    let on_pg = Weft::on(&db);
+    let embedded = Weft::new();
+    let cases = [
+        ("basic", r#"{"scenario":"basic"}"#),
+        ("retries", r#"{"scenario":"retries"}"#),
+        ("sleep", r#"{"scenario":"sleep","ms":600}"#),
+        ("timeout", r#"{"scenario":"event-timeout","ms":200}"#),
+        ("many", r#"{"scenario":"loop-names","n":40}"#),
+        ("exhausted", r#"{"scenario":"exhausted"}"#),
+    ];
+    for (id, input) in cases {
+        // Evicted during the sleep: replayed from the store.
+        let extra = ["--evict-after", "200ms"];
+        let a = embedded.scenario(id, input, &extra);
+        let b = on_pg.scenario(id, input, &extra);
+        assert_eq!(a.code, b.code, "{id}: {}", b.stderr);
+        assert_eq!(a.stdout, b.stdout, "{id}: the same output");
+        assert_eq!(
+            kinds(&embedded.history(id)),
+            kinds(&on_pg.history(id)),
+            "{id}: the same history"
+        );
+    }
+    assert!(on_pg.history("sleep").len() >= 3);
+    // It is all in the database, not in the data dir.
+    assert!(!on_pg.data_dir().join("journal.redb").exists());
+    let rows = db.query("SELECT count(*) FROM weft_instances");
+    assert_eq!(rows, [cases.len().to_string()]);
+    let version = db.query("SELECT max(version) FROM weft_schema_history");
+    assert_eq!(version, ["1"], "migrations applied");
+}
+
+#[test]
+fn events_reach_a_run_on_the_store_and_are_buffered_without_one() {
+    let db = TestDb::new();
+    let w = Weft::on(&db);
+    let mut run = w.spawn_scenario("run", "ev", r#"{"scenario":"events"}"#);
+    run.wait_stderr("the first wait", |t| {
+        t.contains("Waiting for event `second`")
+    });
+    for (t, p) in [("first", r#"{"by":"ann"}"#), ("second", "[1,2]")] {
+        let s = w.exec(&["send-event", "ev", t, p]);
+        assert!(s.ok(), "{}", s.stderr);
+    }
+    assert_eq!(
+        run.finish().json(),
+        json!({"first": "ann", "second": [1, 2], "type": "first"})
+    );
+
+    // No process: the events go to the store, and a resume delivers them.
+    let mut run = w.spawn_scenario("run2", "off", r#"{"scenario":"events"}"#);
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event `second`"));
+    run.kill9();
+    for (t, p) in [("second", "2"), ("first", r#"{"by":"bo"}"#)] {
+        let s = w.exec(&["send-event", "off", t, p]);
+        assert!(s.ok(), "{}", s.stderr);
+    }
+    let d = w.exec(&["resume", "off"]);
+    assert_eq!(
+        d.json(),
+        json!({"first": "bo", "second": 2, "type": "first"})
+    );
+    // Delivered once: the inbox is empty.
+    assert_eq!(db.query("SELECT count(*) FROM weft_inbox"), ["0"]);
+    let s = w.exec(&["send-event", "off", "first", "1"]);
+    assert!(!s.ok(), "a finished instance refuses events");
+    assert!(s.stderr.contains("complete"), "{}", s.stderr);
+}
+
+#[test]
+fn kill_9_loses_nothing_on_the_store() {
+    let input = r#"{"scenario":"long","n":12,"ms":40}"#;
+    let expected = Weft::new().scenario("ref", input, &[]).json();
+    let db = TestDb::new();
+    let w = Weft::on(&db);
+    let mut run = w.spawn_scenario("run-0", "long", input);
+    run.wait_stderr("4 steps", |t| {
+        t.lines().filter(|l| l.contains("Step work-")).count() >= 4
+    });
+    let first = run.kill9();
+    let last = w.spawn("run-1", &["resume", "long"]).finish();
+    assert_eq!(last.json(), expected, "same output as without the crash");
+    let ran = |log: &str| {
+        log.lines()
+            .filter_map(|l| {
+                Some(
+                    l.split_once("EXEC work-")?
+                        .1
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut counts = [0; 12];
+    for i in ran(&first).into_iter().chain(ran(&last.stderr)) {
+        counts[i] += 1;
+    }
+    assert!(
+        counts.iter().all(|c| (1..=2).contains(c)),
+        "each step ran once, the one in flight at most twice: {counts:?}"
+    );
+    assert!(
+        counts.iter().filter(|c| **c == 2).count() <= 1,
+        "{counts:?}"
+    );
+}
+
+#[test]
+fn every_data_dir_on_the_store_sees_every_instance_and_component() {
+    let db = TestDb::new();
+    let a = Weft::on(&db);
+    let d = a.scenario("shared", r#"{"scenario":"basic"}"#, &[]);
+    assert!(d.ok(), "{}", d.stderr);
+    // Another data dir (another host) on the same store.
+    let b = Weft::on(&db);
+    let s = b.status("shared");
+    assert_eq!(s["status"], "complete", "{s}");
+    let l = b.exec(&["list"]);
+    assert!(l.stdout.contains("shared"), "{}", l.stdout);
+    assert_eq!(kinds(&a.history("shared")), kinds(&b.history("shared")));
+    // The component is in the store: b resumes an instance a started,
+    // though b's data dir never held the component.
+    let mut run = a.spawn_scenario("run", "moved", r#"{"scenario":"events"}"#);
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event `second`"));
+    run.kill9();
+    for (t, p) in [("second", "5"), ("first", r#"{"by":"di"}"#)] {
+        assert!(b.exec(&["send-event", "moved", t, p]).ok());
+    }
+    let d = b.exec(&["resume", "moved"]);
+    assert_eq!(
+        d.json(),
+        json!({"first": "di", "second": 5, "type": "first"})
+    );
+    assert_eq!(db.query("SELECT count(*) FROM weft_components"), ["1"]);
+}
+
+#[test]
+fn a_server_on_the_store_runs_and_lists_instances() {
+    let db = TestDb::new();
+    let w = Weft::on(&db);
+    let toml = format!("[workflows.rs]\ncomponent = {:?}\n", SCENARIOS);
+    let s = w.serve("serve", &toml, &[]);
+    let (code, v) = s.post(
+        "/v1/workflows/rs/instances",
+        r#"{"id":"srv","params":{"scenario":"events"}}"#,
+    );
+    assert_eq!(code, 201, "{v}");
+    s.wait_status("rs", "srv", "waiting");
+    for (t, p) in [("first", r#"{"by":"cy"}"#), ("second", "3")] {
+        let (code, v) = s.post(&format!("/v1/workflows/rs/instances/srv/events/{t}"), p);
+        assert_eq!(code, 202, "{v}");
+    }
+    let v = s.wait_status("rs", "srv", "complete");
+    assert_eq!(
+        v["output"],
+        json!({"first": "cy", "second": 3, "type": "first"})
+    );
+    s.run.kill9();
+    // What the server ran is in the store for any other host to read.
+    let other = Weft::on(&db);
+    assert_eq!(other.status("srv")["status"], "complete");
+}
