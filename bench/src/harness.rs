@@ -75,25 +75,49 @@ pub struct Bench {
     pub rt: Arc<Runtime>,
     pub sched: Arc<Scheduler>,
     pub dir: tempfile::TempDir,
+    /// The database of this workload, with `--store`.
+    db: Option<TestDb>,
 }
 
-pub fn setup(evict_after: Duration, max_running: usize, python: Option<&str>) -> Result<Bench> {
+/// The PostgreSQL server of `--store` (each workload gets a fresh database
+/// on it), or none for the embedded journal.
+pub static STORE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn store() -> Option<&'static str> {
+    STORE.get().and_then(|s| s.as_deref())
+}
+
+pub async fn setup(
+    evict_after: Duration,
+    max_running: usize,
+    python: Option<&str>,
+) -> Result<Bench> {
     let dir = tempfile::tempdir()?;
-    let rt = Runtime::open(&dir.path().join("data"), evict_after)?;
+    let data = dir.path().join("data");
+    let (rt, db) = match store() {
+        Some(server) => {
+            let db = TestDb::create(server).await?;
+            (
+                Runtime::connect(&data, &db.url, evict_after).await?,
+                Some(db),
+            )
+        }
+        None => (Runtime::open(&data, evict_after)?, None),
+    };
     let mut workflows = Vec::new();
     let rs = std::fs::read(weft_test_artifacts::SCENARIOS)?;
-    let d = rt.components.store_bytes(&rs)?;
+    let d = rt.store_component(&rs).await?;
     rt.components.load(&d)?;
     workflows.push(("rs".to_owned(), d, None));
     if let Some(p) = python {
         let py = std::fs::read(p).with_context(|| format!("reading {p}"))?;
-        let d = rt.components.store_bytes(&py)?;
+        let d = rt.store_component(&py).await?;
         rt.components.load(&d)?;
         workflows.push(("py".to_owned(), d, None));
     }
     let sched = Scheduler::new(rt.clone(), workflows, max_running);
     sched.install_children();
-    Ok(Bench { rt, sched, dir })
+    Ok(Bench { rt, sched, dir, db })
 }
 
 impl Drop for Bench {
@@ -101,7 +125,100 @@ impl Drop for Bench {
     /// pooling allocator's address space) are released.
     fn drop(&mut self) {
         self.sched.shutdown();
+        if let Some(db) = self.db.take() {
+            db.drop_now();
+        }
     }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A database created for one workload.
+struct TestDb {
+    url: String,
+    server: String,
+    name: String,
+}
+
+impl TestDb {
+    async fn create(server: &str) -> Result<TestDb> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "weft_bench_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let admin = connect(server).await?;
+        // Two statements: a multi-statement string runs as one transaction.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let base = server.split('?').next().unwrap_or(server);
+        let at = base.rfind('/').context("a database URL ends in /DBNAME")?;
+        Ok(TestDb {
+            url: format!("{}/{name}", &base[..at]),
+            server: server.to_owned(),
+            name,
+        })
+    }
+
+    /// Drops the database (from a thread of its own: this runs in `Drop`).
+    fn drop_now(self) {
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                connect(&self.server)
+                    .await?
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                        self.name
+                    ))
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
+}
+
+/// One durable PostgreSQL commit (a one-row insert, `synchronous_commit`
+/// on): the physical limit of a journal in that database.
+pub async fn postgres_limits(server: &str, r: &mut Report) -> Result<f64> {
+    let db = TestDb::create(server).await?;
+    let c = connect(&db.url).await?;
+    c.batch_execute("CREATE TABLE t (k bigint PRIMARY KEY, v bytea NOT NULL)")
+        .await?;
+    let payload = vec![7u8; 200];
+    let insert = c.prepare("INSERT INTO t (k, v) VALUES ($1, $2)").await?;
+    let n = 500i64;
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        c.execute(&insert, &[&i, &payload]).await?;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let commits_per_s = n as f64 / start.elapsed().as_secs_f64();
+    let p50 = percentile(&mut lat, 0.5);
+    let note = "PostgreSQL, 1 row per commit";
+    r.add("limit", "pg", "durable commit latency p50", p50, "ms", note);
+    let p99 = percentile(&mut lat, 0.99);
+    r.add("limit", "pg", "durable commit latency p99", p99, "ms", "");
+    r.add("limit", "pg", "durable commits/s", commits_per_s, "1/s", "");
+    drop(c);
+    db.drop_now();
+    Ok(p50)
 }
 
 impl Bench {

@@ -26,7 +26,7 @@ async fn w1(
     commit_ms: f64,
     r: &mut Report,
 ) -> Result<()> {
-    let b = setup(Duration::from_secs(5), 500, python)?;
+    let b = setup(Duration::from_secs(5), 500, python).await?;
     let params = json!({"scenario": scenario(guest, "loop-names"), "n": n});
     let start = Instant::now();
     b.create_many(guest, "w1-", 1, &params).await?;
@@ -47,7 +47,7 @@ async fn w1(
 }
 
 async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
-    let b = setup(Duration::from_secs(5), 500, python)?;
+    let b = setup(Duration::from_secs(5), 500, python).await?;
     let params = json!({"scenario": scenario(guest, "loop-names"), "n": 10});
     let rss0 = rss_kib();
     let cpu0 = cpu_seconds();
@@ -83,14 +83,17 @@ async fn w2(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
         "MiB",
         &format!("process; {:.0} MiB before", rss0 as f64 / 1024.0),
     );
-    r.add(
-        &w,
-        guest,
-        "journal bytes per step",
-        b.disk_bytes() as f64 / (m * 10) as f64,
-        "B",
-        "journal.redb + journal.wal size / steps",
-    );
+    // The data dir's journal files; on PostgreSQL the journal is elsewhere.
+    if harness::STORE.get().is_none_or(Option::is_none) {
+        r.add(
+            &w,
+            guest,
+            "journal bytes per step",
+            b.disk_bytes() as f64 / (m * 10) as f64,
+            "B",
+            "journal.redb + journal.wal size / steps",
+        );
+    }
     Ok(())
 }
 
@@ -108,7 +111,7 @@ async fn w3(
     } else {
         Duration::from_secs(1)
     };
-    let b = setup(evict_after, 500, python)?;
+    let b = setup(evict_after, 500, python).await?;
     let params = json!({"scenario": "sleep", "ms": 2000, "duration": 2});
     b.create_many(guest, "w3-", m, &params).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -166,7 +169,7 @@ async fn w3(
 }
 
 async fn w4(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
-    let b = setup(Duration::from_secs(1), 500, python)?;
+    let b = setup(Duration::from_secs(1), 500, python).await?;
     let params = if guest == "py" {
         json!({"scenario": "events"})
     } else {
@@ -220,7 +223,7 @@ async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result
     // each is resumed alone. Its "last" step returns the wall clock (µs) at
     // which it started: the first step that runs once the replay is done.
     const K: usize = 5;
-    let b = setup(Duration::from_millis(200), 500, python)?;
+    let b = setup(Duration::from_millis(200), 500, python).await?;
     // n steps and the last one: above the default limit of 10,000.
     let mut policy = weft::durable::policy::Policy::default();
     policy.limits.max_steps = n + 10;
@@ -299,7 +302,7 @@ async fn w7(
         json!({"scenario": "event-timeout", "ms": 3_600_000})
     };
     // Evicted: everything waits an hour, evict at once.
-    let b = setup(Duration::from_millis(100), 500, python)?;
+    let b = setup(Duration::from_millis(100), 500, python).await?;
     // From a settled start: without this, heap the workloads before freed
     // (and the allocator kept) is given back during W7 and hides its cost.
     weft::engine::trim_heap();
@@ -334,7 +337,7 @@ async fn w7(
     );
     drop(b);
     // Hot: instances waiting in memory (evict_after longer than any wait).
-    let b = setup(Duration::from_secs(3 * 86_400), m_hot, python)?;
+    let b = setup(Duration::from_secs(3 * 86_400), m_hot, python).await?;
     weft::engine::trim_heap();
     let rss0 = rss_kib();
     let anon0 = status_field("RssAnon:");
@@ -364,7 +367,7 @@ async fn w7(
     );
     b.sched.shutdown();
     // Start-up cost per instance: create to complete of an empty run.
-    let b = setup(Duration::from_secs(5), 500, python)?;
+    let b = setup(Duration::from_secs(5), 500, python).await?;
     let n = if guest == "py" { 50 } else { 500 };
     let params = json!({"scenario": scenario(guest, "loop-names"), "n": 0});
     let t0 = Instant::now();
@@ -470,8 +473,19 @@ async fn main() -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
+    // `--store postgres://…`: the journal in PostgreSQL, a fresh database
+    // per workload on that server; the limit is then one PostgreSQL commit.
+    let store = args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    harness::STORE.set(store.clone()).expect("set once");
     let tmp = tempfile::tempdir()?;
-    let commit_ms = physical_limits(tmp.path(), &mut r)?;
+    let mut commit_ms = physical_limits(tmp.path(), &mut r)?;
+    if let Some(server) = &store {
+        commit_ms = harness::postgres_limits(server, &mut r).await?;
+    }
     // `--only W2` (repeatable) runs only the workloads named.
     let only: Vec<String> = args
         .iter()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::writer::Op;
 use super::*;
@@ -87,8 +87,9 @@ impl Postgres {
         });
         let mut writer = writer;
         migrate(&mut writer).await?;
+        let statements = Statements::prepare(&writer).await.map_err(pg_error)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_writer(writer, rx));
+        let task = tokio::spawn(run_writer(writer, statements, rx));
         Ok(Postgres {
             pool,
             ops: tx,
@@ -264,7 +265,11 @@ fn record(row: &Row) -> Result<InstanceRecord, JournalError> {
 
 /// The writer task: applies whatever is queued, a batch per transaction,
 /// until every handle is gone.
-async fn run_writer(mut client: tokio_postgres::Client, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run_writer(client: Client, statements: Statements, mut rx: mpsc::UnboundedReceiver<Op>) {
+    let w = W {
+        c: &client,
+        s: &statements,
+    };
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -274,7 +279,7 @@ async fn run_writer(mut client: tokio_postgres::Client, mut rx: mpsc::UnboundedR
                 Err(_) => break,
             }
         }
-        if let Err(e) = apply(&mut client, std::mem::take(&mut batch)).await {
+        if let Err(e) = apply(w, std::mem::take(&mut batch)).await {
             // The replies were dropped with the batch: each caller sees
             // `Closed`, as with a failed commit of the embedded journal.
             tracing::error!("journal commit failed: {e}");
@@ -303,6 +308,17 @@ enum Reply {
 }
 
 impl Reply {
+    /// The error of a statement the database refused (not a request's own
+    /// answer, such as an unknown instance).
+    fn database_error(&self) -> Option<String> {
+        let e = match self {
+            Reply::Created(_, Err(e)) | Reply::Unit(_, Err(e)) => e,
+            Reply::Wait(_, Err(e)) | Reply::Record(_, Err(e)) => e,
+            _ => return None,
+        };
+        matches!(e, JournalError::Storage(_) | JournalError::Format(_)).then(|| e.to_string())
+    }
+
     fn send(self) {
         let logged = |r: Result<(), JournalError>| {
             if let Err(e) = r {
@@ -322,59 +338,173 @@ impl Reply {
 
 const FINAL: [&str; 3] = ["errored", "terminated", "complete"];
 
-/// Applies a batch in one transaction. Runs of requests that need no answer
-/// from the database before the next are sent pipelined; a `take_event`
-/// waits for its event before its entry is written.
-async fn apply(client: &mut tokio_postgres::Client, batch: Vec<Op>) -> Result<(), JournalError> {
-    let txn = client.transaction().await.map_err(pg_error)?;
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut run = Vec::new();
-    for op in batch {
-        if matches!(op, Op::TakeEvent { .. }) {
-            replies.extend(join_all(run.drain(..).map(|op| stage(&txn, op))).await);
-            replies.push(stage(&txn, op).await);
-        } else {
-            run.push(op);
-        }
+/// The writer's statements, prepared once on its connection, so that a
+/// batch is sent in one go: a statement given as text would wait for its
+/// own `prepare` first.
+struct Statements {
+    begin: Statement,
+    commit: Statement,
+    insert_instance: Statement,
+    select_instance: Statement,
+    update: Statement,
+    append: Statement,
+    truncate: Statement,
+    delete_instance: Statement,
+    delete_entries: Statement,
+    delete_inbox: Statement,
+    set_version: Statement,
+    push_event: Statement,
+    status: Statement,
+    take_event: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
+        let select = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
+        let update = format!(
+            "UPDATE weft_instances SET status = $2, output = $3, error = $4, updated_ms = $5 \
+             WHERE id = $1 RETURNING {RECORD}"
+        );
+        Ok(Statements {
+            begin: c.prepare("BEGIN").await?,
+            commit: c.prepare("COMMIT").await?,
+            insert_instance: c
+                .prepare(
+                    "INSERT INTO weft_instances (id, workflow, digest, input, status, output, \
+                     error, created_ms, updated_ms, parent, seed) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .await?,
+            select_instance: c.prepare(&select).await?,
+            update: c.prepare(&update).await?,
+            append: c
+                .prepare(
+                    "INSERT INTO weft_entries (instance_id, seq, entry) \
+                     SELECT $1, coalesce((SELECT max(seq) + 1 FROM weft_entries \
+                                          WHERE instance_id = $1), 0) + t.i - 1, t.e \
+                     FROM unnest($2::text[]) WITH ORDINALITY AS t(e, i)",
+                )
+                .await?,
+            truncate: c
+                .prepare("DELETE FROM weft_entries WHERE instance_id = $1 AND seq >= $2")
+                .await?,
+            delete_instance: c
+                .prepare("DELETE FROM weft_instances WHERE id = $1")
+                .await?,
+            delete_entries: c
+                .prepare("DELETE FROM weft_entries WHERE instance_id = $1")
+                .await?,
+            delete_inbox: c
+                .prepare("DELETE FROM weft_inbox WHERE instance_id = $1")
+                .await?,
+            set_version: c
+                .prepare("UPDATE weft_instances SET digest = $2, updated_ms = $3 WHERE id = $1")
+                .await?,
+            push_event: c
+                .prepare(
+                    "INSERT INTO weft_inbox (instance_id, event_type, event) \
+                     SELECT id, $2, $3 FROM weft_instances WHERE id = $1 AND status <> ALL($4)",
+                )
+                .await?,
+            status: c
+                .prepare("SELECT status FROM weft_instances WHERE id = $1")
+                .await?,
+            take_event: c
+                .prepare(
+                    "DELETE FROM weft_inbox WHERE seq = \
+                     (SELECT seq FROM weft_inbox WHERE instance_id = $1 AND event_type = $2 \
+                      ORDER BY seq LIMIT 1 FOR UPDATE) \
+                     RETURNING event",
+                )
+                .await?,
+        })
     }
-    replies.extend(join_all(run.into_iter().map(|op| stage(&txn, op))).await);
-    txn.commit().await.map_err(pg_error)?;
+}
+
+/// The writer's connection and statements.
+#[derive(Clone, Copy)]
+struct W<'a> {
+    c: &'a Client,
+    s: &'a Statements,
+}
+
+/// Applies a batch in one transaction, sent pipelined: `BEGIN`, every
+/// request's statements and `COMMIT` go out together and the batch costs one
+/// round trip, except that a `take_event` waits for its event before its
+/// entry is written. Should a statement fail, PostgreSQL aborts the
+/// transaction and `COMMIT` rolls it back: no reply says it is durable.
+async fn apply(w: W<'_>, batch: Vec<Op>) -> Result<(), JournalError> {
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut segments: Vec<Vec<Op>> = vec![Vec::new()];
+    for op in batch {
+        let take = matches!(op, Op::TakeEvent { .. });
+        if take {
+            segments.push(Vec::new());
+        }
+        segments.last_mut().expect("one at least").push(op);
+    }
+    let last = segments.len() - 1;
+    for (i, segment) in segments.into_iter().enumerate() {
+        let begin = async {
+            if i == 0 {
+                w.c.execute(&w.s.begin, &[]).await.map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        let commit = async {
+            if i == last {
+                w.c.execute(&w.s.commit, &[]).await.map(drop)
+            } else {
+                Ok(())
+            }
+        };
+        let (b, staged, c) = futures_util::join!(
+            begin,
+            join_all(segment.into_iter().map(|op| stage(w, op))),
+            commit
+        );
+        replies.extend(staged);
+        b.map_err(pg_error)?;
+        c.map_err(pg_error)?;
+    }
+    // A statement the database refused aborted the transaction, and its
+    // `COMMIT` rolled back every request of the batch, whatever each one's
+    // own statements returned: none may be answered as done.
+    if let Some(e) = replies.iter().find_map(Reply::database_error) {
+        return Err(pg_error(format!("the batch was rolled back: {e}")));
+    }
     replies.into_iter().for_each(Reply::send);
     Ok(())
 }
 
-async fn stage(txn: &tokio_postgres::Transaction<'_>, op: Op) -> Reply {
+async fn stage(w: W<'_>, op: Op) -> Reply {
     match op {
-        Op::Create(rec, reply) => Reply::Created(reply, create(txn, rec).await),
-        Op::Update(id, u, reply) => Reply::Record(reply, update(txn, &id, u).await),
+        Op::Create(rec, reply) => Reply::Created(reply, create(w, rec).await),
+        Op::Update(id, u, reply) => Reply::Record(reply, update(w, &id, u).await),
         Op::Append {
             id, entries, reply, ..
-        } => Reply::Unit(reply, append(txn, &id, &entries).await),
+        } => Reply::Unit(reply, append(w, &id, &entries).await),
         Op::Truncate(id, from, reply) => {
-            let r = txn
-                .execute(
-                    "DELETE FROM weft_entries WHERE instance_id = $1 AND seq >= $2",
-                    &[&id, &(from as i64)],
-                )
-                .await
-                .map(drop)
-                .map_err(pg_error);
+            let r =
+                w.c.execute(&w.s.truncate, &[&id, &(from as i64)])
+                    .await
+                    .map(drop)
+                    .map_err(pg_error);
             Reply::Unit(Some(reply), r)
         }
-        Op::Delete(id, reply) => Reply::Unit(Some(reply), delete(txn, &id).await),
+        Op::Delete(id, reply) => Reply::Unit(Some(reply), delete(w, &id).await),
         Op::SetVersion(id, digest, reply) => {
-            let r = txn
-                .execute(
-                    "UPDATE weft_instances SET digest = $2, updated_ms = $3 WHERE id = $1",
-                    &[&id, &digest, &(now_ms() as i64)],
-                )
-                .await
-                .map_err(pg_error)
-                .and_then(|n| found(n, &id));
+            let r =
+                w.c.execute(&w.s.set_version, &[&id, &digest, &(now_ms() as i64)])
+                    .await
+                    .map_err(pg_error)
+                    .and_then(|n| found(n, &id));
             Reply::Unit(Some(reply), r)
         }
         Op::PushEvent(id, event, reply) => {
-            Reply::Unit(Some(reply), push_event(txn, &id, event).await)
+            Reply::Unit(Some(reply), push_event(w, &id, event).await)
         }
         Op::TakeEvent {
             id,
@@ -385,7 +515,7 @@ async fn stage(txn: &tokio_postgres::Transaction<'_>, op: Op) -> Reply {
             reply,
         } => Reply::Wait(
             reply,
-            take_event(txn, &id, &name, n, &event_type, or_timeout).await,
+            take_event(w, &id, &name, n, &event_type, or_timeout).await,
         ),
     }
 }
@@ -398,10 +528,7 @@ fn found(rows: u64, id: &str) -> Result<(), JournalError> {
     }
 }
 
-async fn create(
-    txn: &tokio_postgres::Transaction<'_>,
-    rec: InstanceRecord,
-) -> Result<Created, JournalError> {
+async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> {
     let (input, status) = (rec.input.get(), rec.status.as_str());
     let output = rec.output.as_ref().map(|o| o.get());
     let error = rec.error.as_ref().map(text);
@@ -423,16 +550,10 @@ async fn create(
         &rec.parent,
         &seed,
     ];
-    let insert = txn.execute(
-        "INSERT INTO weft_instances \
-         (id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
-        &params,
-    );
-    let q = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
+    let insert = w.c.execute(&w.s.insert_instance, &params);
     // Pipelined with the insert: the row as it stands after it.
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&rec.id];
-    let select = txn.query_one(&q, &key);
+    let select = w.c.query_one(&w.s.select_instance, &key);
     let (inserted, row) = futures_util::future::join(insert, select).await;
     if inserted.map_err(pg_error)? == 1 {
         return Ok(Created::New(rec));
@@ -440,18 +561,10 @@ async fn create(
     Ok(Created::Existing(record(&row.map_err(pg_error)?)?))
 }
 
-async fn update(
-    txn: &tokio_postgres::Transaction<'_>,
-    id: &str,
-    u: StatusUpdate,
-) -> Result<InstanceRecord, JournalError> {
-    let q = format!(
-        "UPDATE weft_instances SET status = $2, output = $3, error = $4, updated_ms = $5 \
-         WHERE id = $1 RETURNING {RECORD}"
-    );
-    let row = txn
-        .query_opt(
-            &q,
+async fn update(w: W<'_>, id: &str, u: StatusUpdate) -> Result<InstanceRecord, JournalError> {
+    let row =
+        w.c.query_opt(
+            &w.s.update,
             &[
                 &id,
                 &u.status.as_str(),
@@ -468,29 +581,19 @@ async fn update(
     }
 }
 
-async fn append(
-    txn: &tokio_postgres::Transaction<'_>,
-    id: &str,
-    entries: &[Entry],
-) -> Result<(), JournalError> {
+async fn append(w: W<'_>, id: &str, entries: &[Entry]) -> Result<(), JournalError> {
     let texts: Vec<String> = entries.iter().map(text).collect();
-    txn.execute(
-        "INSERT INTO weft_entries (instance_id, seq, entry) \
-         SELECT $1, coalesce((SELECT max(seq) + 1 FROM weft_entries WHERE instance_id = $1), 0) \
-                + t.i - 1, t.e \
-         FROM unnest($2::text[]) WITH ORDINALITY AS t(e, i)",
-        &[&id, &texts],
-    )
-    .await
-    .map_err(pg_error)?;
+    w.c.execute(&w.s.append, &[&id, &texts])
+        .await
+        .map_err(pg_error)?;
     Ok(())
 }
 
-async fn delete(txn: &tokio_postgres::Transaction<'_>, id: &str) -> Result<(), JournalError> {
+async fn delete(w: W<'_>, id: &str) -> Result<(), JournalError> {
     let (rows, entries, inbox) = futures_util::future::join3(
-        txn.execute("DELETE FROM weft_instances WHERE id = $1", &[&id]),
-        txn.execute("DELETE FROM weft_entries WHERE instance_id = $1", &[&id]),
-        txn.execute("DELETE FROM weft_inbox WHERE instance_id = $1", &[&id]),
+        w.c.execute(&w.s.delete_instance, &[&id]),
+        w.c.execute(&w.s.delete_entries, &[&id]),
+        w.c.execute(&w.s.delete_inbox, &[&id]),
     )
     .await;
     entries.map_err(pg_error)?;
@@ -498,21 +601,13 @@ async fn delete(txn: &tokio_postgres::Transaction<'_>, id: &str) -> Result<(), J
     found(rows.map_err(pg_error)?, id)
 }
 
-async fn push_event(
-    txn: &tokio_postgres::Transaction<'_>,
-    id: &str,
-    event: EventRecord,
-) -> Result<(), JournalError> {
+async fn push_event(w: W<'_>, id: &str, event: EventRecord) -> Result<(), JournalError> {
     let (body, finals) = (text(&event), &FINAL[..]);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&id, &event.event_type, &body, &finals];
-    let insert = txn.execute(
-        "INSERT INTO weft_inbox (instance_id, event_type, event) \
-         SELECT id, $2, $3 FROM weft_instances WHERE id = $1 AND status <> ALL($4)",
-        &params,
-    );
+    let insert = w.c.execute(&w.s.push_event, &params);
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
-    let status = txn.query_opt("SELECT status FROM weft_instances WHERE id = $1", &key);
+    let status = w.c.query_opt(&w.s.status, &key);
     let (inserted, status) = futures_util::future::join(insert, status).await;
     if inserted.map_err(pg_error)? == 1 {
         return Ok(());
@@ -533,23 +628,17 @@ async fn push_event(
 }
 
 async fn take_event(
-    txn: &tokio_postgres::Transaction<'_>,
+    w: W<'_>,
     id: &str,
     name: &str,
     n: u32,
     event_type: &str,
     or_timeout: bool,
 ) -> Result<Option<WaitResult>, JournalError> {
-    let row = txn
-        .query_opt(
-            "DELETE FROM weft_inbox WHERE seq = \
-             (SELECT seq FROM weft_inbox WHERE instance_id = $1 AND event_type = $2 \
-              ORDER BY seq LIMIT 1 FOR UPDATE) \
-             RETURNING event",
-            &[&id, &event_type],
-        )
-        .await
-        .map_err(pg_error)?;
+    let row =
+        w.c.query_opt(&w.s.take_event, &[&id, &event_type])
+            .await
+            .map_err(pg_error)?;
     let result = match row {
         Some(row) => WaitResult::Delivered {
             event: json(row.get(0))?,
@@ -563,6 +652,6 @@ async fn take_event(
         ended_ms: now_ms(),
         result: result.clone(),
     };
-    append(txn, id, &[entry]).await?;
+    append(w, id, &[entry]).await?;
     Ok(Some(result))
 }
