@@ -181,3 +181,34 @@ fn a_server_on_the_store_runs_and_lists_instances() {
     let other = Weft::on(&db);
     assert_eq!(other.status("srv")["status"], "complete");
 }
+
+/// Until hosts share a store through leases, a second process that would
+/// run the store's instances is refused with a message, never let in to
+/// run them twice; reading and sending events still work.
+#[test]
+fn one_process_at_a_time_runs_a_stores_instances() {
+    let db = TestDb::new();
+    let a = Weft::on(&db);
+    let mut run = a.spawn_scenario("run", "held", r#"{"scenario":"events"}"#);
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event `second`"));
+    let b = Weft::on(&db);
+    let d = b.scenario("other", r#"{"scenario":"basic"}"#, &[]);
+    assert!(!d.ok(), "a second runner was let in");
+    assert!(
+        d.stderr.contains("in use by another weft process"),
+        "{}",
+        d.stderr
+    );
+    assert_eq!(b.status("held")["status"], "waiting");
+    for (t, p) in [("first", r#"{"by":"ed"}"#), ("second", "1")] {
+        let s = b.exec(&["send-event", "held", t, p]);
+        assert!(s.ok(), "{}", s.stderr);
+    }
+    run.kill9();
+    // Its lock went with it: b runs now, and delivers what b sent.
+    let d = b.exec(&["resume", "held"]);
+    assert_eq!(
+        d.json(),
+        json!({"first": "ed", "second": 1, "type": "first"})
+    );
+}

@@ -185,10 +185,11 @@ impl Journal {
     }
 
     /// Connects to the journal in PostgreSQL at `url`, applying the
-    /// schema's migrations.
-    pub async fn connect(url: &str) -> Result<Journal, JournalError> {
+    /// schema's migrations. With `execute`, this process runs instances
+    /// (see [`Postgres::open`]).
+    pub async fn connect(url: &str, execute: bool) -> Result<Journal, JournalError> {
         Ok(Journal {
-            store: Store::Postgres(Postgres::open(url).await?),
+            store: Store::Postgres(Postgres::open(url, execute).await?),
         })
     }
 

@@ -22,6 +22,9 @@ mod embedded_migrations {
     refinery::embed_migrations!("migrations");
 }
 
+/// The advisory lock of the one process that runs a store's instances.
+const HOST_LOCK: i64 = 0x0077_6566_7468_6f73; // "wefthos"
+
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -58,8 +61,10 @@ fn pg_error(e: impl std::fmt::Display) -> JournalError {
 
 impl Postgres {
     /// Connects to `url` (`postgres://…`), applies the schema's migrations
-    /// and starts the writer.
-    pub async fn open(url: &str) -> Result<Postgres, JournalError> {
+    /// and starts the writer. With `execute`, this process will run
+    /// instances: it takes the store's host lock, which one process at a
+    /// time may hold until leases let many hosts share the work.
+    pub async fn open(url: &str, execute: bool) -> Result<Postgres, JournalError> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| pg_error(format!("the store URL `{}`: {e}", redact_url(url))))?;
@@ -87,6 +92,22 @@ impl Postgres {
         });
         let mut writer = writer;
         migrate(&mut writer).await?;
+        if execute {
+            // Held by the writer's connection: released when this process
+            // ends, however it ends.
+            let row = writer
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&HOST_LOCK])
+                .await
+                .map_err(pg_error)?;
+            if !row.get::<_, bool>(0) {
+                return Err(JournalError::Storage(format!(
+                    "the store {} is in use by another weft process that runs instances; \
+                     until hosts share a store through leases, one process at a time may run \
+                     its instances (the others can still read it and send events)",
+                    redact_url(url)
+                )));
+            }
+        }
         let statements = Statements::prepare(&writer).await.map_err(pg_error)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run_writer(writer, statements, rx));

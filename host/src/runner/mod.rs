@@ -68,7 +68,7 @@ impl Runtime {
     ) -> Result<Arc<Runtime>> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-        let journal = Journal::connect(store).await?;
+        let journal = Journal::connect(store, true).await?;
         Self::with_journal(data_dir, journal, evict_after)
     }
 
