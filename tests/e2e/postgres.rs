@@ -212,3 +212,40 @@ fn one_process_at_a_time_runs_a_stores_instances() {
         json!({"first": "ed", "second": 1, "type": "first"})
     );
 }
+
+/// The database drops weft's connections mid-run (as on a restart): the
+/// writer connects again, the server's instance task retries, and the
+/// instance completes with no completed step run twice.
+#[test]
+fn a_lost_connection_is_reestablished_and_nothing_runs_twice() {
+    let input = r#"{"scenario":"long","n":12,"ms":60}"#;
+    let expected = Weft::new().scenario("ref", input, &[]).json();
+    let db = TestDb::new();
+    let w = Weft::on(&db);
+    let toml = format!("[workflows.rs]\ncomponent = {SCENARIOS:?}\n");
+    let mut s = w.serve("serve", &toml, &[]);
+    let body = format!(r#"{{"id":"cut","params":{input}}}"#);
+    let (code, v) = s.post("/v1/workflows/rs/instances", &body);
+    assert_eq!(code, 201, "{v}");
+    s.run
+        .wait_stderr("4 steps", |t| t.matches("EXEC work-").count() >= 4);
+    let killed = db.query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    assert_ne!(killed, ["0"], "the server's connections were found");
+    let v = s.wait_status("rs", "cut", "complete");
+    assert_eq!(v["output"], expected);
+    let log = s.run.stderr_text();
+    let mut counts = [0; 12];
+    for l in log.lines() {
+        if let Some(n) = l.split_once("EXEC work-") {
+            counts[n.1.trim().parse::<usize>().unwrap()] += 1;
+        }
+    }
+    assert!(
+        counts.iter().all(|c| (1..=2).contains(c)),
+        "each step ran once, one in flight at most twice: {counts:?}"
+    );
+    assert!(log.contains("reconnected"), "{log}");
+}

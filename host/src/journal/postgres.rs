@@ -79,38 +79,9 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(pg_error)?;
-        let (writer, connection) = config.connect(NoTls).await.map_err(|e| {
-            pg_error(format!(
-                "cannot connect to {}: {e}; is PostgreSQL running there?",
-                redact_url(url)
-            ))
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::error!("PostgreSQL writer connection: {e}");
-            }
-        });
-        let mut writer = writer;
-        migrate(&mut writer).await?;
-        if execute {
-            // Held by the writer's connection: released when this process
-            // ends, however it ends.
-            let row = writer
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&HOST_LOCK])
-                .await
-                .map_err(pg_error)?;
-            if !row.get::<_, bool>(0) {
-                return Err(JournalError::Storage(format!(
-                    "the store {} is in use by another weft process that runs instances; \
-                     until hosts share a store through leases, one process at a time may run \
-                     its instances (the others can still read it and send events)",
-                    redact_url(url)
-                )));
-            }
-        }
-        let statements = Statements::prepare(&writer).await.map_err(pg_error)?;
+        let writer = Writer::connect(&config, url, execute, true).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_writer(writer, statements, rx));
+        let task = tokio::spawn(run_writer(writer, rx));
         Ok(Postgres {
             pool,
             ops: tx,
@@ -286,11 +257,88 @@ fn record(row: &Row) -> Result<InstanceRecord, JournalError> {
 
 /// The writer task: applies whatever is queued, a batch per transaction,
 /// until every handle is gone.
-async fn run_writer(client: Client, statements: Statements, mut rx: mpsc::UnboundedReceiver<Op>) {
-    let w = W {
-        c: &client,
-        s: &statements,
-    };
+/// The writer's connection: its prepared statements and, for a process
+/// that runs instances, the host lock.
+struct Writer {
+    client: Client,
+    statements: Statements,
+    config: tokio_postgres::Config,
+    url: String,
+    execute: bool,
+}
+
+impl Writer {
+    async fn connect(
+        config: &tokio_postgres::Config,
+        url: &str,
+        execute: bool,
+        first: bool,
+    ) -> Result<Writer, JournalError> {
+        let (mut client, connection) = config.connect(NoTls).await.map_err(|e| {
+            pg_error(format!(
+                "cannot connect to {}: {e}; is PostgreSQL running there?",
+                redact_url(url)
+            ))
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::error!("PostgreSQL writer connection: {e}");
+            }
+        });
+        if first {
+            migrate(&mut client).await?;
+        }
+        if execute {
+            // Held by the writer's connection: released when this process
+            // ends, however it ends.
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&HOST_LOCK])
+                .await
+                .map_err(pg_error)?;
+            if !row.get::<_, bool>(0) {
+                return Err(JournalError::Storage(format!(
+                    "the store {} is in use by another weft process that runs instances; \
+                     until hosts share a store through leases, one process at a time may run \
+                     its instances (the others can still read it and send events)",
+                    redact_url(url)
+                )));
+            }
+        }
+        let statements = Statements::prepare(&client).await.map_err(pg_error)?;
+        Ok(Writer {
+            client,
+            statements,
+            config: config.clone(),
+            url: url.to_owned(),
+            execute,
+        })
+    }
+
+    /// Connects again after the connection was lost (the database
+    /// restarted, the connection was killed), waiting with backoff until it
+    /// succeeds.
+    async fn reconnect(&mut self) {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match Writer::connect(&self.config, &self.url, self.execute, false).await {
+                Ok(w) => {
+                    tracing::warn!("journal writer reconnected to the store");
+                    *self = w;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("journal writer: reconnecting: {e}; trying again in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// The writer task: applies whatever is queued, a batch per transaction,
+/// until every handle is gone.
+async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -300,10 +348,17 @@ async fn run_writer(client: Client, statements: Statements, mut rx: mpsc::Unboun
                 Err(_) => break,
             }
         }
+        let w = W {
+            c: &writer.client,
+            s: &writer.statements,
+        };
         if let Err(e) = apply(w, std::mem::take(&mut batch)).await {
-            // The replies were dropped with the batch: each caller sees
-            // `Closed`, as with a failed commit of the embedded journal.
+            // Each request was answered with the error; an instance's
+            // task tries again.
             tracing::error!("journal commit failed: {e}");
+        }
+        if writer.client.is_closed() {
+            writer.reconnect().await;
         }
     }
 }
@@ -338,6 +393,18 @@ impl Reply {
             _ => return None,
         };
         matches!(e, JournalError::Storage(_) | JournalError::Format(_)).then(|| e.to_string())
+    }
+
+    /// Answers with `error` instead of what the request did.
+    fn fail(self, error: &str) {
+        let e = || JournalError::Storage(error.to_owned());
+        match self {
+            Reply::Created(tx, _) => drop(tx.send(Err(e()))),
+            Reply::Unit(Some(tx), _) => drop(tx.send(Err(e()))),
+            Reply::Wait(tx, _) => drop(tx.send(Err(e()))),
+            Reply::Record(Some(tx), _) => drop(tx.send(Err(e()))),
+            Reply::Unit(None, _) | Reply::Record(None, _) => {}
+        }
     }
 
     fn send(self) {
@@ -487,17 +554,28 @@ async fn apply(w: W<'_>, batch: Vec<Op>) -> Result<(), JournalError> {
             commit
         );
         replies.extend(staged);
-        b.map_err(pg_error)?;
-        c.map_err(pg_error)?;
+        if let Err(e) = b.and(c) {
+            return fail(replies, pg_error(e));
+        }
     }
     // A statement the database refused aborted the transaction, and its
     // `COMMIT` rolled back every request of the batch, whatever each one's
     // own statements returned: none may be answered as done.
     if let Some(e) = replies.iter().find_map(Reply::database_error) {
-        return Err(pg_error(format!("the batch was rolled back: {e}")));
+        return fail(replies, pg_error(format!("the batch was rolled back: {e}")));
     }
     replies.into_iter().for_each(Reply::send);
     Ok(())
+}
+
+/// Answers every request of a failed batch with its error (nothing of it
+/// is durable).
+fn fail(replies: Vec<Reply>, e: JournalError) -> Result<(), JournalError> {
+    let text = e.to_string();
+    for r in replies {
+        r.fail(&text);
+    }
+    Err(e)
 }
 
 async fn stage(w: W<'_>, op: Op) -> Reply {
