@@ -249,3 +249,52 @@ fn a_lost_connection_is_reestablished_and_nothing_runs_twice() {
     );
     assert!(log.contains("reconnected"), "{log}");
 }
+
+/// A Python workflow on the store: the same results and histories as on
+/// the embedded journal, and `kill -9` loses nothing.
+#[test]
+fn python_workflows_run_on_the_store() {
+    let c = crate::common::python::py_component("scenarios", None);
+    let db = TestDb::new();
+    let on_pg = Weft::on(&db);
+    let embedded = Weft::new();
+    let run = |w: &Weft, id: &str, input: &str| {
+        w.exec(&[
+            "run",
+            &c,
+            "--id",
+            id,
+            "--input",
+            input,
+            "--evict-after",
+            "200ms",
+        ])
+    };
+    for (id, input) in [
+        ("basic", r#"{"scenario":"basic"}"#),
+        ("dag", r#"{"scenario":"dag"}"#),
+        ("sleep", r#"{"scenario":"sleep","ms":500}"#),
+        ("rollback", r#"{"scenario":"rollback"}"#),
+    ] {
+        let a = run(&embedded, id, input);
+        let b = run(&on_pg, id, input);
+        assert_eq!(
+            (a.code, &a.stdout),
+            (b.code, &b.stdout),
+            "{id}: {}",
+            b.stderr
+        );
+        assert_eq!(
+            kinds(&embedded.history(id)),
+            kinds(&on_pg.history(id)),
+            "{id}"
+        );
+    }
+    let input = r#"{"scenario":"long","n":8,"ms":60}"#;
+    let expected = run(&embedded, "long", input).json();
+    let mut r = on_pg.spawn("r0", &["run", &c, "--id", "long", "--input", input]);
+    r.wait_stderr("3 steps", |t| t.matches("Step work-").count() >= 3);
+    r.kill9();
+    assert_eq!(on_pg.exec(&["resume", "long"]).json(), expected);
+    assert_eq!(entries(&on_pg.history("long"), "step").len(), 8);
+}
