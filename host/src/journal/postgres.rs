@@ -522,7 +522,18 @@ struct W<'a> {
 /// round trip, except that a `take_event` waits for its event before its
 /// entry is written. Should a statement fail, PostgreSQL aborts the
 /// transaction and `COMMIT` rolls it back: no reply says it is durable.
-async fn apply(w: W<'_>, batch: Vec<Op>) -> Result<(), JournalError> {
+async fn apply(w: W<'_>, mut batch: Vec<Op>) -> Result<(), JournalError> {
+    // One request of one write statement (a lone step's result, as with
+    // `weft run`) needs no transaction around it: its statement commits by
+    // itself, one message instead of three.
+    if batch.len() == 1 && matches!(batch[0], Op::Append { .. } | Op::Update(..)) {
+        let reply = stage(w, batch.pop().expect("one")).await;
+        if let Some(e) = reply.database_error() {
+            return fail(vec![reply], pg_error(e));
+        }
+        reply.send();
+        return Ok(());
+    }
     let mut replies = Vec::with_capacity(batch.len());
     let mut segments: Vec<Vec<Op>> = vec![Vec::new()];
     for op in batch {
