@@ -64,7 +64,7 @@ class Pipeline(WorkflowEntrypoint):
             batch = rows[n:n + 1]
 
             @step.with_rollback(f"load batch {n}")
-            async def load(batch=batch, n=n):
+            async def load():
                 print(f"LOAD batch {n}: {batch}")
                 return {"batch": n, "rows": len(batch)}
 

@@ -69,15 +69,17 @@ class TrainingLoop(WorkflowEntrypoint):
         for n in range(max_epochs):
 
             @step.do(f"train epoch {n}")
-            async def train(w=weights, lr=lr):
-                return epoch(w, rows, lr)
+            async def train():
+                # Called at once, in this iteration: the closure sees this
+                # epoch's weights and rate.
+                return epoch(weights, rows, lr)
 
             weights = await train()
             await step.sleep(f"wait for run {n}", poll)
 
             @step.do(f"evaluate epoch {n}")
-            async def evaluate(w=weights):
-                return loss(w, rows)
+            async def evaluate():
+                return loss(weights, rows)
 
             current = await evaluate()
             history.append(round(current, 4))
@@ -86,7 +88,7 @@ class TrainingLoop(WorkflowEntrypoint):
                 continue
 
             @step.do(f"notify human {n}")
-            async def notify(current=current):
+            async def notify():
                 print(f"loss stopped improving at {current:.4f} (epoch {n}); "
                       f"send an `adjust` event: {{\"lr\": 0.1}} or {{\"stop\": true}}")
                 return True

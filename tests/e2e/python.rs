@@ -315,6 +315,45 @@ fn cloudflare_dag_example_runs_unchanged() {
     assert!(d.stderr.contains("executing dep1") && d.stderr.contains("executing dep2"));
 }
 
+/// Cloudflare's two `depends` modes: with `depends=`, results go by
+/// position to the parameters other than `ctx` (however they are named),
+/// and a count that does not match raises `TypeError`; without it, each
+/// parameter names a step function, and any other raises `TypeError`.
+#[test]
+fn depends_binds_by_position_and_names_bind_implicitly_as_on_cloudflare() {
+    let w = Weft::new();
+    let v = run_py(&w, "dm", r#"{"scenario":"depends_modes"}"#, &[]).json();
+    assert_eq!(v["positional"], "one+two");
+    assert_eq!(v["ctx"], "two@positional-ctx");
+    assert_eq!(v["implicit"], "one|two");
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{v}");
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("declares 2 non-ctx parameter(s) but 'depends' has 1 item(s)"),
+        "{v}"
+    );
+    assert!(
+        errors[1]
+            .as_str()
+            .unwrap()
+            .contains("unexpected parameter 'other'"),
+        "{v}"
+    );
+    // The refused steps never ran: no journal entry under their names.
+    let h = w.history("dm");
+    let names: Vec<&str> = entries(&h, "step")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        !names.contains(&"miscounted") && !names.contains(&"unexpected"),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn build_needs_class_for_a_module_with_several_workflows() {
     let root = repo_root();

@@ -94,6 +94,50 @@ class Scenarios(WorkflowEntrypoint):
         doubled = await explicit()
         return {"summary": summary, "doubled": doubled}
 
+    async def s_depends_modes(self, event, step, p):
+        @step.do()
+        async def dep_1():
+            return "one"
+
+        @step.do()
+        async def dep_2():
+            return "two"
+
+        # Legacy mode (Cloudflare's DAG example): results by position,
+        # whatever the parameters are called.
+        @step.do("positional", depends=[dep_1, dep_2], concurrent=True)
+        async def final_step(res1, res2):
+            return f"{res1}+{res2}"
+
+        @step.do("positional-ctx", depends=[dep_2])
+        async def with_ctx(ctx, res):
+            return f"{res}@{ctx.step_name}"
+
+        @step.do("miscounted", depends=[dep_1])
+        async def miscounted(a, b):
+            return "never"
+
+        @step.do("implicit")
+        async def implicit(dep_2, dep_1):
+            return f"{dep_1}|{dep_2}"
+
+        @step.do("unexpected")
+        async def unexpected(dep_1, other=1):
+            return "never"
+
+        errors = []
+        for fn in (miscounted, unexpected):
+            try:
+                await fn()
+            except TypeError as e:
+                errors.append(str(e))
+        return {
+            "positional": await final_step(),
+            "ctx": await with_ctx(),
+            "implicit": await implicit(),
+            "errors": errors,
+        }
+
     async def s_retries(self, event, step, p):
         @step.do("flaky", config={"retries": {"limit": 4, "delay": 50, "backoff": "constant"}, "timeout": "30 seconds"})
         async def flaky(ctx):
@@ -241,12 +285,12 @@ class Scenarios(WorkflowEntrypoint):
         for i in range(p["n"]):
 
             @step.do(f"work-{i}")
-            async def work(i=i, prev=acc):
+            async def work():
                 print(f"EXEC work-{i}")
                 end = time.monotonic() + p["ms"] / 1000
                 while time.monotonic() < end:
                     pass
-                return (prev * 31 + i) % 1_000_000_007
+                return (acc * 31 + i) % 1_000_000_007
 
             acc = await work()
         return {"acc": acc, "steps": p["n"]}
@@ -303,7 +347,7 @@ class Scenarios(WorkflowEntrypoint):
         for i in range(p["n"]):
 
             @step.do("tick")
-            async def tick(i=i):
+            async def tick():
                 return i * 10
 
             out.append(await tick())

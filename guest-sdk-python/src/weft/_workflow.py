@@ -251,7 +251,9 @@ class StepFunction(Generic[T]):
         self._fn = fn
         self.name = name
         self.__name__ = fn.__name__
-        self._depends = list(depends) if depends else []
+        # `depends=` given: Cloudflare's legacy mode (results by position);
+        # else the implicit mode (results by parameter name).
+        self._depends = None if depends is None else list(depends)
         self._concurrent = concurrent
         self._config = config
         self._done: asyncio.Future[Any] | None = None
@@ -271,17 +273,41 @@ class StepFunction(Generic[T]):
         self._undo = fn
         return fn
 
-    def _dependencies(self) -> list[StepFunction[Any]]:
-        deps: list[StepFunction[Any]] = []
-        for d in self._depends:
-            if not isinstance(d, StepFunction):
-                raise TypeError(f"step {self.name!r}: depends= takes step functions, got {d!r}")
-            deps.append(d)
-        for p in self._params:
+    def _bindings(self, given: dict[str, Any]) -> list[tuple[str, StepFunction[Any]]]:
+        """Which step's result each parameter receives, as Cloudflare binds
+        them; parameters given to the call are left out.
+
+        - With `depends=` (legacy mode), the results go by position, in
+          `depends` order, to the parameters other than `ctx`; a count that
+          does not match raises `TypeError`.
+        - Without it (implicit mode), each parameter names a step function
+          or is `ctx`; any other parameter raises `TypeError`.
+        """
+        params = [p for p in self._params if p not in given]
+        if self._depends is not None:
+            for d in self._depends:
+                if not isinstance(d, StepFunction):
+                    raise TypeError(f"step {self.name!r}: depends= takes step functions, got {d!r}")
+            non_ctx = [p for p in params if p != "ctx"]
+            if len(non_ctx) != len(self._depends):
+                raise TypeError(
+                    f"step {self.name!r} declares {len(non_ctx)} non-ctx parameter(s) "
+                    f"but 'depends' has {len(self._depends)} item(s)"
+                )
+            return list(zip(non_ctx, self._depends))
+        bound: list[tuple[str, StepFunction[Any]]] = []
+        for p in params:
+            if p == "ctx":
+                continue
             dep = self._step._by_function_name.get(p)
-            if p != "ctx" and dep is not None and dep is not self and dep not in deps:
-                deps.append(dep)
-        return deps
+            if dep is None or dep is self:
+                raise TypeError(
+                    f"step {self.name!r}: received unexpected parameter {p!r} "
+                    "(a parameter names an earlier step function, whose result it receives, "
+                    "or is `ctx`; or pass `depends=[...]` to bind results by position)"
+                )
+            bound.append((p, dep))
+        return bound
 
     async def _resolve(self) -> Any:
         """The value of this step as a dependency: run once, then reused."""
@@ -294,18 +320,21 @@ class StepFunction(Generic[T]):
     async def _execute(
         self,
         given: dict[str, Any],
-        deps: list[StepFunction[Any]] | None = None,
+        bindings: list[tuple[str, StepFunction[Any]]] | None = None,
         begun: tuple[types.StepStart, dict[str, Any]] | None = None,
     ) -> T:
-        if deps is None:
-            deps = self._dependencies()
-        by_name: dict[str, Any] = {}
+        if bindings is None:
+            bindings = self._bindings(given)
+        # Each dependency once, in order, even if bound to two parameters.
+        deps = list(dict.fromkeys(d for _, d in bindings))
+        results: dict[int, Any] = {}
         if deps:
             if self._concurrent:
                 values = await asyncio.gather(*(d._resolve() for d in deps))
             else:
                 values = [await d._resolve() for d in deps]
-            by_name = {d.__name__: v for d, v in zip(deps, values)}
+            results = {id(d): v for d, v in zip(deps, values)}
+        by_param = {p: results[id(d)] for p, d in bindings}
         module_globals = getattr(self._fn, "__globals__", {})
 
         async def body(ctx: StepContext) -> Any:
@@ -313,10 +342,10 @@ class StepFunction(Generic[T]):
             for p in self._params:
                 if p in given:
                     kwargs[p] = given[p]
+                elif p in by_param:
+                    kwargs[p] = by_param[p]
                 elif p == "ctx":
                     kwargs[p] = ctx
-                elif p in by_name:
-                    kwargs[p] = by_name[p]
             return await self._fn(**kwargs)
 
         value = await _run_step(self.name, self._config, body, module_globals, begun)
@@ -325,11 +354,12 @@ class StepFunction(Generic[T]):
         return cast(T, value)
 
     async def __call__(self, *args: Any, **kwargs: Any) -> T:
+        given = self._given(args, kwargs)
         if self._done is not None or self._value is not _UNSET:
-            return await self._execute(self._given(args, kwargs))
-        deps = self._dependencies()
+            return await self._execute(given)
+        bindings = self._bindings(given)
         begun = None
-        if not deps and not self._rollback:
+        if not bindings and not self._rollback:
             # A replay answers most first calls from the journal: take the
             # value without a future or a body (the same `step-begin`, at
             # the same point, as below).
@@ -344,7 +374,7 @@ class StepFunction(Generic[T]):
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._done = done
         try:
-            value = await self._execute(self._given(args, kwargs), deps, begun)
+            value = await self._execute(given, bindings, begun)
         except asyncio.CancelledError:
             done.cancel()
             raise
@@ -404,10 +434,13 @@ class WorkflowStep:
     ) -> Any:
         """Decorates an `async def` as a durable step; `await fn()` runs it.
 
-        `name` defaults to the function's name. Parameters named like earlier
-        step functions (or listed in `depends=`) receive their results; a
-        parameter named `ctx` receives the `StepContext`. `concurrent=True`
-        resolves dependencies concurrently. `config` is
+        `name` defaults to the function's name. Dependencies are bound as
+        Cloudflare binds them. Without `depends=`, each parameter names an
+        earlier step function and receives its result, or is `ctx` (the
+        `StepContext`); any other parameter raises `TypeError`. With
+        `depends=[a, b]`, the results go by position to the parameters other
+        than `ctx`, and their count must match. `concurrent=True` resolves
+        dependencies concurrently. `config` is
         `{"retries": {"limit", "delay", "backoff"}, "timeout"}`.
         """
         if callable(name):
