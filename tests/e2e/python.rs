@@ -300,9 +300,44 @@ fn a_python_workflow_error_ends_the_instance_errored() {
     let d = run_py(&w, "f", r#"{"scenario":"fail"}"#, &[]);
     assert_eq!(d.code, Some(1));
     let s = w.status("f");
-    assert_eq!(
-        s["error"],
-        json!({"name": "ValueError", "message": "order 42 has no items"})
+    assert_eq!(s["error"]["name"], "ValueError");
+    assert_eq!(s["error"]["message"], "order 42 has no items");
+}
+
+/// An exception outside any step ends the instance with its traceback,
+/// trimmed to the workflow's code, in `status`, and printed by `weft run`;
+/// a `KeyError`'s key is shown once, not quoted twice.
+#[test]
+fn an_error_outside_any_step_keeps_its_traceback() {
+    let w = Weft::new();
+    let d = run_py(&w, "bug", r#"{"scenario":"bug_outside"}"#, &[]);
+    assert_eq!(d.code, Some(1));
+    assert!(
+        d.stderr.contains("errored: KeyError: missing sku"),
+        "{}",
+        d.stderr
+    );
+    let e = &w.status("bug")["error"];
+    assert_eq!(e["name"], "KeyError");
+    assert_eq!(e["message"], "missing sku");
+    let tb = e["traceback"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no traceback: {e}"));
+    assert!(tb.starts_with("Traceback (most recent call last):"), "{tb}");
+    assert!(tb.contains("scenarios.py\", line"), "{tb}");
+    assert!(
+        tb.contains("in s_bug_outside") && tb.contains("in price_of"),
+        "{tb}"
+    );
+    assert!(tb.trim_end().ends_with("KeyError: 'missing sku'"), "{tb}");
+    assert!(
+        !tb.contains("weft/_entry.py") && !tb.contains("asyncio"),
+        "trimmed: {tb}"
+    );
+    assert!(
+        d.stderr.contains("in price_of"),
+        "weft run prints it: {}",
+        d.stderr
     );
 }
 

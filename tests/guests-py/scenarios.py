@@ -138,6 +138,14 @@ class Scenarios(WorkflowEntrypoint):
             "errors": errors,
         }
 
+    async def s_bug_outside(self, event, step, p):
+        @step.do()
+        async def order():
+            return {"items": {}}
+
+        placed = await order()
+        return price_of(placed["items"], p.get("sku", "missing sku"))
+
     async def s_retries(self, event, step, p):
         @step.do("flaky", config={"retries": {"limit": 4, "delay": 50, "backoff": "constant"}, "timeout": "30 seconds"})
         async def flaky(ctx):
@@ -366,3 +374,8 @@ class Scenarios(WorkflowEntrypoint):
 
     async def s_fail(self, event, step, p):
         raise ValueError("order 42 has no items")
+
+
+def price_of(items, sku):
+    # A bug outside any step: the traceback names this line.
+    return items[sku]

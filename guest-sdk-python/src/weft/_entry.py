@@ -14,7 +14,7 @@ from typing import Any
 from componentize_py_types import Err
 from wit_world.imports import durable, types
 
-from ._workflow import WorkflowEntrypoint, WorkflowStep, _check_json, _info
+from ._workflow import WorkflowEntrypoint, WorkflowStep, _check_json, _info, _report
 
 
 async def run_workflow(cls: type[WorkflowEntrypoint], event: types.WorkflowEvent) -> str:
@@ -35,6 +35,7 @@ async def run_workflow(cls: type[WorkflowEntrypoint], event: types.WorkflowEvent
     except Err:
         raise
     except Exception as e:
+        _report(e)
         raise Err(_info(e)) from None
     finally:
         _drain_other_tasks()

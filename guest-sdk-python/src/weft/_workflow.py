@@ -94,7 +94,39 @@ def _rebuild(info: types.ErrorInfo, module_globals: Mapping[str, Any]) -> Except
 
 
 def _info(e: BaseException) -> types.ErrorInfo:
+    # `str(KeyError("sku"))` is `"'sku'"`: show the key once, not quoted twice.
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        return types.ErrorInfo(type(e).__name__, str(e.args[0]))
     return types.ErrorInfo(type(e).__name__, str(e))
+
+
+_SDK_DIR = __file__.rsplit("/", 1)[0] + "/"
+
+
+def _traceback(e: BaseException) -> str:
+    """`e`'s traceback trimmed to the workflow's own code: frames of the
+    SDK, asyncio and the component's glue are left out."""
+    import traceback
+
+    frames = [
+        f
+        for f in traceback.extract_tb(e.__traceback__)
+        if not f.filename.startswith(_SDK_DIR)
+        and "/asyncio/" not in f.filename
+        and "componentize_py" not in f.filename
+    ]
+    lines = ["Traceback (most recent call last):\n"]
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(e), e)
+    return "".join(lines)
+
+
+def _report(e: BaseException) -> None:
+    """Tells the host where the error the workflow ends with came from."""
+    try:
+        durable.error_detail(_traceback(e))
+    except Exception:
+        pass  # a host without `error-detail` still gets the error itself
 
 
 _decode = json.JSONDecoder().raw_decode

@@ -243,9 +243,13 @@ async fn drive(
         status => {
             let err = rec
                 .error
+                .as_ref()
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "no error recorded".into());
             term::error(&format!("instance {id} {}: {err}", status.as_str()));
+            if let Some(tb) = rec.error.as_ref().and_then(|e| e.traceback.as_deref()) {
+                eprintln!("{}", tb.trim_end());
+            }
             Ok(1)
         }
     }

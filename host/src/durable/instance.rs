@@ -106,6 +106,8 @@ pub struct State {
     /// Set when the instance stopped at a durable call because a pause was
     /// requested.
     pub paused: bool,
+    /// What the guest said of the error it is about to end with.
+    pub error_detail: Option<String>,
     /// Steps begun in this run (replayed or new).
     pub steps: u64,
     /// Epoch ticks the workflow body ran while no step body was running.
@@ -190,6 +192,7 @@ impl Instance {
                 fatal: None,
                 host_error: None,
                 paused: false,
+                error_detail: None,
                 steps: 0,
                 body_ticks: 0,
             }),

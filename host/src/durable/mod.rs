@@ -149,7 +149,23 @@ fn instance_of<T>(accessor: &Accessor<T, Durable>) -> Arc<Instance> {
     accessor.with(|mut a| a.get().inst.clone())
 }
 
+/// Longest error detail kept, in bytes.
+const MAX_ERROR_DETAIL: usize = 16 << 10;
+
 impl durable::Host for DurableCtx {
+    fn error_detail(&mut self, mut detail: String) -> Result<()> {
+        if detail.len() > MAX_ERROR_DETAIL {
+            let mut end = MAX_ERROR_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push_str("\n…");
+        }
+        self.inst.lock().error_detail = Some(detail);
+        Ok(())
+    }
+
     fn secret(&mut self, name: String) -> Result<Result<String, wit::ErrorInfo>> {
         let inst = &self.inst;
         if inst.lock().running.is_empty() {

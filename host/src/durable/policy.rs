@@ -93,7 +93,11 @@ impl Policy {
 
     /// Redacts an error's message.
     pub fn redact_error(&self, e: ErrorInfo) -> ErrorInfo {
-        ErrorInfo::new(e.name, self.redact(&e.message))
+        ErrorInfo {
+            message: self.redact(&e.message),
+            traceback: e.traceback.map(|t| self.redact(&t)),
+            name: e.name,
+        }
     }
 
     /// Whether any secret appears in `text`.

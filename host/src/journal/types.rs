@@ -100,6 +100,10 @@ impl std::str::FromStr for Status {
 pub struct ErrorInfo {
     pub name: String,
     pub message: String,
+    /// Where it came from, when the workflow said (a Python traceback
+    /// trimmed to the workflow's own code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
 }
 
 impl ErrorInfo {
@@ -107,6 +111,7 @@ impl ErrorInfo {
         Self {
             name: name.into(),
             message: message.into(),
+            traceback: None,
         }
     }
 }

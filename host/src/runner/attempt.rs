@@ -121,7 +121,9 @@ impl Runtime {
                 self.end(id, out).await
             }
             Ok(Ok(Err(e))) => {
-                let e = policy.redact_error(ErrorInfo::new(e.name, e.message));
+                let mut e = ErrorInfo::new(e.name, e.message);
+                e.traceback = inst.lock().error_detail.take();
+                let e = policy.redact_error(e);
                 let e =
                     crate::durable::name_memory_error(e, memory_hit, policy.limits.memory_bytes);
                 self.end(id, Err(e)).await
