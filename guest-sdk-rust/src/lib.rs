@@ -92,6 +92,8 @@ pub mod wit {
 use wit::weft::workflow::durable;
 use wit::weft::workflow::types as w;
 
+mod panic;
+
 /// Exports an `async fn(WorkflowEvent<I>) -> Result<O, Error>` as the
 /// component's workflow. Use it once per component.
 ///
@@ -153,6 +155,7 @@ where
     F: FnOnce(WorkflowEvent<I>) -> Fut,
     Fut: Future<Output = Result<O, Error>>,
 {
+    panic::install_hook();
     let payload: I = serde_json::from_str(&event.payload).map_err(|e| w::ErrorInfo {
         name: "InvalidInput".into(),
         message: format!("the workflow input does not match the expected type: {e}"),
@@ -443,7 +446,7 @@ where
         durable::step_ready(run.handle).await;
     }
     loop {
-        let outcome = match (s.body)().await {
+        let outcome = match panic::in_step(run.handle, (s.body)()).await {
             Ok(value) => match serde_json::to_string(&value) {
                 Ok(json) => w::StepOutcome::Ok(json),
                 Err(e) => w::StepOutcome::NonRetryable(w::ErrorInfo {

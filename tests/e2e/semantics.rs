@@ -161,6 +161,13 @@ fn a_workflow_error_or_trap_ends_the_instance_errored() {
     let s = w.status("t");
     assert_eq!(s["status"], "errored");
     assert_eq!(s["error"]["name"], "WorkflowTrap");
+    // The panic's message and location, not `unreachable executed`.
+    let m = s["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("the workflow panicked: deliberate guest panic (at ")
+            && m.contains("lib.rs:"),
+        "{m}"
+    );
     // The other instance is untouched.
     assert_eq!(w.status("f")["error"]["name"], "InvalidOrder");
 }
@@ -373,4 +380,40 @@ fn the_hello_example_runs() {
         d.json(),
         json!({"greeting": "Hello, world!", "letters": 10})
     );
+}
+
+/// A panic in one of three concurrent steps fails that step's attempts
+/// only, with the panic's message; its siblings in flight run again on the
+/// replay without spending an attempt, and complete.
+#[test]
+fn a_panic_is_charged_to_the_step_that_panicked() {
+    let w = Weft::new();
+    let v = w
+        .scenario("p", r#"{"scenario":"panic-sibling"}"#, &[])
+        .json();
+    assert_eq!(v["mug"], "mug");
+    assert_eq!(v["tea"], "tea");
+    assert_eq!(v["charge"]["name"], "WorkflowTrap");
+    let m = v["charge"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("the step panicked: card declined (at "),
+        "{m}"
+    );
+    let h = w.history("p");
+    let steps = entries(&h, "step");
+    let failed = |name: &str| {
+        steps
+            .iter()
+            .filter(|e| e["name"] == name && e["result"] != "ok")
+            .count()
+    };
+    assert_eq!(failed("charge"), 2, "{h:?}");
+    assert_eq!(failed("reserve-mug"), 0, "a sibling was charged: {h:?}");
+    assert_eq!(failed("reserve-tea"), 0, "a sibling was charged: {h:?}");
+    // Each sibling's one journaled attempt is attempt 1.
+    for name in ["reserve-mug", "reserve-tea"] {
+        let ok: Vec<_> = steps.iter().filter(|e| e["name"] == name).collect();
+        assert_eq!(ok.len(), 1, "{name}: {ok:?}");
+        assert_eq!(ok[0]["attempt"], 1, "{name}: {ok:?}");
+    }
 }

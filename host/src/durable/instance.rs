@@ -108,6 +108,9 @@ pub struct State {
     pub paused: bool,
     /// What the guest said of the error it is about to end with.
     pub error_detail: Option<String>,
+    /// A panic the guest reported before trapping: the step whose body
+    /// panicked (its handle), and the message.
+    pub panic: Option<(Option<u64>, String)>,
     /// Steps begun in this run (replayed or new).
     pub steps: u64,
     /// Epoch ticks the workflow body ran while no step body was running.
@@ -193,6 +196,7 @@ impl Instance {
                 host_error: None,
                 paused: false,
                 error_detail: None,
+                panic: None,
                 steps: 0,
                 body_ticks: 0,
             }),

@@ -166,6 +166,18 @@ impl durable::Host for DurableCtx {
         Ok(())
     }
 
+    fn panicked(&mut self, step: Option<u64>, mut message: String) -> Result<()> {
+        if message.len() > MAX_ERROR_DETAIL {
+            let mut end = MAX_ERROR_DETAIL;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        self.inst.lock().panic = Some((step, message));
+        Ok(())
+    }
+
     fn secret(&mut self, name: String) -> Result<Result<String, wit::ErrorInfo>> {
         let inst = &self.inst;
         if inst.lock().running.is_empty() {

@@ -135,27 +135,49 @@ impl Runtime {
             }
             Ok(Err(trap)) => {
                 tracing::debug!("instance {id} trapped: {trap:?}");
-                let what = match trap.downcast_ref::<wasmtime::Trap>() {
-                    Some(t) => t.to_string(),
-                    None => trap.to_string(),
+                let (panic, running) = {
+                    let mut st = inst.lock();
+                    let running: Vec<(u64, RunningStep)> =
+                        st.running.iter().map(|(h, s)| (*h, s.clone())).collect();
+                    (st.panic.take(), running)
                 };
-                let e = if memory_hit {
-                    crate::durable::memory_limit_exceeded(policy.limits.memory_bytes)
-                } else {
-                    ErrorInfo::new(
-                        "WorkflowTrap",
-                        format!("the workflow trapped: {}", policy.redact(&what)),
-                    )
-                };
-                // A trap inside a step body is a failed attempt of the
-                // steps that were running; outside, it ends the instance.
-                let running: Vec<RunningStep> = inst.lock().running.values().cloned().collect();
-                if running.is_empty() {
-                    return self.end(id, Err(e)).await;
+                if memory_hit {
+                    let e = crate::durable::memory_limit_exceeded(policy.limits.memory_bytes);
+                    return self.trapped(id, running, e, progress).await;
                 }
-                self.fail_attempts(id, running, |_| e.clone(), progress)
-                    .await?;
-                Ok(Settled::Retry)
+                match panic {
+                    // A panic in a step body is a failed attempt of that
+                    // step alone: its siblings in flight were not at fault
+                    // and run again on the replay without spending one.
+                    Some((Some(handle), message)) if running.iter().any(|(h, _)| *h == handle) => {
+                        let e = ErrorInfo::new(
+                            "WorkflowTrap",
+                            format!("the step panicked: {}", policy.redact(&message)),
+                        );
+                        let step: Vec<_> =
+                            running.into_iter().filter(|(h, _)| *h == handle).collect();
+                        self.trapped(id, step, e, progress).await
+                    }
+                    // Outside any step body: the workflow's own code.
+                    Some((_, message)) => {
+                        let e = ErrorInfo::new(
+                            "WorkflowTrap",
+                            format!("the workflow panicked: {}", policy.redact(&message)),
+                        );
+                        self.end(id, Err(e)).await
+                    }
+                    None => {
+                        let what = match trap.downcast_ref::<wasmtime::Trap>() {
+                            Some(t) => t.to_string(),
+                            None => trap.to_string(),
+                        };
+                        let e = ErrorInfo::new(
+                            "WorkflowTrap",
+                            format!("the workflow trapped: {}", policy.redact(&what)),
+                        );
+                        self.trapped(id, running, e, progress).await
+                    }
+                }
             }
             Err(Interrupt::Timeout(step)) => {
                 let now = now_ms();
@@ -176,6 +198,24 @@ impl Runtime {
             Err(Interrupt::Evict(wake)) => Ok(Settled::Evicted(wake)),
             Err(Interrupt::Pause) => Ok(Settled::Paused),
         }
+    }
+
+    /// A trap with `running` steps in flight is a failed attempt of each;
+    /// with none, it ends the instance.
+    async fn trapped(
+        &self,
+        id: &str,
+        running: Vec<(u64, RunningStep)>,
+        e: ErrorInfo,
+        progress: &Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Settled> {
+        if running.is_empty() {
+            return self.end(id, Err(e)).await;
+        }
+        let steps = running.into_iter().map(|(_, s)| s).collect();
+        self.fail_attempts(id, steps, |_| e.clone(), progress)
+            .await?;
+        Ok(Settled::Retry)
     }
 
     /// Journals the instance's final state.

@@ -61,6 +61,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
             Ok(json!({"steps": done.as_array().map(|a| a.len()), "event": ev.payload, "last": last}))
         }
         "step-trap" => step_trap().await,
+        "panic-sibling" => panic_sibling().await,
         "config-ids" => config_ids(input.n),
         "loud" => loud(input.n).await,
         "trap" => {
@@ -394,6 +395,33 @@ async fn step_trap() -> Result<Value, Error> {
         .delay(Duration::from_millis(10))
         .await;
     Ok(json!({"caught": r.unwrap_err().name()}))
+}
+
+/// Three concurrent steps; one panics on every attempt while the others
+/// are in flight. Only its attempts fail.
+async fn panic_sibling() -> Result<Value, Error> {
+    let slow = |v: &'static str| {
+        move || async move {
+            weft_sdk::delay(Duration::from_millis(300)).await;
+            Ok(v.to_owned())
+        }
+    };
+    let (mug, tea, charge) = join!(
+        step("reserve-mug", slow("mug")).into_future(),
+        step("reserve-tea", slow("tea")).into_future(),
+        step("charge", || async {
+            weft_sdk::delay(Duration::from_millis(50)).await;
+            if std::hint::black_box(true) {
+                panic!("card declined");
+            }
+            Ok(0u32)
+        })
+        .retries(1)
+        .delay(Duration::from_millis(10))
+        .into_future(),
+    );
+    let e = charge.unwrap_err();
+    Ok(json!({"mug": mug?, "tea": tea?, "charge": {"name": e.name(), "message": e.message()}}))
 }
 
 /// The wall clock in microseconds (live inside a step body).
