@@ -29,6 +29,7 @@ mod check;
 mod embedded;
 mod postgres;
 mod recover;
+mod reply;
 mod types;
 mod wal;
 mod writer;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
+use super::reply::Reply;
 use super::wal::{Change, Changes, PUT, REMOVE, REMOVE_FROM, TableId, Wal};
 use super::*;
 
@@ -495,46 +496,6 @@ impl<'txn, 'c> Tables<'txn, 'c> {
             _ => Err(JournalError::Format(format!(
                 "a change the log cannot hold: {c:?}"
             ))),
-        }
-    }
-}
-
-enum Reply {
-    Created(
-        oneshot::Sender<Result<Created, JournalError>>,
-        Result<Created, JournalError>,
-    ),
-    Unit(
-        Option<oneshot::Sender<Result<(), JournalError>>>,
-        Result<(), JournalError>,
-    ),
-    Wait(
-        oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
-        Result<Option<WaitResult>, JournalError>,
-    ),
-    Record(
-        Option<oneshot::Sender<Result<InstanceRecord, JournalError>>>,
-        Result<InstanceRecord, JournalError>,
-    ),
-}
-
-impl Reply {
-    fn send(self) {
-        match self {
-            Reply::Created(tx, r) => drop(tx.send(r)),
-            Reply::Unit(Some(tx), r) => drop(tx.send(r)),
-            Reply::Unit(None, r) => {
-                if let Err(e) = r {
-                    tracing::error!("journal write failed: {e}");
-                }
-            }
-            Reply::Wait(tx, r) => drop(tx.send(r)),
-            Reply::Record(Some(tx), r) => drop(tx.send(r)),
-            Reply::Record(None, r) => {
-                if let Err(e) = r {
-                    tracing::error!("journal write failed: {e}");
-                }
-            }
         }
     }
 }

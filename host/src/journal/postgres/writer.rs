@@ -1,26 +1,15 @@
-//! The journal on PostgreSQL, for many hosts over one database.
-//!
-//! Writes go through the same requests ([`Op`]) as the embedded journal's,
-//! to one writer task with its own connection. It takes every request
-//! waiting, sends their statements pipelined in one transaction and commits
-//! (`synchronous_commit` on), and only then answers each: one durable
-//! commit for many instances' steps (group commit). Reads use pooled
-//! connections. The schema is in `host/migrations/`, applied on start under
-//! an advisory lock so that hosts starting together migrate once.
+//! The PostgreSQL store's writer: one connection that applies the write
+//! requests of many instances, a batch per transaction sent pipelined
+//! (group commit), and connects again when the connection is lost.
 
-use std::sync::Arc;
-
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::future::join_all;
-use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls, Statement};
 
-use super::writer::Op;
-use super::*;
-
-mod embedded_migrations {
-    refinery::embed_migrations!("migrations");
-}
+use super::super::reply::Reply;
+use super::super::writer::Op;
+use super::super::*;
+use super::{RECORD, json, migrate, pg_error, record, redact_url, text};
 
 /// The advisory lock of the one process that runs a store's instances.
 const HOST_LOCK: i64 = 0x0077_6566_7468_6f73; // "wefthos"
@@ -28,238 +17,9 @@ const HOST_LOCK: i64 = 0x0077_6566_7468_6f73; // "wefthos"
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// Connections to the database (the writer's is its own).
-const POOL_SIZE: usize = 16;
-
-/// The columns of `weft_instances` that make an [`InstanceRecord`], in the
-/// order [`record`] reads them.
-const RECORD: &str =
-    "id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed";
-
-/// A handle to the journal in PostgreSQL. Cheap to clone.
-#[derive(Clone)]
-pub struct Postgres {
-    pool: Pool,
-    ops: mpsc::UnboundedSender<Op>,
-    _writer: Arc<WriterTask>,
-}
-
-/// Stops the writer task when the last handle goes.
-struct WriterTask(tokio::task::JoinHandle<()>);
-
-impl Drop for WriterTask {
-    fn drop(&mut self) {
-        // The queue closes with the last sender; the task then ends by
-        // itself once it has written what was queued.
-        let _ = &self.0;
-    }
-}
-
-fn pg_error(e: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(format!("PostgreSQL: {e}"))
-}
-
-impl Postgres {
-    /// Connects to `url` (`postgres://…`), applies the schema's migrations
-    /// and starts the writer. With `execute`, this process will run
-    /// instances: it takes the store's host lock, which one process at a
-    /// time may hold until leases let many hosts share the work.
-    pub async fn open(url: &str, execute: bool) -> Result<Postgres, JournalError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| pg_error(format!("the store URL `{}`: {e}", redact_url(url))))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(pg_error)?;
-        let writer = Writer::connect(&config, url, execute, true).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_writer(writer, rx));
-        Ok(Postgres {
-            pool,
-            ops: tx,
-            _writer: Arc::new(WriterTask(task)),
-        })
-    }
-
-    pub(super) fn send(&self, op: Op) -> Result<(), JournalError> {
-        self.ops.send(op).map_err(|_| JournalError::Closed)
-    }
-
-    async fn client(&self) -> Result<deadpool_postgres::Object, JournalError> {
-        self.pool.get().await.map_err(pg_error)
-    }
-
-    pub(super) async fn instance(&self, id: &str) -> Result<Option<InstanceRecord>, JournalError> {
-        let c = self.client().await?;
-        let q = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
-        match c.query_opt(&q, &[&id]).await.map_err(pg_error)? {
-            Some(row) => Ok(Some(record(&row)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub(super) async fn list(
-        &self,
-        status: Option<Status>,
-    ) -> Result<Vec<InstanceRecord>, JournalError> {
-        let c = self.client().await?;
-        let rows = match status {
-            Some(s) => {
-                let q =
-                    format!("SELECT {RECORD} FROM weft_instances WHERE status = $1 ORDER BY id");
-                c.query(&q, &[&s.as_str()]).await
-            }
-            None => {
-                let q = format!("SELECT {RECORD} FROM weft_instances ORDER BY id");
-                c.query(&q, &[]).await
-            }
-        }
-        .map_err(pg_error)?;
-        rows.iter().map(record).collect()
-    }
-
-    pub(super) async fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT seq, entry FROM weft_entries WHERE instance_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
-        rows.iter()
-            .map(|r| Ok((r.get::<_, i64>(0) as u64, json(r.get(1))?)))
-            .collect()
-    }
-
-    pub(super) async fn inbox(&self, id: &str) -> Result<Vec<EventRecord>, JournalError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT event FROM weft_inbox WHERE instance_id = $1 ORDER BY seq",
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
-        rows.iter().map(|r| json(r.get(0))).collect()
-    }
-
-    pub(super) async fn entry_count(&self) -> Result<u64, JournalError> {
-        let c = self.client().await?;
-        let row = c
-            .query_one("SELECT count(*) FROM weft_entries", &[])
-            .await
-            .map_err(pg_error)?;
-        Ok(row.get::<_, i64>(0) as u64)
-    }
-
-    /// Stores a component's bytes under its digest (once).
-    pub async fn put_component(&self, digest: &str, bytes: &[u8]) -> Result<(), JournalError> {
-        let c = self.client().await?;
-        c.execute(
-            "INSERT INTO weft_components (digest, bytes, created_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (digest) DO NOTHING",
-            &[&digest, &bytes, &(now_ms() as i64)],
-        )
-        .await
-        .map_err(pg_error)?;
-        Ok(())
-    }
-
-    /// The bytes of a stored component.
-    pub async fn component(&self, digest: &str) -> Result<Option<Vec<u8>>, JournalError> {
-        let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT bytes FROM weft_components WHERE digest = $1",
-                &[&digest],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(row.map(|r| r.get(0)))
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Applies the schema's migrations, one host at a time.
-async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), JournalError> {
-    // Any fixed key: hosts starting together wait for the first one.
-    const LOCK: i64 = 0x0077_6566_746d_6967; // "weftmig"
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK])
-        .await
-        .map_err(pg_error)?;
-    let result = embedded_migrations::migrations::runner()
-        .set_migration_table_name("weft_schema_history")
-        .run_async(client)
-        .await;
-    let unlocked = client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK])
-        .await;
-    result.map_err(|e| pg_error(format!("applying the schema: {e}")))?;
-    unlocked.map_err(pg_error)?;
-    Ok(())
-}
-
-fn json<T: for<'de> serde::Deserialize<'de>>(text: &str) -> Result<T, JournalError> {
-    serde_json::from_str(text).map_err(|e| JournalError::Format(e.to_string()))
-}
-
-fn text<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("journal records serialize")
-}
-
-fn record(row: &Row) -> Result<InstanceRecord, JournalError> {
-    let raw = |s: String| {
-        serde_json::value::RawValue::from_string(s).map_err(|e| JournalError::Format(e.to_string()))
-    };
-    let status: &str = row.get(4);
-    Ok(InstanceRecord {
-        id: row.get(0),
-        workflow: row.get(1),
-        digest: row.get(2),
-        input: raw(row.get(3))?,
-        status: status
-            .parse()
-            .map_err(|_| JournalError::Format(format!("unknown status `{status}`")))?,
-        output: row.get::<_, Option<String>>(5).map(raw).transpose()?,
-        error: row
-            .get::<_, Option<&str>>(6)
-            .map(json::<ErrorInfo>)
-            .transpose()?,
-        created_ms: row.get::<_, i64>(7) as u64,
-        updated_ms: row.get::<_, i64>(8) as u64,
-        parent: row.get(9),
-        seed: row.get::<_, i64>(10) as u64,
-    })
-}
-
-/// The writer task: applies whatever is queued, a batch per transaction,
-/// until every handle is gone.
 /// The writer's connection: its prepared statements and, for a process
 /// that runs instances, the host lock.
-struct Writer {
+pub(super) struct Writer {
     client: Client,
     statements: Statements,
     config: tokio_postgres::Config,
@@ -268,7 +28,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn connect(
+    pub(super) async fn connect(
         config: &tokio_postgres::Config,
         url: &str,
         execute: bool,
@@ -338,7 +98,7 @@ impl Writer {
 
 /// The writer task: applies whatever is queued, a batch per transaction,
 /// until every handle is gone.
-async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Op>) {
+pub(super) async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Op>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -359,67 +119,6 @@ async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiver<Op>) {
         }
         if writer.client.is_closed() {
             writer.reconnect().await;
-        }
-    }
-}
-
-/// What one request gets back, held until the transaction commits.
-enum Reply {
-    Created(
-        oneshot::Sender<Result<Created, JournalError>>,
-        Result<Created, JournalError>,
-    ),
-    Unit(
-        Option<oneshot::Sender<Result<(), JournalError>>>,
-        Result<(), JournalError>,
-    ),
-    Wait(
-        oneshot::Sender<Result<Option<WaitResult>, JournalError>>,
-        Result<Option<WaitResult>, JournalError>,
-    ),
-    Record(
-        Option<oneshot::Sender<Result<InstanceRecord, JournalError>>>,
-        Result<InstanceRecord, JournalError>,
-    ),
-}
-
-impl Reply {
-    /// The error of a statement the database refused (not a request's own
-    /// answer, such as an unknown instance).
-    fn database_error(&self) -> Option<String> {
-        let e = match self {
-            Reply::Created(_, Err(e)) | Reply::Unit(_, Err(e)) => e,
-            Reply::Wait(_, Err(e)) | Reply::Record(_, Err(e)) => e,
-            _ => return None,
-        };
-        matches!(e, JournalError::Storage(_) | JournalError::Format(_)).then(|| e.to_string())
-    }
-
-    /// Answers with `error` instead of what the request did.
-    fn fail(self, error: &str) {
-        let e = || JournalError::Storage(error.to_owned());
-        match self {
-            Reply::Created(tx, _) => drop(tx.send(Err(e()))),
-            Reply::Unit(Some(tx), _) => drop(tx.send(Err(e()))),
-            Reply::Wait(tx, _) => drop(tx.send(Err(e()))),
-            Reply::Record(Some(tx), _) => drop(tx.send(Err(e()))),
-            Reply::Unit(None, _) | Reply::Record(None, _) => {}
-        }
-    }
-
-    fn send(self) {
-        let logged = |r: Result<(), JournalError>| {
-            if let Err(e) = r {
-                tracing::error!("journal write failed: {e}");
-            }
-        };
-        match self {
-            Reply::Created(tx, r) => drop(tx.send(r)),
-            Reply::Unit(Some(tx), r) => drop(tx.send(r)),
-            Reply::Unit(None, r) => logged(r),
-            Reply::Wait(tx, r) => drop(tx.send(r)),
-            Reply::Record(Some(tx), r) => drop(tx.send(r)),
-            Reply::Record(None, r) => logged(r.map(drop)),
         }
     }
 }
