@@ -78,13 +78,24 @@ pub struct JsonParseErrors {
     inner: TcpStream,
     /// A replacement being written, and how much of it is written.
     pending: Option<(Vec<u8>, usize)>,
+    /// Closing: until when, and how much more, to read and discard.
+    linger: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
 }
+
+/// How long, and for how many bytes, a closing connection keeps reading
+/// what the client still sends (a request body answered early, as with
+/// 413) before it is dropped. Dropping a socket with unread data sends a
+/// reset, which can destroy the answer before the client reads it; servers
+/// "linger" to avoid that (nginx's `lingering_close`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 << 20;
 
 impl JsonParseErrors {
     fn new(inner: TcpStream) -> Self {
         JsonParseErrors {
             inner,
             pending: None,
+            linger: None,
         }
     }
 }
@@ -172,8 +183,30 @@ impl AsyncWrite for JsonParseErrors {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Sends our end's FIN, then drains what the client still sends, for
+    /// at most [`LINGER`] and [`LINGER_BYTES`], so that the answer is not
+    /// lost to a reset.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let me = &mut *self;
+        if me.linger.is_none() {
+            std::task::ready!(Pin::new(&mut me.inner).poll_shutdown(cx))?;
+            me.linger = Some((Box::pin(tokio::time::sleep(LINGER)), LINGER_BYTES));
+        }
+        let (deadline, left) = me.linger.as_mut().expect("set above");
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            if deadline.as_mut().poll(cx).is_ready() || *left == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut me.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => *left = left.saturating_sub(rb.filled().len()),
+                // The client is gone: nothing more to protect.
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     // Not vectored, so that hyper hands over a response's head in one
