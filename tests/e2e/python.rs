@@ -209,9 +209,11 @@ fn gather_runs_steps_sleeps_and_waits_concurrently() {
 fn rollback_runs_undos_in_reverse_order_as_steps() {
     let w = Weft::new();
     let d = run_py(&w, "rb", r#"{"scenario":"rollback"}"#, &[]);
+    // Each undo's result comes back (newest first); `release` returns None.
     assert_eq!(
         d.json(),
-        json!({"rolledBack": true, "reason": "no courier"})
+        json!({"rolledBack": true, "reason": "no courier",
+               "undone": {"charge": {"refund": "rf-100"}, "reserve": null}})
     );
     let charge = d.stderr.find("UNDO charge 100").expect("charge undone");
     let reserve = d
@@ -228,6 +230,12 @@ fn rollback_runs_undos_in_reverse_order_as_steps() {
         names,
         ["reserve", "charge", "ship", "charge:undo", "reserve:undo"]
     );
+    // The undo's result is journaled, not `null`.
+    let undo = entries(&h, "step")
+        .into_iter()
+        .find(|s| s["name"] == "charge:undo")
+        .unwrap();
+    assert_eq!(undo["value"], json!({"refund": "rf-100"}), "{undo}");
 }
 
 #[test]

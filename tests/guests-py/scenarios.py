@@ -267,6 +267,7 @@ class Scenarios(WorkflowEntrypoint):
         @charge.undo
         async def refund(error, value):
             print(f"UNDO charge {value['amount']}")
+            return {"refund": f"rf-{value['amount']}"}
 
         @step.do("ship", config={"retries": {"limit": 0}})
         async def ship():
@@ -277,8 +278,8 @@ class Scenarios(WorkflowEntrypoint):
         try:
             await ship()
         except NonRetryableError as e:
-            await step.rollback_all(e)
-            return {"rolledBack": True, "reason": str(e)}
+            undone = await step.rollback_all(e)
+            return {"rolledBack": True, "reason": str(e), "undone": undone}
         return {"rolledBack": False}
 
     async def s_nondet(self, event, step, p):

@@ -496,9 +496,16 @@ class WorkflowStep:
 
         return decorate
 
-    async def rollback_all(self, error: BaseException | None = None, continue_on_error: bool = False) -> None:
+    async def rollback_all(
+        self, error: BaseException | None = None, continue_on_error: bool = False
+    ) -> dict[str, Any]:
         """Runs the undo of every completed rollback step, newest first, each
-        as a durable step named `<step>:undo`."""
+        as a durable step named `<step>:undo`. What each undo returns is
+        journaled (it must be JSON, as a step's result) and returned: a dict
+        from the step's name to its undo's result, in the order they ran.
+        With `continue_on_error`, every undo runs and the first failure is
+        raised after them."""
+        results: dict[str, Any] = {}
         failures: list[BaseException] = []
         while self._undo_stack:
             sf, value = self._undo_stack.pop()
@@ -507,17 +514,19 @@ class WorkflowStep:
                 continue
 
             async def body(ctx: StepContext, undo: Callable[..., Awaitable[Any]] = undo, value: Any = value) -> Any:
-                await undo(error, value)
-                return None
+                return await undo(error, value)
 
             try:
-                await _run_step(f"{sf.name}:undo", sf._config, body, getattr(undo, "__globals__", {}))
+                results[sf.name] = await _run_step(
+                    f"{sf.name}:undo", sf._config, body, getattr(undo, "__globals__", {})
+                )
             except Exception as e:
                 if not continue_on_error:
                     raise
                 failures.append(e)
         if failures:
             raise failures[0]
+        return results
 
     async def run_workflow(self, workflow: str, params: Any = None, *, name: str | None = None) -> Any:
         """Starts the deployed workflow `workflow` (in any language) as a
