@@ -8,8 +8,6 @@
 //! connections. The schema is in `host/migrations/`, applied on start under
 //! an advisory lock so that hosts starting together migrate once.
 
-use std::sync::Arc;
-
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::mpsc;
 use tokio_postgres::{NoTls, Row};
@@ -33,23 +31,13 @@ const POOL_SIZE: usize = 16;
 const RECORD: &str =
     "id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed";
 
-/// A handle to the journal in PostgreSQL. Cheap to clone.
+/// A handle to the journal in PostgreSQL. Cheap to clone. The writer task
+/// ends by itself once the last handle (the last sender of `ops`) is gone
+/// and it has written what was queued.
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
     ops: mpsc::UnboundedSender<Op>,
-    _writer: Arc<WriterTask>,
-}
-
-/// Stops the writer task when the last handle goes.
-struct WriterTask(tokio::task::JoinHandle<()>);
-
-impl Drop for WriterTask {
-    fn drop(&mut self) {
-        // The queue closes with the last sender; the task then ends by
-        // itself once it has written what was queued.
-        let _ = &self.0;
-    }
 }
 
 fn pg_error(e: impl std::fmt::Display) -> JournalError {
@@ -78,12 +66,8 @@ impl Postgres {
             .map_err(pg_error)?;
         let writer = Writer::connect(&config, url, execute, true).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run_writer(writer, rx));
-        Ok(Postgres {
-            pool,
-            ops: tx,
-            _writer: Arc::new(WriterTask(task)),
-        })
+        tokio::spawn(run_writer(writer, rx));
+        Ok(Postgres { pool, ops: tx })
     }
 
     pub(super) fn send(&self, op: Op) -> Result<(), JournalError> {
