@@ -98,7 +98,7 @@ pub async fn setup(
         Some(server) => {
             let db = TestDb::create(server).await?;
             (
-                Runtime::connect(&data, &db.url, evict_after).await?,
+                Runtime::connect(&data, &db.url, evict_after, weft::defaults::LEASE).await?,
                 Some(db),
             )
         }
@@ -124,7 +124,7 @@ impl Drop for Bench {
     /// Stops the instance tasks so that the runtime and its engine (and the
     /// pooling allocator's address space) are released.
     fn drop(&mut self) {
-        self.sched.shutdown();
+        self.sched.stop_tasks();
         if let Some(db) = self.db.take() {
             db.drop_now();
         }

@@ -365,7 +365,7 @@ async fn w7(
         "KiB",
         "RssAnon: written pages, host and guest",
     );
-    b.sched.shutdown();
+    b.sched.stop_tasks();
     // Start-up cost per instance: create to complete of an empty run.
     let b = setup(Duration::from_secs(5), 500, python).await?;
     let n = if guest == "py" { 50 } else { 500 };

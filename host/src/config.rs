@@ -7,6 +7,7 @@
 //!
 //! [store]
 //! url = "postgres://weft@db:5432/weft"   # optional: a shared store
+//! lease = "10s"                          # a host's lease on its instances
 //!
 //! [workflows.hello]
 //! component = "target/guests/wasm32-wasip2/release/hello.wasm"
@@ -52,6 +53,9 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub url: Option<String>,
+    /// How long a host's lease lasts unrenewed, e.g. `"10s"` (`--lease`
+    /// wins).
+    pub lease: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,3 +22,6 @@ pub const ADDR: &str = "127.0.0.1:8080";
 /// How long a server's connection may take to send a request's head, or
 /// stay idle between requests (`--head-timeout`).
 pub const HEAD_TIMEOUT_TEXT: &str = "20s";
+/// How long a host's lease on a shared store's instances lasts unrenewed
+/// (`[store] lease`, `--lease`); renewed three times per period.
+pub const LEASE: Duration = Duration::from_secs(10);

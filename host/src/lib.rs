@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod defaults;
 pub mod durable;
+pub mod endpoint;
 pub mod engine;
 pub mod journal;
 pub mod replay;

@@ -7,6 +7,7 @@
 //! request must carry `Authorization: Bearer <token>`.
 
 mod error;
+mod forward;
 pub mod listen;
 pub mod types;
 
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -323,17 +324,18 @@ async fn get_instance_by_id(
 async fn change_status(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<Json<InstanceSummary>> {
+) -> ApiResult<Response> {
     load(&api, Some(&name), &id).await?;
     let b: StatusBody = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"status\": \"pause\" | \"resume\" | \"terminate\" | \"restart\", \"from\"?}}: {e}")))?;
     let s = api.scheduler()?;
     let rec = match (b.status.as_str(), b.from) {
-        ("pause", None) => s.pause(&id).await?,
-        ("resume", None) => s.resume(&id).await?,
-        ("terminate", None) => s.terminate(&id).await?,
-        ("restart", from) => s.restart(&id, from.map(|f| (f.name, f.count))).await?,
+        ("pause", None) => s.pause(&id).await,
+        ("resume", None) => s.resume(&id).await,
+        ("terminate", None) => s.terminate(&id).await,
+        ("restart", from) => s.restart(&id, from.map(|f| (f.name, f.count))).await,
         (other, Some(_)) if ["pause", "resume", "terminate"].contains(&other) => {
             return Err(ApiError::bad_request("`from` applies to restart only"));
         }
@@ -343,7 +345,10 @@ async fn change_status(
             )));
         }
     };
-    Ok(Json(api.summary(&rec)))
+    let path = format!("/v1/workflows/{name}/instances/{id}/status");
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let here = rec.map(|rec| Json(api.summary(&rec)));
+    forward::or_owner(&api, &headers, ("PATCH", path, Some(body)), here).await
 }
 
 async fn send_event(
@@ -388,10 +393,16 @@ async fn list_all(
 async fn delete_instance(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     load(&api, Some(&name), &id).await?;
-    api.scheduler()?.delete(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let here = api
+        .scheduler()?
+        .delete(&id)
+        .await
+        .map(|()| StatusCode::NO_CONTENT);
+    let path = format!("/v1/workflows/{name}/instances/{id}");
+    forward::or_owner(&api, &headers, ("DELETE", path, None), here).await
 }
 
 /// Moves instances to the newest version when their journal replays on it.

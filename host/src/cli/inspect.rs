@@ -68,7 +68,7 @@ async fn request(data_dir: &Path, store: Option<&str>, req: Request) -> Result<V
         if let Some(v) = over_socket(data_dir, &req).await? {
             return Ok(v);
         }
-        let journal = Journal::connect(url, false).await?;
+        let journal = Journal::connect(url, None).await?;
         return from_journal(&journal, req).await;
     }
     if !data_dir.join("journal.redb").exists() {

@@ -81,6 +81,11 @@ pub struct ExecOptions {
     /// away than this, and replay it when it wakes (e.g. `5s`, `500ms`).
     #[arg(long, env = "WEFT_EVICT_AFTER", default_value = defaults::EVICT_AFTER_TEXT, value_parser = parse_duration)]
     pub evict_after: Duration,
+    /// On a shared store: how long this host's lease on its instances
+    /// lasts unrenewed; other hosts take them that long after it dies
+    /// (default: the config's `[store] lease`, else 10s).
+    #[arg(long, env = "WEFT_LEASE", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
     /// A host that `fetch` in step bodies may reach (repeatable; `*.x.com`
     /// and `*` work). Nothing is reachable by default.
     #[arg(long = "allow-host", value_name = "HOST")]
@@ -127,6 +132,7 @@ impl Default for ExecOptions {
         ExecOptions {
             store: None,
             evict_after: defaults::EVICT_AFTER,
+            lease: None,
             allow_hosts: Vec::new(),
             secrets: Vec::new(),
             memory_mb: defaults::MEMORY_MB,

@@ -16,7 +16,11 @@ use crate::runner::Runtime;
 pub async fn open_runtime(data_dir: &Path, exec: &ExecOptions) -> Result<Arc<Runtime>> {
     let policy = exec.policy()?;
     if let Some(url) = exec.store.as_deref().filter(|u| !u.is_empty()) {
-        let rt = Runtime::connect(data_dir, url, exec.evict_after).await?;
+        let lease = exec.lease.unwrap_or(crate::defaults::LEASE);
+        if lease < std::time::Duration::from_millis(300) {
+            bail!("--lease {lease:?} is too short to renew; use 300ms or more (10s by default)");
+        }
+        let rt = Runtime::connect(data_dir, url, exec.evict_after, lease).await?;
         *rt.default_policy.lock().unwrap() = Arc::new(policy);
         return Ok(rt);
     }

@@ -162,6 +162,9 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
             data_dir.display()
         );
     };
+    if !rec.status.is_final() {
+        take(&rt, &rec.id).await?;
+    }
     if let Some(path) = &args.component {
         if rec.status.is_final() {
             bail!(
@@ -203,6 +206,51 @@ pub async fn resume(data_dir: &Path, args: ResumeArgs) -> Result<i32> {
     drive(rt, data_dir, &rec.id, socket).await
 }
 
+/// On a shared store, takes the instance for this process: at once if no
+/// live host owns it; if a `weft run` that stopped renewing owns it, once its
+/// lease runs out. A server's instance is left to the server.
+async fn take(rt: &Runtime, id: &str) -> Result<()> {
+    let Some(pg) = rt.journal.postgres() else {
+        return Ok(());
+    };
+    let mut said = false;
+    let mut last_until = None;
+    loop {
+        if pg.claim_one(id).await? {
+            return Ok(());
+        }
+        let Some(owner) = pg.owner(id).await? else {
+            continue;
+        };
+        if let Some(api) = &owner.api {
+            bail!(
+                "instance {id} is run by the server at {api} (host `{}`); pause, resume or \
+                 restart it there",
+                owner.host
+            );
+        }
+        if last_until.is_some_and(|u| u != owner.lease_until_ms) {
+            bail!(
+                "instance {id} is being run by another `weft run` (host `{}`)",
+                owner.host
+            );
+        }
+        last_until = Some(owner.lease_until_ms);
+        if !said {
+            term::status(
+                "Waiting",
+                &format!(
+                    "for the lease of host `{}`, which ran instance {id}, to run out",
+                    owner.host
+                ),
+            );
+            said = true;
+        }
+        let left = crate::journal::until_ms(owner.lease_until_ms);
+        tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Drives an instance to its end in this process, with the control socket
 /// (`socket`) serving meanwhile, and prints the outcome. Returns the exit
 /// code.
@@ -222,6 +270,12 @@ async fn drive(
     server.abort();
     let _ = std::fs::remove_file(control::socket_path(data_dir));
     let _ = printer.await;
+    // On a shared store, what this process owned goes back to the hosts.
+    if let Some(pg) = rt.journal.postgres()
+        && let Err(e) = pg.leave().await
+    {
+        term::warn("Store", &format!("leaving the store: {e}"));
+    }
     let Some(result) = result else {
         term::warn(
             "Interrupted",

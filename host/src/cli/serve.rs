@@ -93,6 +93,14 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     if exec.store.is_none() {
         exec.store = cfg.store.url.clone();
     }
+    if exec.lease.is_none()
+        && let Some(l) = &cfg.store.lease
+    {
+        exec.lease = Some(
+            super::parse_duration(l)
+                .map_err(|e| anyhow::anyhow!("[store] lease = \"{l}\": {e}"))?,
+        );
+    }
     let rt = super::open::open_runtime(data_dir, &exec).await?;
     let mut workflows = Vec::new();
     for (name, w) in &cfg.workflows {
@@ -128,6 +136,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let url = format!("http://{}", listener.local_addr()?);
+    scheduler.join_cluster(&url).await?;
     let resumed = scheduler.resume_all().await?;
     if resumed > 0 {
         term::status("Resumed", &format!("{resumed} unfinished instances"));
@@ -141,7 +150,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     }));
     let result = crate::api::listen::serve(listener, app, a.head_timeout, shutdown_signal()).await;
     term::status("Stopping", "every unfinished instance stays resumable");
-    scheduler.shutdown();
+    scheduler.shutdown().await;
     socket.abort();
     let _ = std::fs::remove_file(url_file(data_dir));
     let _ = std::fs::remove_file(control::socket_path(data_dir));

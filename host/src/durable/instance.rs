@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use wasmtime::Result;
 
 use crate::bindings::types::{self as wit, StepConfig};
-use crate::journal::{Entry, ErrorInfo, Journal, Nondet, UnixMs, now_ms, until_ms};
+use crate::journal::{Entry, ErrorInfo, Journal, JournalError, Nondet, UnixMs, now_ms, until_ms};
 use crate::replay::{CallRecord, Kind, Replay};
 
 /// Progress of an instance, reported for new work only (never for replay).
@@ -103,6 +103,9 @@ pub struct State {
     pub fatal: Option<ErrorInfo>,
     /// Set when the host failed (journal I/O); the instance stays resumable.
     pub host_error: Option<String>,
+    /// Set when a write was refused because another host took the
+    /// instance: this host drops it.
+    pub fenced: bool,
     /// Set when the instance stopped at a durable call because a pause was
     /// requested.
     pub paused: bool,
@@ -194,6 +197,7 @@ impl Instance {
                 rng: rand::SeedableRng::seed_from_u64(seed),
                 fatal: None,
                 host_error: None,
+                fenced: false,
                 paused: false,
                 error_detail: None,
                 panic: None,
@@ -241,10 +245,26 @@ impl Instance {
         wasmtime::format_err!(msg)
     }
 
-    pub(crate) fn host_failure(&self, e: impl std::fmt::Display) -> wasmtime::Error {
+    pub(crate) fn host_failure(&self, e: impl std::fmt::Display + 'static) -> wasmtime::Error {
+        let fenced = matches!(
+            (&e as &dyn std::any::Any).downcast_ref::<JournalError>(),
+            Some(JournalError::Fenced(_))
+        );
         let msg = format!("journal write failed: {e}");
-        self.lock().host_error.get_or_insert(msg.clone());
+        let mut st = self.lock();
+        st.host_error.get_or_insert(msg.clone());
+        st.fenced |= fenced;
         wasmtime::format_err!(msg)
+    }
+
+    /// Before a step's body runs: on a shared store, this host must still
+    /// own the instance, and its lease must surely hold (else it waits for
+    /// a renewal); a host that lost the instance runs nothing more of it.
+    pub(crate) async fn may_run(&self) -> Result<()> {
+        self.journal
+            .may_run(&self.id)
+            .await
+            .map_err(|e| self.host_failure(e))
     }
 
     /// Waits until `wake_ms`, registered as a pending wait so the runner can

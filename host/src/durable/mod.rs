@@ -258,7 +258,12 @@ impl durable::Host for DurableCtx {
         // With nothing left to replay and no backoff pending, `step-ready`
         // would return at once: start the attempt here and spare the guest
         // that async call.
-        let start_now = not_before.is_none() && !st.replay.is_replaying() && !inst.dry_run;
+        // On a shared store, a step whose host must first confirm its lease
+        // starts in `step-ready`, which may wait.
+        let start_now = not_before.is_none()
+            && !st.replay.is_replaying()
+            && !inst.dry_run
+            && inst.journal.may_run_now(&inst.id);
         st.next_id += 1;
         let handle = st.next_id;
         st.handles.insert(
@@ -302,6 +307,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         if let Some(at) = not_before {
             inst.wait_until(at, WaitFor::Retry).await;
         }
+        inst.may_run().await?;
         start_attempt(&inst, handle);
         Ok(())
     }

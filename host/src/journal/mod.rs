@@ -36,12 +36,13 @@ mod writer;
 
 pub use check::{Finding, Report, check, discard_log_from};
 pub use embedded::{Embedded, Live};
-pub use postgres::Postgres;
+pub use postgres::{Lease, Notice, Owner, Postgres};
 use tokio::sync::oneshot;
 pub use types::*;
 use writer::Op;
 
 use std::path::Path;
+use std::time::Duration;
 
 use redb::TableDefinition;
 
@@ -107,6 +108,13 @@ pub enum JournalError {
     Finished { id: String, status: &'static str },
     #[error("the journal writer has stopped")]
     Closed,
+    /// Another host took the instance (this one's lease ran out, or it
+    /// never owned it): this host may not write it any more.
+    #[error(
+        "instance `{0}` is not this host's any more: another host took it (or this host never \
+         owned it), so this host writes nothing more of it"
+    )]
+    Fenced(String),
 }
 
 impl From<redb::Error> for JournalError {
@@ -186,12 +194,31 @@ impl Journal {
     }
 
     /// Connects to the journal in PostgreSQL at `url`, applying the
-    /// schema's migrations. With `execute`, this process runs instances
+    /// schema's migrations. With a `lease`, this process runs instances
     /// (see [`Postgres::open`]).
-    pub async fn connect(url: &str, execute: bool) -> Result<Journal, JournalError> {
+    pub async fn connect(url: &str, lease: Option<Duration>) -> Result<Journal, JournalError> {
         Ok(Journal {
-            store: Store::Postgres(Postgres::open(url, execute).await?),
+            store: Store::Postgres(Postgres::open(url, lease).await?),
         })
+    }
+
+    /// Whether a new step of `id` may start now: always on the embedded
+    /// journal; on a shared store, while this host owns the instance and
+    /// its lease surely holds.
+    pub fn may_run_now(&self, id: &str) -> bool {
+        match &self.store {
+            Store::Embedded(_) => true,
+            Store::Postgres(p) => p.may_run_now(id),
+        }
+    }
+
+    /// Waits until a new step of `id` may start (see
+    /// [`Journal::may_run_now`]); fails once another host has it.
+    pub async fn may_run(&self, id: &str) -> Result<(), JournalError> {
+        match &self.store {
+            Store::Embedded(_) => Ok(()),
+            Store::Postgres(p) => p.may_run(id).await,
+        }
     }
 
     /// The shared database, when the journal is in one.

@@ -14,7 +14,7 @@ use super::{Admission, Runtime, Wake, parse_payload};
 use crate::durable::policy::Policy;
 use crate::durable::{Control, Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
 use crate::journal::{
-    AttemptResult, Entry, ErrorInfo, InstanceRecord, Status, StatusUpdate, now_ms,
+    AttemptResult, Entry, ErrorInfo, InstanceRecord, JournalError, Status, StatusUpdate, now_ms,
 };
 use crate::replay::Replay;
 
@@ -99,6 +99,9 @@ impl Runtime {
         let policy: &Policy = &inst.policy;
         let (fatal, host_error, paused) = {
             let st = inst.lock();
+            if st.fenced {
+                return Err(JournalError::Fenced(id.to_owned()).into());
+            }
             (st.fatal.clone(), st.host_error.clone(), st.paused)
         };
         if let Some(e) = host_error {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::durable::policy::Policy;
 use crate::engine::Components;
-use crate::journal::{Created, InstanceRecord, Journal, Status, now_ms, until_ms};
+use crate::journal::{Created, InstanceRecord, Journal, Notice, Status, now_ms, until_ms};
 
 mod admission;
 mod attempt;
@@ -61,15 +61,38 @@ impl Runtime {
 
     /// Opens the data dir (for its component store, compile cache and
     /// control socket) with the journal in a shared store (`postgres://…`).
+    /// The process registers as a host with a lease of `lease`, and events
+    /// any host buffers for its instances wake them at once.
     pub async fn connect(
         data_dir: &Path,
         store: &str,
         evict_after: Duration,
+        lease: Duration,
     ) -> Result<Arc<Runtime>> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-        let journal = Journal::connect(store, true).await?;
-        Self::with_journal(data_dir, journal, evict_after)
+        let journal = Journal::connect(store, Some(lease)).await?;
+        let rt = Self::with_journal(data_dir, journal, evict_after)?;
+        if let Some(pg) = rt.journal.postgres() {
+            let mut notices = pg.notices();
+            let weak = Arc::downgrade(&rt);
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let notice = notices.recv().await;
+                    let Some(rt) = weak.upgrade() else { return };
+                    match notice {
+                        Ok(Notice::Event(id)) => rt.notify(&id),
+                        // Some were missed: wake every instance here to
+                        // look at its inbox.
+                        Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => rt.notify_all(),
+                        Ok(Notice::Work) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        Ok(rt)
     }
 
     fn with_journal(
@@ -189,6 +212,13 @@ impl Runtime {
     /// Wakes whatever waits on `id`'s events (a child finished).
     pub fn notify(&self, id: &str) {
         if let Some(tx) = self.events.lock().unwrap().get(id) {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Wakes every instance of this process that waits for an event.
+    pub fn notify_all(&self) {
+        for tx in self.events.lock().unwrap().values() {
             tx.send_modify(|v| *v += 1);
         }
     }

@@ -33,6 +33,8 @@ pub struct Weft {
     pub dir: tempfile::TempDir,
     /// The shared store its commands use, if not the embedded journal.
     pub store: Option<String>,
+    /// Their lease on the shared store (`WEFT_LEASE`).
+    pub lease: &'static str,
 }
 
 impl Weft {
@@ -43,10 +45,12 @@ impl Weft {
                 .tempdir()
                 .unwrap(),
             store: None,
+            lease: "2s",
         }
     }
 
-    /// A data dir whose commands keep the journal in the database `db`.
+    /// A data dir whose commands keep the journal in the database `db`,
+    /// with a lease of 2 s, so that a test waits little for one to run out.
     pub fn on(db: &pg::TestDb) -> Weft {
         Weft {
             store: Some(db.url.clone()),
@@ -65,9 +69,10 @@ impl Weft {
             .env("WEFT_CACHE_DIR", test_cache_dir())
             .env_remove("WEFT_EVICT_AFTER")
             .env_remove("WEFT_STORE")
+            .env_remove("WEFT_LEASE")
             .stdin(Stdio::null());
         if let Some(url) = &self.store {
-            c.env("WEFT_STORE", url);
+            c.env("WEFT_STORE", url).env("WEFT_LEASE", self.lease);
         }
         c
     }

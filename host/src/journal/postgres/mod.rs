@@ -8,15 +8,22 @@
 //! connections. The schema is in `host/migrations/`, applied on start under
 //! an advisory lock so that hosts starting together migrate once.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::{NoTls, Row};
 
 use super::writer::Op;
 use super::*;
 
+mod cluster;
+mod lease;
 mod writer;
 
+pub use cluster::{Notice, Owner};
+pub use lease::Lease;
 use writer::{Writer, run_writer};
 
 mod embedded_migrations {
@@ -38,6 +45,9 @@ const RECORD: &str =
 pub struct Postgres {
     pool: Pool,
     ops: mpsc::UnboundedSender<Op>,
+    /// This host's lease, in a process that runs instances.
+    lease: Option<Arc<Lease>>,
+    notices: broadcast::Sender<Notice>,
 }
 
 fn pg_error(e: impl std::fmt::Display) -> JournalError {
@@ -46,10 +56,10 @@ fn pg_error(e: impl std::fmt::Display) -> JournalError {
 
 impl Postgres {
     /// Connects to `url` (`postgres://…`), applies the schema's migrations
-    /// and starts the writer. With `execute`, this process will run
-    /// instances: it takes the store's host lock, which one process at a
-    /// time may hold until leases let many hosts share the work.
-    pub async fn open(url: &str, execute: bool) -> Result<Postgres, JournalError> {
+    /// and starts the writer. With a `lease`, this process runs instances:
+    /// it registers as a host with a lease of that length, renews it, and
+    /// listens for other hosts' notices.
+    pub async fn open(url: &str, lease: Option<Duration>) -> Result<Postgres, JournalError> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| pg_error(format!("the store URL `{}`: {e}", redact_url(url))))?;
@@ -64,10 +74,41 @@ impl Postgres {
             .max_size(POOL_SIZE)
             .build()
             .map_err(pg_error)?;
-        let writer = Writer::connect(&config, url, execute, true).await?;
+        let mut writer = Writer::connect(&config, url, true).await?;
+        let lease = match lease {
+            Some(d) => {
+                let lease = Lease::register(&pool, d).await?;
+                tokio::spawn(lease.clone().keep(pool.clone()));
+                Some(lease)
+            }
+            None => None,
+        };
+        writer.lease = lease.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(writer, rx));
-        Ok(Postgres { pool, ops: tx })
+        let notices = broadcast::channel(4096).0;
+        if lease.is_some() {
+            tokio::spawn(cluster::listen(config, notices.clone()));
+        }
+        Ok(Postgres {
+            pool,
+            ops: tx,
+            lease,
+            notices,
+        })
+    }
+
+    /// Whether a step of `id` may start now (see [`Lease`]).
+    pub(super) fn may_run_now(&self, id: &str) -> bool {
+        self.lease.as_ref().is_none_or(|l| l.may_run_now(id))
+    }
+
+    /// Waits until a step of `id` may start (see [`Lease`]).
+    pub(super) async fn may_run(&self, id: &str) -> Result<(), JournalError> {
+        match &self.lease {
+            Some(l) => l.may_run(id).await,
+            None => Ok(()),
+        }
     }
 
     pub(super) fn send(&self, op: Op) -> Result<(), JournalError> {

@@ -9,29 +9,27 @@ use tokio_postgres::{Client, NoTls, Statement};
 use super::super::reply::Reply;
 use super::super::writer::Op;
 use super::super::*;
-use super::{RECORD, json, migrate, pg_error, record, redact_url, text};
-
-/// The advisory lock of the one process that runs a store's instances.
-const HOST_LOCK: i64 = 0x0077_6566_7468_6f73; // "wefthos"
+use super::{Lease, RECORD, json, migrate, pg_error, record, redact_url, text};
+use std::sync::Arc;
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 4096;
 
-/// The writer's connection: its prepared statements and, for a process
-/// that runs instances, the host lock.
+/// The writer's connection and its prepared statements.
 pub(super) struct Writer {
     client: Client,
     statements: Statements,
     config: tokio_postgres::Config,
     url: String,
-    execute: bool,
+    /// The fences of a process that runs instances: its writes of an
+    /// instance name the epoch it owns the instance at.
+    pub(super) lease: Option<Arc<Lease>>,
 }
 
 impl Writer {
     pub(super) async fn connect(
         config: &tokio_postgres::Config,
         url: &str,
-        execute: bool,
         first: bool,
     ) -> Result<Writer, JournalError> {
         let (mut client, connection) = config.connect(NoTls).await.map_err(|e| {
@@ -48,29 +46,13 @@ impl Writer {
         if first {
             migrate(&mut client).await?;
         }
-        if execute {
-            // Held by the writer's connection: released when this process
-            // ends, however it ends.
-            let row = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&HOST_LOCK])
-                .await
-                .map_err(pg_error)?;
-            if !row.get::<_, bool>(0) {
-                return Err(JournalError::Storage(format!(
-                    "the store {} is in use by another weft process that runs instances; \
-                     until hosts share a store through leases, one process at a time may run \
-                     its instances (the others can still read it and send events)",
-                    redact_url(url)
-                )));
-            }
-        }
         let statements = Statements::prepare(&client).await.map_err(pg_error)?;
         Ok(Writer {
             client,
             statements,
             config: config.clone(),
             url: url.to_owned(),
-            execute,
+            lease: None,
         })
     }
 
@@ -80,9 +62,10 @@ impl Writer {
     async fn reconnect(&mut self) {
         let mut delay = std::time::Duration::from_millis(100);
         loop {
-            match Writer::connect(&self.config, &self.url, self.execute, false).await {
-                Ok(w) => {
+            match Writer::connect(&self.config, &self.url, false).await {
+                Ok(mut w) => {
                     tracing::warn!("journal writer reconnected to the store");
+                    w.lease = self.lease.take();
                     *self = w;
                     return;
                 }
@@ -111,6 +94,7 @@ pub(super) async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiv
         let w = W {
             c: &writer.client,
             s: &writer.statements,
+            lease: writer.lease.as_deref(),
         };
         if let Err(e) = apply(w, std::mem::take(&mut batch)).await {
             // Each request was answered with the error; an instance's
@@ -123,11 +107,13 @@ pub(super) async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiv
     }
 }
 
-const FINAL: [&str; 3] = ["errored", "terminated", "complete"];
+pub(super) const FINAL: [&str; 3] = ["errored", "terminated", "complete"];
 
 /// The writer's statements, prepared once on its connection, so that a
 /// batch is sent in one go: a statement given as text would wait for its
-/// own `prepare` first.
+/// own `prepare` first. Every write of an instance's journal or record
+/// names the epoch its writer owns the instance at, and changes nothing
+/// once another host has taken it ([`FENCE`]).
 struct Statements {
     begin: Statement,
     commit: Statement,
@@ -145,12 +131,19 @@ struct Statements {
     take_event: Statement,
 }
 
+/// True while instance `$1` is still at epoch `$3`. The row is locked in
+/// share mode until the transaction ends, so a host taking the instance
+/// meanwhile (which raises the epoch) waits for this transaction, and a
+/// write checked against the old epoch can never land after the new
+/// owner's reads.
+const FENCE: &str = "EXISTS (SELECT 1 FROM weft_instances WHERE id = $1 AND epoch = $3 FOR SHARE)";
+
 impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
         let select = format!("SELECT {RECORD} FROM weft_instances WHERE id = $1");
         let update = format!(
             "UPDATE weft_instances SET status = $2, output = $3, error = $4, updated_ms = $5 \
-             WHERE id = $1 RETURNING {RECORD}"
+             WHERE id = $1 AND epoch = $6 RETURNING {RECORD}"
         );
         Ok(Statements {
             begin: c.prepare("BEGIN").await?,
@@ -158,52 +151,68 @@ impl Statements {
             insert_instance: c
                 .prepare(
                     "INSERT INTO weft_instances (id, workflow, digest, input, status, output, \
-                     error, created_ms, updated_ms, parent, seed) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     error, created_ms, updated_ms, parent, seed, owner, epoch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .await?,
             select_instance: c.prepare(&select).await?,
             update: c.prepare(&update).await?,
             append: c
-                .prepare(
-                    "INSERT INTO weft_entries (instance_id, seq, entry) \
+                .prepare(&format!(
+                    "INSERT INTO weft_entries (instance_id, seq, entry, epoch) \
                      SELECT $1, coalesce((SELECT max(seq) + 1 FROM weft_entries \
-                                          WHERE instance_id = $1), 0) + t.i - 1, t.e \
-                     FROM unnest($2::text[]) WITH ORDINALITY AS t(e, i)",
-                )
+                                          WHERE instance_id = $1), 0) + t.i - 1, t.e, $3 \
+                     FROM unnest($2::text[]) WITH ORDINALITY AS t(e, i) WHERE {FENCE}"
+                ))
                 .await?,
             truncate: c
-                .prepare("DELETE FROM weft_entries WHERE instance_id = $1 AND seq >= $2")
+                .prepare(&format!(
+                    "WITH d AS (DELETE FROM weft_entries WHERE instance_id = $1 AND seq >= $2 \
+                     AND {FENCE}) SELECT {FENCE}"
+                ))
                 .await?,
             delete_instance: c
-                .prepare("DELETE FROM weft_instances WHERE id = $1")
+                .prepare("DELETE FROM weft_instances WHERE id = $1 AND epoch = $2")
                 .await?,
             delete_entries: c
-                .prepare("DELETE FROM weft_entries WHERE instance_id = $1")
+                .prepare(
+                    "DELETE FROM weft_entries WHERE instance_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM weft_instances WHERE id = $1)",
+                )
                 .await?,
             delete_inbox: c
-                .prepare("DELETE FROM weft_inbox WHERE instance_id = $1")
+                .prepare(
+                    "DELETE FROM weft_inbox WHERE instance_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM weft_instances WHERE id = $1)",
+                )
                 .await?,
             set_version: c
-                .prepare("UPDATE weft_instances SET digest = $2, updated_ms = $3 WHERE id = $1")
+                .prepare(
+                    "UPDATE weft_instances SET digest = $2, updated_ms = $3 \
+                     WHERE id = $1 AND epoch = $4",
+                )
                 .await?,
+            // The owner, on whatever host, hears of the event when this
+            // transaction commits.
             push_event: c
                 .prepare(
-                    "INSERT INTO weft_inbox (instance_id, event_type, event) \
-                     SELECT id, $2, $3 FROM weft_instances WHERE id = $1 AND status <> ALL($4)",
+                    "WITH e AS (INSERT INTO weft_inbox (instance_id, event_type, event) \
+                     SELECT id, $2, $3 FROM weft_instances WHERE id = $1 AND status <> ALL($4) \
+                     RETURNING instance_id) \
+                     SELECT pg_notify('weft_event', instance_id) FROM e",
                 )
                 .await?,
             status: c
                 .prepare("SELECT status FROM weft_instances WHERE id = $1")
                 .await?,
             take_event: c
-                .prepare(
+                .prepare(&format!(
                     "DELETE FROM weft_inbox WHERE seq = \
                      (SELECT seq FROM weft_inbox WHERE instance_id = $1 AND event_type = $2 \
-                      ORDER BY seq LIMIT 1 FOR UPDATE) \
-                     RETURNING event",
-                )
+                      ORDER BY seq LIMIT 1 FOR UPDATE) AND {FENCE} \
+                     RETURNING event"
+                ))
                 .await?,
         })
     }
@@ -214,6 +223,17 @@ impl Statements {
 struct W<'a> {
     c: &'a Client,
     s: &'a Statements,
+    lease: Option<&'a Lease>,
+}
+
+impl W<'_> {
+    /// The epoch this host owns `id` at; a process that does not own it
+    /// may not write it.
+    fn epoch(&self, id: &str) -> Result<i64, JournalError> {
+        self.lease
+            .and_then(|l| l.epoch(id))
+            .ok_or_else(|| JournalError::Fenced(id.to_owned()))
+    }
 }
 
 /// Applies a batch in one transaction, sent pipelined: `BEGIN`, every
@@ -295,22 +315,10 @@ async fn stage(w: W<'_>, op: Op) -> Reply {
         Op::Append {
             id, entries, reply, ..
         } => Reply::Unit(reply, append(w, &id, &entries).await),
-        Op::Truncate(id, from, reply) => {
-            let r =
-                w.c.execute(&w.s.truncate, &[&id, &(from as i64)])
-                    .await
-                    .map(drop)
-                    .map_err(pg_error);
-            Reply::Unit(Some(reply), r)
-        }
+        Op::Truncate(id, from, reply) => Reply::Unit(Some(reply), truncate(w, &id, from).await),
         Op::Delete(id, reply) => Reply::Unit(Some(reply), delete(w, &id).await),
         Op::SetVersion(id, digest, reply) => {
-            let r =
-                w.c.execute(&w.s.set_version, &[&id, &digest, &(now_ms() as i64)])
-                    .await
-                    .map_err(pg_error)
-                    .and_then(|n| found(n, &id));
-            Reply::Unit(Some(reply), r)
+            Reply::Unit(Some(reply), set_version(w, &id, &digest).await)
         }
         Op::PushEvent(id, event, reply) => {
             Reply::Unit(Some(reply), push_event(w, &id, event).await)
@@ -329,12 +337,34 @@ async fn stage(w: W<'_>, op: Op) -> Reply {
     }
 }
 
-fn found(rows: u64, id: &str) -> Result<(), JournalError> {
+/// No row changed by a fenced write: another host has the instance now.
+fn fenced(rows: u64, id: &str) -> Result<(), JournalError> {
     if rows == 0 {
-        Err(JournalError::UnknownInstance(id.to_owned()))
+        Err(JournalError::Fenced(id.to_owned()))
     } else {
         Ok(())
     }
+}
+
+async fn truncate(w: W<'_>, id: &str, from: u64) -> Result<(), JournalError> {
+    let epoch = w.epoch(id)?;
+    let row =
+        w.c.query_one(&w.s.truncate, &[&id, &(from as i64), &epoch])
+            .await
+            .map_err(pg_error)?;
+    fenced(row.get::<_, bool>(0) as u64, id)
+}
+
+async fn set_version(w: W<'_>, id: &str, digest: &str) -> Result<(), JournalError> {
+    let epoch = w.epoch(id)?;
+    let n =
+        w.c.execute(
+            &w.s.set_version,
+            &[&id, &digest, &(now_ms() as i64), &epoch],
+        )
+        .await
+        .map_err(pg_error)?;
+    fenced(n, id)
 }
 
 async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> {
@@ -346,7 +376,8 @@ async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> 
         rec.updated_ms as i64,
         rec.seed as i64,
     );
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+    let owner = w.lease.map(Lease::host);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
         &rec.id,
         &rec.workflow,
         &rec.digest,
@@ -358,6 +389,7 @@ async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> 
         &updated,
         &rec.parent,
         &seed,
+        &owner,
     ];
     let insert = w.c.execute(&w.s.insert_instance, &params);
     // Pipelined with the insert: the row as it stands after it.
@@ -365,12 +397,19 @@ async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> 
     let select = w.c.query_one(&w.s.select_instance, &key);
     let (inserted, row) = futures_util::future::join(insert, select).await;
     if inserted.map_err(pg_error)? == 1 {
+        // Taken by this host at the first epoch. (Should the batch roll
+        // back, the fence names an instance that does not exist: no
+        // write of it can land.)
+        if let Some(l) = w.lease {
+            l.own(&rec.id, 1);
+        }
         return Ok(Created::New(rec));
     }
     Ok(Created::Existing(record(&row.map_err(pg_error)?)?))
 }
 
 async fn update(w: W<'_>, id: &str, u: StatusUpdate) -> Result<InstanceRecord, JournalError> {
+    let epoch = w.epoch(id)?;
     let row =
         w.c.query_opt(
             &w.s.update,
@@ -380,45 +419,56 @@ async fn update(w: W<'_>, id: &str, u: StatusUpdate) -> Result<InstanceRecord, J
                 &u.output.as_ref().map(|o| o.get()),
                 &u.error.as_ref().map(text),
                 &(now_ms() as i64),
+                &epoch,
             ],
         )
         .await
         .map_err(pg_error)?;
     match row {
         Some(row) => record(&row),
-        None => Err(JournalError::UnknownInstance(id.to_owned())),
+        None => Err(JournalError::Fenced(id.to_owned())),
     }
 }
 
 async fn append(w: W<'_>, id: &str, entries: &[Entry]) -> Result<(), JournalError> {
+    let epoch = w.epoch(id)?;
     let texts: Vec<String> = entries.iter().map(text).collect();
-    w.c.execute(&w.s.append, &[&id, &texts])
-        .await
-        .map_err(pg_error)?;
-    Ok(())
+    let n =
+        w.c.execute(&w.s.append, &[&id, &texts, &epoch])
+            .await
+            .map_err(pg_error)?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    fenced(n, id)
 }
 
 async fn delete(w: W<'_>, id: &str) -> Result<(), JournalError> {
+    let epoch = w.epoch(id)?;
     let (rows, entries, inbox) = futures_util::future::join3(
-        w.c.execute(&w.s.delete_instance, &[&id]),
+        w.c.execute(&w.s.delete_instance, &[&id, &epoch]),
         w.c.execute(&w.s.delete_entries, &[&id]),
         w.c.execute(&w.s.delete_inbox, &[&id]),
     )
     .await;
     entries.map_err(pg_error)?;
     inbox.map_err(pg_error)?;
-    found(rows.map_err(pg_error)?, id)
+    fenced(rows.map_err(pg_error)?, id)?;
+    if let Some(l) = w.lease {
+        l.disown(id);
+    }
+    Ok(())
 }
 
 async fn push_event(w: W<'_>, id: &str, event: EventRecord) -> Result<(), JournalError> {
     let (body, finals) = (text(&event), &FINAL[..]);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&id, &event.event_type, &body, &finals];
-    let insert = w.c.execute(&w.s.push_event, &params);
+    let insert = w.c.query(&w.s.push_event, &params);
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
     let status = w.c.query_opt(&w.s.status, &key);
     let (inserted, status) = futures_util::future::join(insert, status).await;
-    if inserted.map_err(pg_error)? == 1 {
+    if inserted.map_err(pg_error)?.len() == 1 {
         return Ok(());
     }
     match status.map_err(pg_error)? {
@@ -444,8 +494,9 @@ async fn take_event(
     event_type: &str,
     or_timeout: bool,
 ) -> Result<Option<WaitResult>, JournalError> {
+    let epoch = w.epoch(id)?;
     let row =
-        w.c.query_opt(&w.s.take_event, &[&id, &event_type])
+        w.c.query_opt(&w.s.take_event, &[&id, &event_type, &epoch])
             .await
             .map_err(pg_error)?;
     let result = match row {

@@ -18,8 +18,10 @@ use anyhow::Result;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::journal::{Created, InstanceRecord, JournalError, Status};
+use crate::journal::{Created, InstanceRecord, JournalError, Owner, Status};
 use crate::runner::{Ended, Gate, RequestError, Runtime};
+
+mod cluster;
 
 /// First and longest delay before an instance's task that failed (not its
 /// workflow: the host) tries again.
@@ -46,6 +48,8 @@ pub struct Scheduler {
     /// Live tasks after the last pruning of `tasks`.
     tasks_pruned_at: AtomicUsize,
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
+    /// On a shared store, the task that claims instances for this host.
+    claimer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Why a request to the scheduler failed; the API maps each to an HTTP
@@ -66,6 +70,10 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// Another live host runs the instance (on a shared store): the
+    /// request goes to it.
+    #[error("instance is run by host `{}`", .0.host)]
+    OwnedElsewhere(Owner),
     /// weft's own failure (a component that does not load, I/O).
     #[error("{0:#}")]
     Host(#[from] anyhow::Error),
@@ -123,6 +131,7 @@ impl Scheduler {
             tasks: Mutex::new(HashMap::new()),
             tasks_pruned_at: AtomicUsize::new(0),
             me: std::sync::OnceLock::new(),
+            claimer: Mutex::new(None),
         })
     }
 
@@ -136,8 +145,12 @@ impl Scheduler {
             .ok_or_else(|| Error::UnknownWorkflow(name.to_owned()))
     }
 
-    /// Resumes every unfinished, unpaused instance (at start-up).
+    /// Resumes every unfinished, unpaused instance (at start-up). On a
+    /// shared store, hosts claim instead (see `cluster.rs`).
     pub async fn resume_all(self: &Arc<Self>) -> Result<usize> {
+        if self.shared().is_some() {
+            return Ok(0);
+        }
         let mut n = 0;
         for rec in self.rt.journal.list(None).await? {
             if !rec.status.is_final() && rec.status != Status::Paused {
@@ -159,7 +172,12 @@ impl Scheduler {
         let wf = self.workflow(workflow)?;
         match self.rt.create(&wf.name, &wf.digest, id, params).await? {
             Created::New(rec) => {
-                self.spawn(&rec.id);
+                if self.full() {
+                    // Another host with room takes it.
+                    self.let_go(&rec.id).await;
+                } else {
+                    self.spawn(&rec.id);
+                }
                 Ok((true, rec))
             }
             Created::Existing(rec) if rec.workflow != workflow => Err(Error::Conflict(format!(
@@ -212,16 +230,37 @@ impl Scheduler {
                     // this task live and started none: go on if the pause
                     // is lifted. Checked under the lock `spawn` takes, so
                     // either this task goes on or `spawn` starts another.
-                    let mut tasks = self.tasks.lock().unwrap();
-                    if self.rt.control(id).pause_requested() {
+                    {
+                        let mut tasks = self.tasks.lock().unwrap();
+                        if !self.rt.control(id).pause_requested() {
+                            continue;
+                        }
                         tasks.remove(id);
-                        return;
                     }
+                    // Paused: whichever host resumes it takes it.
+                    self.let_go(id).await;
+                    return;
                 }
-                Ok(Ended::Final(_) | Ended::Deleted) => return,
+                Ok(Ended::Final(_) | Ended::Deleted) => {
+                    if let Some(pg) = self.shared() {
+                        pg.disown(id);
+                    }
+                    return;
+                }
                 Err(e) => {
-                    if matches!(e.downcast_ref::<JournalError>(), Some(JournalError::Closed)) {
-                        return;
+                    match e.downcast_ref::<JournalError>() {
+                        Some(JournalError::Closed) => return,
+                        Some(JournalError::Fenced(_)) => {
+                            // Another host took it (this host's lease ran
+                            // out): it runs it now; this host lets go.
+                            tracing::warn!("instance {id}: {e:#}");
+                            if let Some(pg) = self.shared() {
+                                pg.disown(id);
+                            }
+                            self.tasks.lock().unwrap().remove(id);
+                            return;
+                        }
+                        _ => {}
                     }
                     tracing::error!("instance {id}: {e:#}; trying again in {delay:?}");
                     tokio::time::sleep(delay).await;
@@ -258,6 +297,8 @@ impl Scheduler {
     /// Pauses an instance: it is `paused` at once and starts nothing new. A
     /// step already running finishes and is journaled first.
     pub async fn pause(&self, id: &str) -> Result<InstanceRecord, Error> {
+        self.instance(id).await?;
+        self.here(id).await?;
         let rec = self.instance(id).await?;
         if rec.status.is_final() || rec.status == Status::Paused {
             return Err(Error::Conflict(format!(
@@ -268,12 +309,16 @@ impl Scheduler {
         self.rt.control(id).set_pause(true);
         // The record as this request left it (the instance may move on at
         // once, as a resumed one does).
-        Ok(self.rt.set_status(id, Status::Paused).await?)
+        let rec = self.rt.set_status(id, Status::Paused).await?;
+        self.let_go(id).await;
+        Ok(rec)
     }
 
     /// Resumes a paused instance: it is `queued` for a place to run, or
     /// `running` if it was still finishing the step it was paused in.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<InstanceRecord, Error> {
+        self.instance(id).await?;
+        self.here(id).await?;
         let rec = self.instance(id).await?;
         let control = self.rt.control(id);
         if rec.status != Status::Paused && !control.pause_requested() {
@@ -296,6 +341,8 @@ impl Scheduler {
 
     /// Ends an instance for good; in-flight work is abandoned.
     pub async fn terminate(&self, id: &str) -> Result<InstanceRecord, Error> {
+        self.instance(id).await?;
+        self.here(id).await?;
         let rec = self.instance(id).await?;
         if rec.status.is_final() {
             return Err(Error::Conflict(format!(
@@ -306,6 +353,9 @@ impl Scheduler {
         self.stop(id).await;
         let rec = self.rt.set_status(id, Status::Terminated).await?;
         self.rt.control(id).set_pause(false);
+        if let Some(pg) = self.shared() {
+            pg.disown(id);
+        }
         if let Some(parent) = &rec.parent {
             self.rt.notify(parent);
         }
@@ -320,6 +370,7 @@ impl Scheduler {
         from: Option<(String, u32)>,
     ) -> Result<InstanceRecord, Error> {
         self.instance(id).await?;
+        self.here(id).await?;
         let keep_before = match &from {
             None => 0,
             Some((_, 0)) => {
@@ -353,6 +404,13 @@ impl Scheduler {
     /// Moves an instance to the newest version of its workflow if its
     /// journal replays on it; otherwise leaves it unchanged and says why.
     pub async fn upgrade(self: &Arc<Self>, id: &str) -> Result<Upgrade, Error> {
+        self.instance(id).await?;
+        if let Err(Error::OwnedElsewhere(o)) = self.here(id).await {
+            return Ok(Upgrade::Refused(format!(
+                "instance `{id}` runs on host `{}`; upgrade it there",
+                o.host
+            )));
+        }
         let rec = self.instance(id).await?;
         let wf = self.workflow(&rec.workflow)?;
         if rec.digest == wf.digest {
@@ -377,6 +435,8 @@ impl Scheduler {
         };
         if live || rec.status != Status::Paused {
             self.spawn(id);
+        } else {
+            self.let_go(id).await;
         }
         Ok(result)
     }
@@ -384,6 +444,7 @@ impl Scheduler {
     /// Deletes an instance and its journal, stopping it first.
     pub async fn delete(&self, id: &str) -> Result<(), Error> {
         self.instance(id).await?;
+        self.here(id).await?;
         self.stop(id).await;
         self.rt.journal.delete(id).await?;
         Ok(())
@@ -397,7 +458,29 @@ impl Scheduler {
     }
 
     /// Stops every instance task; the journal keeps each one resumable.
-    pub fn shutdown(&self) {
+    /// On a shared store, the host then leaves it: other hosts take its
+    /// instances at once instead of when its lease runs out.
+    pub async fn shutdown(&self) {
+        if let Some(t) = self.claimer.lock().unwrap().take() {
+            t.abort();
+        }
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, t)| t).collect();
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Some(pg) = self.shared()
+            && let Err(e) = pg.leave().await
+        {
+            tracing::warn!("leaving the store: {e}");
+        }
+    }
+
+    /// Stops every instance task (this host lost its lease and owns
+    /// nothing any more).
+    pub fn stop_tasks(&self) {
         for (_, t) in self.tasks.lock().unwrap().drain() {
             t.abort();
         }
@@ -453,100 +536,4 @@ impl crate::runner::Children for Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
-    use std::time::{Duration, Instant};
-
-    /// An instance whose task fails on the host's side (here its component
-    /// is missing from the data dir) is not left `running` for good: the
-    /// task tries again, and the instance completes once it can.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_task_that_fails_on_the_host_side_is_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
-        // A variant of the test guest (a custom section appended), so that
-        // no cache holds it compiled.
-        let nonce = format!("{:x}", rand::random::<u64>());
-        let bytes = weft_test_artifacts::with_custom_section(
-            &std::fs::read(weft_test_artifacts::SCENARIOS).unwrap(),
-            &nonce,
-            0,
-        );
-        let digest = rt.components.store_bytes(&bytes).unwrap();
-        let stored = dir
-            .path()
-            .join("data/components")
-            .join(format!("{}.wasm", digest.trim_start_matches("sha256:")));
-        std::fs::remove_file(&stored).unwrap();
-        let sched = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
-        sched
-            .create("rs", Some("a".into()), r#"{"scenario":"loop-names","n":1}"#)
-            .await
-            .unwrap();
-        // The first attempt fails; put the component back before the next.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(rt.finished.load(Relaxed), 0);
-        rt.components.store_bytes(&bytes).unwrap();
-        let start = Instant::now();
-        while rt.finished.load(Relaxed) < 1 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the instance was not retried"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let rec = rt.journal.instance("a").await.unwrap().unwrap();
-        assert_eq!(rec.status, Status::Complete);
-    }
-
-    /// A server that ran many instances to the end keeps no per-instance
-    /// state for them: no event channel, no pause switch, and task handles
-    /// only in proportion to the live ones.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn finished_instances_leave_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = Runtime::open(&dir.path().join("data"), Duration::from_secs(5)).unwrap();
-        let bytes = std::fs::read(weft_test_artifacts::SCENARIOS).unwrap();
-        let digest = rt.components.store_bytes(&bytes).unwrap();
-        let sched = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
-        let start = Instant::now();
-        let round = 300;
-        for r in 0..3 {
-            for i in 0..round {
-                let params = r#"{"scenario":"loop-names","n":1}"#;
-                sched
-                    .create("rs", Some(format!("r{r}-{i}")), params)
-                    .await
-                    .unwrap();
-            }
-            while rt.finished.load(Relaxed) < (r + 1) * round {
-                assert!(
-                    start.elapsed() < Duration::from_secs(120),
-                    "instances did not finish"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        // Tasks end just after their instance counts as finished.
-        while sched
-            .tasks
-            .lock()
-            .unwrap()
-            .values()
-            .any(|t| !t.is_finished())
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "tasks did not end"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(rt.tracked_instances(), 0);
-        let handles = sched.tasks.lock().unwrap().len();
-        assert!(
-            handles < 2 * round,
-            "{handles} task handles kept for 900 ended instances"
-        );
-    }
-}
+mod tests;
