@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod cluster;
 mod compat;
 mod corruption;
 mod crash;

@@ -337,6 +337,28 @@ class Scenarios(WorkflowEntrypoint):
         await step.sleep("after-fetch", p.get("seconds", 0))
         return {"a": a, "b": b, "outside": outside}
 
+    async def s_cluster(self, event, step, p):
+        """For the multi-host test (see the Rust guest's `cluster`)."""
+        from weft import fetch
+
+        base = p["url"] + "/" + event["instanceId"] + "/"
+
+        def hit(name):
+            @step.do(name)
+            async def count():
+                r = await fetch(base + name)
+                return int((await r.text()).strip() or 0)
+
+            return count
+
+        total = 0
+        for i in range(p["n"]):
+            total += i * i + min(await hit(f"s{i}")(), 1)
+        await step.sleep("nap", p["ms"] / 1000)
+        ev = await step.wait_for_event("go", "go")
+        last = await hit("after")()
+        return {"steps": p["n"], "sum": total, "event": ev["payload"], "after": min(last, 1)}
+
     async def s_secret(self, event, step, p):
         @step.do()
         async def use_secret():

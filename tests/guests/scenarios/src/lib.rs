@@ -41,6 +41,10 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "fail" => Err(Error::named("InvalidOrder", "order 42 has no items")),
         "parent" => parent(input.child.as_deref().unwrap_or("scenarios")).await,
         "fetch" => fetch_twice(input.url.as_deref().unwrap_or_default(), input.ms).await,
+        "cluster" => {
+            let url = input.url.as_deref().unwrap_or_default();
+            cluster(url, &event.instance_id, input.n, input.ms).await
+        }
         "secret" => secret_use().await,
         "spin-body" => loop {
             std::hint::black_box(0u64);
@@ -354,6 +358,33 @@ async fn fetch_twice(url: &str, ms: u64) -> Result<Value, Error> {
         "outside": outside.name(),
         "denied": denied.unwrap_err().name(),
     }))
+}
+
+/// For the multi-host test: `n` steps that each count themselves at the
+/// loopback counter service `url` (returning the count, which the journal
+/// keeps), a durable sleep, an event, and a last counted step. The output
+/// is the same however often hosts die.
+async fn cluster(url: &str, id: &str, n: u64, ms: u64) -> Result<Value, Error> {
+    use weft_sdk::http::{Request, fetch};
+    let hit = |name: String| {
+        let url = format!("{url}/{id}/{name}");
+        step(name, move || {
+            let url = url.clone();
+            async move {
+                let r = fetch(Request::get(url)).await?;
+                Ok(r.text()?.trim().parse::<u64>().unwrap_or(0))
+            }
+        })
+    };
+    let mut sum = 0;
+    for i in 0..n {
+        let count: u64 = hit(format!("s{i}")).await?;
+        sum += i * i + count.min(1);
+    }
+    sleep("nap", Duration::from_millis(ms)).await;
+    let ev = wait_for_event::<Value>("go", "go").await?;
+    let last: u64 = hit("after".into()).await?;
+    Ok(json!({"steps": n, "sum": sum, "event": ev.payload, "after": last.min(1)}))
 }
 
 /// Reads a secret in a step and returns it: weft redacts it everywhere.

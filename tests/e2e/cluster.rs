@@ -1,0 +1,413 @@
+//! Many `weft serve` hosts on one PostgreSQL store: hosts killed with
+//! `kill -9` and restarted under load lose nothing and run no completed
+//! step again (counted by a loopback service, not by weft); a host stopped
+//! past its lease writes nothing once it goes on.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::pg::TestDb;
+use crate::common::python::py_component;
+use crate::common::server::Server;
+use crate::common::*;
+
+/// A loopback HTTP service that counts the requests for each path and
+/// answers with the count: `GET /<instance>/<step>` → `3` the third time.
+struct Counter {
+    url: String,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Counter {
+    fn start() -> Counter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let c = counts.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    // The rest of the head.
+                    let mut h = String::new();
+                    while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                        h.clear();
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let n = {
+                        let mut m = c.lock().unwrap();
+                        let n = m
+                            .entry(path.trim_start_matches('/').to_owned())
+                            .or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let body = n.to_string();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        Counter { url, counts }
+    }
+
+    fn counts(&self) -> HashMap<String, u64> {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+/// A small deterministic generator, so that a failing run can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// One request that may fail (the host was just killed): the status, or
+/// `None` when nothing answered.
+fn try_http(method: &str, url: &str, body: &str) -> Option<(u16, Value)> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent();
+    let resp = match method {
+        "GET" => agent.get(url).call(),
+        _ => agent.post(url).send(body),
+    };
+    let mut resp = resp.ok()?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// The hosts of a test: each its own data dir, all on one store.
+struct Cluster {
+    db: TestDb,
+    dirs: Vec<Weft>,
+    hosts: Vec<Option<Server>>,
+    toml: String,
+    starts: usize,
+}
+
+impl Cluster {
+    fn start(n: usize, toml: String) -> Cluster {
+        let db = TestDb::new();
+        let dirs: Vec<Weft> = (0..n).map(|_| Weft::on(&db)).collect();
+        let mut c = Cluster {
+            db,
+            dirs,
+            hosts: Vec::new(),
+            toml,
+            starts: 0,
+        };
+        for i in 0..n {
+            let s = c.boot(i);
+            c.hosts.push(Some(s));
+        }
+        c
+    }
+
+    fn boot(&mut self, i: usize) -> Server {
+        self.starts += 1;
+        let name = format!("host{i}-{}", self.starts);
+        self.dirs[i].serve(&name, &self.toml, &[])
+    }
+
+    /// The URL of a live host, chosen by `rng`.
+    fn any_url(&self, rng: &mut Lcg) -> String {
+        let live: Vec<&Server> = self.hosts.iter().flatten().collect();
+        live[rng.below(live.len() as u64) as usize].url.clone()
+    }
+
+    /// Sends a request to random live hosts until one answers.
+    fn send(&self, rng: &mut Lcg, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let start = Instant::now();
+        loop {
+            let url = format!("{}{path}", self.any_url(rng));
+            if let Some(r) = try_http(method, &url, body)
+                && r.0 < 500
+            {
+                return r;
+            }
+            assert!(start.elapsed() < PATIENCE, "no host took {method} {path}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn count(&self, sql: &str) -> u64 {
+        self.db.query(sql)[0].parse().unwrap()
+    }
+
+    /// Waits until `n` instances are complete, failing on an errored one.
+    fn wait_complete(&self, n: u64) {
+        let start = Instant::now();
+        loop {
+            let done = self.count("SELECT count(*) FROM weft_instances WHERE status = 'complete'");
+            let bad = self.db.query(
+                "SELECT id || ': ' || coalesce(error, '') FROM weft_instances \
+                 WHERE status IN ('errored', 'terminated')",
+            );
+            assert!(bad.is_empty(), "instances failed: {bad:?}");
+            if done == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(600),
+                "{done} of {n} instances complete"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Each step's result as journaled: `(instance/step) → value`.
+    fn journaled_steps(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for row in self.db.query(
+            "SELECT instance_id || ' ' || entry FROM weft_entries WHERE entry LIKE '{\"kind\":\"step\"%'",
+        ) {
+            let (id, entry) = row.split_once(' ').unwrap();
+            let e: Value = serde_json::from_str(entry).unwrap();
+            if e["result"] == "ok" {
+                let key = format!("{id}/{}", e["name"].as_str().unwrap());
+                let old = out.insert(key.clone(), e["value"].as_u64().unwrap());
+                assert!(old.is_none(), "{key} journaled twice");
+            }
+        }
+        out
+    }
+}
+
+fn config(counter: &Counter) -> String {
+    let _ = counter;
+    let py = py_component("scenarios", None);
+    format!(
+        "[workflows.rs]\ncomponent = {SCENARIOS:?}\nallow_hosts = [\"127.0.0.1\"]\n\
+         [workflows.py]\ncomponent = {py:?}\nallow_hosts = [\"127.0.0.1\"]\n"
+    )
+}
+
+fn params(counter: &Counter, n: u64, ms: u64) -> Value {
+    json!({"scenario": "cluster", "url": counter.url, "n": n, "ms": ms})
+}
+
+/// The output of a `cluster` instance with `n` steps and event `i`, the
+/// same with or without crashes.
+fn expected(n: u64, i: usize) -> Value {
+    let sum: u64 = (0..n).map(|k| k * k + 1).sum();
+    json!({"steps": n, "sum": sum, "event": {"i": i}, "after": 1})
+}
+
+/// Creates instances `c0000…` (every fifth in Python) in batches of 100,
+/// each batch on a random host (again on another if that host died).
+fn create_all(c: &Cluster, rng: &mut Lcg, total: usize, params: &Value) {
+    for wf in ["rs", "py"] {
+        let ids: Vec<usize> = (0..total)
+            .filter(|i| (i % 5 == 0) == (wf == "py"))
+            .collect();
+        for chunk in ids.chunks(100) {
+            let batch: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"id": format!("c{i:04}"), "params": params}))
+                .collect();
+            let path = format!("/v1/workflows/{wf}/instances/batch");
+            let (code, v) = c.send(rng, "POST", &path, &json!(batch).to_string());
+            assert_eq!(code, 200, "{v}");
+        }
+    }
+}
+
+#[test]
+fn hosts_killed_under_load_lose_nothing_and_run_no_completed_step_again() {
+    let total: usize = std::env::var("WEFT_CLUSTER_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let steps = 3;
+    let counter = Counter::start();
+    let mut c = Cluster::start(3, config(&counter));
+    let mut rng = Lcg(0x5eed);
+    create_all(&c, &mut rng, total, &params(&counter, steps, 300));
+
+    // Events to random hosts while hosts die and come back.
+    let mut kills = 0;
+    let mut next_kill = Instant::now() + Duration::from_millis(500);
+    for i in 0..total {
+        if Instant::now() >= next_kill && kills < 6 {
+            let h = rng.below(3) as usize;
+            if let Some(s) = c.hosts[h].take() {
+                s.run.kill9();
+                kills += 1;
+                // Back after a while, or at once.
+                if rng.below(2) == 0 {
+                    std::thread::sleep(Duration::from_millis(rng.below(1500)));
+                }
+                let s = c.boot(h);
+                c.hosts[h] = Some(s);
+            }
+            next_kill = Instant::now() + Duration::from_millis(300 + rng.below(1500));
+        }
+        let path = format!("/v1/instances/c{i:04}/events/go");
+        let (code, v) = c.send(&mut rng, "POST", &path, &json!({"i": i}).to_string());
+        assert_eq!(code, 202, "{v}");
+    }
+    assert!(kills >= 3, "only {kills} hosts were killed");
+    c.wait_complete(total as u64);
+
+    // Every instance has the output of a run without crashes.
+    let outputs =
+        c.db.query("SELECT id || ' ' || output FROM weft_instances ORDER BY id");
+    for row in &outputs {
+        let (id, out) = row.split_once(' ').unwrap();
+        let i: usize = id[1..].parse().unwrap();
+        let out: Value = serde_json::from_str(out).unwrap();
+        assert_eq!(out, expected(steps, i), "instance {id}");
+    }
+    // No step ran after the run whose result was journaled: the service
+    // counted each step exactly as often as the journaled count says.
+    let journaled = c.journaled_steps();
+    let counts = counter.counts();
+    assert_eq!(journaled.len(), total * (steps as usize + 1));
+    let mut again = 0;
+    for (key, value) in &journaled {
+        let n = counts.get(key).copied().unwrap_or(0);
+        assert_eq!(
+            n, *value,
+            "{key}: the service counted {n} runs, the journal kept run {value}"
+        );
+        if n > 1 {
+            again += 1;
+        }
+    }
+    assert_eq!(
+        counts.len(),
+        journaled.len(),
+        "a step ran that was never journaled"
+    );
+    // Only steps in flight when a host died ran once more.
+    assert!(
+        counts.values().all(|n| *n <= 1 + kills),
+        "a step ran more than once per kill"
+    );
+    eprintln!(
+        "{total} instances, {kills} hosts killed, {} host starts, {again} steps in flight at a kill ran again",
+        c.starts
+    );
+}
+
+#[test]
+fn a_host_stopped_past_its_lease_writes_nothing_when_it_goes_on() {
+    let counter = Counter::start();
+    let toml =
+        format!("[workflows.rs]\ncomponent = {SCENARIOS:?}\nallow_hosts = [\"127.0.0.1\"]\n");
+    let c = Cluster::start(3, toml);
+    let mut rng = Lcg(0x570b);
+    let total = 150;
+    // Long sleeps keep the instances in memory, owned, while host 0 stops.
+    let p = params(&counter, 4, 1500);
+    for chunk in (0..total).collect::<Vec<usize>>().chunks(50) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"id": format!("c{i:04}"), "params": p}))
+            .collect();
+        let (code, v) = c.send(
+            &mut rng,
+            "POST",
+            "/v1/workflows/rs/instances/batch",
+            &json!(batch).to_string(),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    let stopped = c.hosts[0].as_ref().unwrap();
+    let host = c.db.query(&format!(
+        "SELECT id FROM weft_hosts WHERE api = '{}'",
+        stopped.url
+    ));
+    assert_eq!(host.len(), 1, "host 0 is registered with its API");
+    let host = &host[0];
+    let owned_sql = format!("SELECT id || ' ' || epoch FROM weft_instances WHERE owner = '{host}'");
+    let start = Instant::now();
+    while c.db.query(&owned_sql).is_empty() {
+        assert!(start.elapsed() < PATIENCE, "host 0 took no instance");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(stopped, "STOP");
+    let owned = c.db.query(&owned_sql);
+    // The others take its instances once its lease (2 s) runs out.
+    let start = Instant::now();
+    while !c.db.query(&owned_sql).is_empty() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "host 0's instances were not taken"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pairs: Vec<String> = owned
+        .iter()
+        .map(|r| {
+            let (id, epoch) = r.split_once(' ').unwrap();
+            format!("('{id}', {epoch})")
+        })
+        .collect();
+    let stale = format!(
+        "SELECT count(*) FROM weft_entries WHERE (instance_id, epoch) IN ({})",
+        pairs.join(", ")
+    );
+    let before = c.count(&stale);
+    signal(stopped, "CONT");
+    // It goes on: whatever it was doing meets the fence.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.count(&stale),
+        before,
+        "the stopped host wrote after its lease ran out"
+    );
+    let log = stopped.run.stderr_text();
+    assert!(log.contains("lease on the store ran out"), "{log}");
+    for i in 0..total {
+        let path = format!("/v1/instances/c{i:04}/events/go");
+        let (code, v) = c.send(&mut rng, "POST", &path, &json!({"i": i}).to_string());
+        assert_eq!(code, 202, "{v}");
+    }
+    c.wait_complete(total as u64);
+    let outputs =
+        c.db.query("SELECT id || ' ' || output FROM weft_instances ORDER BY id");
+    for row in &outputs {
+        let (id, out) = row.split_once(' ').unwrap();
+        let i: usize = id[1..].parse().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(out).unwrap(),
+            expected(4, i),
+            "{id}"
+        );
+    }
+}
+
+fn signal(s: &Server, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &s.run.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
