@@ -131,7 +131,7 @@ impl Drop for Bench {
     }
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client> {
+pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .with_context(|| format!("connecting to {url}"))?;
@@ -140,14 +140,14 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 /// A database created for one workload.
-struct TestDb {
-    url: String,
+pub(crate) struct TestDb {
+    pub(crate) url: String,
     server: String,
     name: String,
 }
 
 impl TestDb {
-    async fn create(server: &str) -> Result<TestDb> {
+    pub(crate) async fn create(server: &str) -> Result<TestDb> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let name = format!(
             "weft_bench_{}_{}",
@@ -172,7 +172,7 @@ impl TestDb {
     }
 
     /// Drops the database (from a thread of its own: this runs in `Drop`).
-    fn drop_now(self) {
+    pub(crate) fn drop_now(self) {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -15,6 +15,7 @@ use weft::journal::Status;
 #[macro_use]
 mod report;
 mod harness;
+mod hosts;
 
 use harness::{physical_limits, scenario, setup};
 use report::{Report, cpu_seconds, percentile, rss_kib, status_field};
@@ -547,6 +548,24 @@ async fn main() -> Result<()> {
     }
     if run("W5") {
         w5(Path::new(&weft), &mut r)?;
+    }
+    // `--hosts N` with `--store`: the workloads on N `weft serve` processes
+    // sharing the store, and failover after `kill -9` of one.
+    let hosts: usize = args
+        .iter()
+        .position(|a| a == "--hosts")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if let (Some(server), true) = (&store, hosts > 0) {
+        let weft = Path::new(&weft);
+        let m = if quick { 200 } else { 2000 };
+        if run("hosts") {
+            hosts::workloads(weft, server, hosts, m, commit_ms, &mut r).await?;
+        }
+        if run("failover") {
+            hosts::failover(weft, server, hosts.max(2), 100, &mut r).await?;
+        }
     }
     r.table();
     Ok(())

@@ -177,6 +177,17 @@ pub struct Running {
     pub stderr: PathBuf,
 }
 
+/// A process a test leaves behind (a failed assertion, a server it did not
+/// stop) is killed, so that it does not outlive the test.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
