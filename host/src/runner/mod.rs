@@ -82,7 +82,7 @@ impl Runtime {
                     let notice = notices.recv().await;
                     let Some(rt) = weak.upgrade() else { return };
                     match notice {
-                        Ok(Notice::Event(id)) => rt.notify(&id),
+                        Ok(Notice::Event(id)) => rt.wake(&id),
                         // Some were missed: wake every instance here to
                         // look at its inbox.
                         Ok(Notice::Reconnected) | Err(RecvError::Lagged(_)) => rt.notify_all(),
@@ -209,8 +209,24 @@ impl Runtime {
         }
     }
 
-    /// Wakes whatever waits on `id`'s events (a child finished).
+    /// Wakes whatever waits on `id`'s events (a child finished), on
+    /// whichever host runs it.
     pub fn notify(&self, id: &str) {
+        if let Some(tx) = self.events.lock().unwrap().get(id) {
+            tx.send_modify(|v| *v += 1);
+        } else if let Some(pg) = self.journal.postgres() {
+            // Not here: the host that runs it hears of it.
+            let (pg, id) = (pg.clone(), id.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = pg.announce_event(&id).await {
+                    tracing::warn!("waking instance {id} on its host: {e}");
+                }
+            });
+        }
+    }
+
+    /// Wakes `id` if it is live here.
+    fn wake(&self, id: &str) {
         if let Some(tx) = self.events.lock().unwrap().get(id) {
             tx.send_modify(|v| *v += 1);
         }

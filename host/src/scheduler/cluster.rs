@@ -151,8 +151,21 @@ impl Scheduler {
     }
 
     /// Whether a new instance should be left to other hosts: this host has
-    /// no room to run it now.
-    pub(super) fn full(&self) -> bool {
-        self.shared().is_some() && self.gate.pool.available_permits() == 0
+    /// no room to run it now and another live host may have. (Alone, a host
+    /// queues it, first come first served.)
+    pub(super) async fn full(&self) -> bool {
+        let Some(pg) = self.shared() else {
+            return false;
+        };
+        if self.gate.pool.available_permits() > 0 {
+            return false;
+        }
+        match pg.other_hosts().await {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::warn!("counting the other hosts: {e}");
+                false
+            }
+        }
     }
 }

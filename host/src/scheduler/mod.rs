@@ -172,7 +172,7 @@ impl Scheduler {
         let wf = self.workflow(workflow)?;
         match self.rt.create(&wf.name, &wf.digest, id, params).await? {
             Created::New(rec) => {
-                if self.full() {
+                if self.full().await {
                     // Another host with room takes it.
                     self.let_go(&rec.id).await;
                 } else {

@@ -139,9 +139,17 @@ impl Postgres {
             .filter(|o| Some(&o.host) != me.as_ref()))
     }
 
-    /// Whether this host owns `id`.
-    pub fn owns(&self, id: &str) -> bool {
-        self.lease.as_ref().is_some_and(|l| l.epoch(id).is_some())
+    /// How many other hosts hold a lease now.
+    pub async fn other_hosts(&self) -> Result<u64, JournalError> {
+        let c = self.client().await?;
+        let q = format!(
+            "SELECT count(*) FROM weft_hosts WHERE id <> $1 AND lease_until_ms > {DB_NOW_MS}"
+        );
+        let row = c
+            .query_one(&q, &[&self.host().unwrap_or_default()])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     /// Forgets an instance this host lost (another host took it).
@@ -193,10 +201,13 @@ impl Postgres {
         Ok(())
     }
 
-    /// Tells the hosts that instances may be claimed.
-    pub async fn announce_work(&self) -> Result<(), JournalError> {
+    /// Tells the host that runs `id` to look at it (a child of it ended).
+    pub async fn announce_event(&self, id: &str) -> Result<(), JournalError> {
         let c = self.client().await?;
-        c.batch_execute("NOTIFY weft_work").await.map_err(pg_error)
+        c.execute("SELECT pg_notify('weft_event', $1)", &[&id])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
     }
 
     /// Notices from every host, on a connection of their own (made again
