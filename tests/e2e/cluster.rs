@@ -411,3 +411,66 @@ fn signal(s: &Server, sig: &str) {
         .success();
     assert!(ok, "kill -{sig}");
 }
+
+/// A pause, resume, terminate or delete sent to a host that does not run
+/// the instance reaches the host that does; an event sent anywhere wakes
+/// the instance on its host.
+#[test]
+fn requests_for_another_hosts_instance_reach_it() {
+    let toml = format!("[workflows.rs]\ncomponent = {SCENARIOS:?}\n");
+    let c = Cluster::start(2, toml);
+    let started = |v: &Value| v["status"] == "running" || v["status"] == "waiting";
+    let (a, b) = (c.hosts[0].as_ref().unwrap(), c.hosts[1].as_ref().unwrap());
+    let owner = |id: &str| {
+        c.db.query(&format!(
+            "SELECT coalesce(h.api, '-') FROM weft_instances i \
+             LEFT JOIN weft_hosts h ON h.id = i.owner WHERE i.id = '{id}'"
+        ))
+    };
+    for id in ["p", "t", "d"] {
+        let body = format!(r#"{{"id":"{id}","params":{{"scenario":"events"}}}}"#);
+        let (code, v) = a.post("/v1/workflows/rs/instances", &body);
+        assert_eq!(code, 201, "{v}");
+        a.wait_instance("rs", id, "started", started);
+        assert_eq!(
+            owner(id),
+            [a.url.clone()],
+            "the host that created {id} runs it"
+        );
+    }
+    // Paused through b: a, which runs it, pauses it and lets it go.
+    let path = "/v1/workflows/rs/instances/p/status";
+    let (code, v) = b.patch(path, r#"{"status":"pause"}"#);
+    assert_eq!((code, &v["status"]), (200, &json!("paused")), "{v}");
+    a.wait_status("rs", "p", "paused");
+    let start = Instant::now();
+    while owner("p") != ["-"] {
+        assert!(start.elapsed() < PATIENCE, "a kept the paused instance");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Resumed through b: no host owns it, so b takes it.
+    let (code, v) = b.patch(path, r#"{"status":"resume"}"#);
+    assert_eq!(code, 200, "{v}");
+    b.wait_instance("rs", "p", "started", started);
+    assert_eq!(owner("p"), [b.url.clone()]);
+    // Events through a reach it on b.
+    for (t, p) in [("first", r#"{"by":"x"}"#), ("second", "2")] {
+        let (code, v) = a.post(&format!("/v1/instances/p/events/{t}"), p);
+        assert_eq!(code, 202, "{v}");
+    }
+    let v = a.wait_status("rs", "p", "complete");
+    assert_eq!(
+        v["output"],
+        json!({"first": "x", "second": 2, "type": "first"})
+    );
+    // Terminated and deleted through b, while a runs them.
+    let (code, v) = b.patch(
+        "/v1/workflows/rs/instances/t/status",
+        r#"{"status":"terminate"}"#,
+    );
+    assert_eq!((code, &v["status"]), (200, &json!("terminated")), "{v}");
+    let (code, v) = b.delete("/v1/workflows/rs/instances/d");
+    assert_eq!(code, 204, "{v}");
+    assert_eq!(a.get("/v1/instances/d").0, 404);
+    assert!(b.run.stderr_text().contains("Serving"));
+}
