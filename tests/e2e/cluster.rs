@@ -434,7 +434,7 @@ fn requests_for_another_hosts_instance_reach_it() {
         a.wait_instance("rs", id, "started", started);
         assert_eq!(
             owner(id),
-            [a.url.clone()],
+            [a.url.as_str()],
             "the host that created {id} runs it"
         );
     }
@@ -452,7 +452,7 @@ fn requests_for_another_hosts_instance_reach_it() {
     let (code, v) = b.patch(path, r#"{"status":"resume"}"#);
     assert_eq!(code, 200, "{v}");
     b.wait_instance("rs", "p", "started", started);
-    assert_eq!(owner("p"), [b.url.clone()]);
+    assert_eq!(owner("p"), [b.url.as_str()]);
     // Events through a reach it on b.
     for (t, p) in [("first", r#"{"by":"x"}"#), ("second", "2")] {
         let (code, v) = a.post(&format!("/v1/instances/p/events/{t}"), p);
