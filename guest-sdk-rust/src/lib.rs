@@ -314,15 +314,59 @@ fn ms(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
 }
 
-/// A durable step; created by [`step`], configured with its methods, run by
-/// `.await`.
+/// A durable step; created by [`step`] or [`step_with`], configured with
+/// its methods, run by `.await`.
 #[must_use = "a step does nothing until it is awaited"]
-pub struct Step<T, F> {
+pub struct Step<T, B> {
     name: String,
     retries: RetryPolicy,
     timeout: Duration,
-    body: F,
+    body: B,
     _out: PhantomData<fn() -> T>,
+}
+
+/// What a step's body knows of the attempt it runs as (Python's `ctx`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StepContext {
+    /// The step's name.
+    pub name: String,
+    /// 1 for the first attempt, 2 for the first retry, and so on. It is the
+    /// host's count, journaled: after a crash it goes on where it was.
+    pub attempt: u32,
+    /// The step's retry policy.
+    pub retries: RetryPolicy,
+    /// The longest duration of one attempt.
+    pub timeout: Duration,
+}
+
+/// A step body: a closure with no argument ([`step`]) or one taking the
+/// [`StepContext`] ([`step_with`]).
+pub trait StepBody {
+    /// The future of one attempt.
+    type Attempt;
+    /// Makes the future of one attempt.
+    fn attempt(&mut self, ctx: StepContext) -> Self::Attempt;
+}
+
+/// The body of [`step`]: a closure with no argument.
+pub struct Plain<F>(F);
+
+/// The body of [`step_with`]: a closure taking the [`StepContext`].
+pub struct WithContext<F>(F);
+
+impl<F: FnMut() -> Fut, Fut> StepBody for Plain<F> {
+    type Attempt = Fut;
+    fn attempt(&mut self, _: StepContext) -> Fut {
+        (self.0)()
+    }
+}
+
+impl<F: FnMut(StepContext) -> Fut, Fut> StepBody for WithContext<F> {
+    type Attempt = Fut;
+    fn attempt(&mut self, ctx: StepContext) -> Fut {
+        (self.0)(ctx)
+    }
 }
 
 /// Runs `body` as a durable step named `name`.
@@ -347,7 +391,7 @@ pub struct Step<T, F> {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub fn step<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, F>
+pub fn step<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, Plain<F>>
 where
     T: Serialize + DeserializeOwned,
     F: FnMut() -> Fut,
@@ -357,12 +401,44 @@ where
         name: name.into(),
         retries: RetryPolicy::default(),
         timeout: DEFAULT_STEP_TIMEOUT,
-        body,
+        body: Plain(body),
         _out: PhantomData,
     }
 }
 
-impl<T, F> Step<T, F> {
+/// Like [`step`], with a body that takes the [`StepContext`]: the attempt
+/// number (journaled by the host, so it survives a crash during a retry
+/// delay), the step's name and its config.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), weft_sdk::Error> {
+/// use weft_sdk::{step_with, Error, StepContext};
+/// let charged: u32 = step_with("charge", |ctx: StepContext| async move {
+///     if ctx.attempt < 3 {
+///         return Err(Error::new("the payment service is warming up"));
+///     }
+///     Ok(ctx.attempt)
+/// })
+/// .retries(5)
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub fn step_with<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, WithContext<F>>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(StepContext) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    Step {
+        name: name.into(),
+        retries: RetryPolicy::default(),
+        timeout: DEFAULT_STEP_TIMEOUT,
+        body: WithContext(body),
+        _out: PhantomData,
+    }
+}
+
+impl<T, B> Step<T, B> {
     /// How many times a failed attempt is retried (default 5).
     pub fn retries(mut self, limit: u32) -> Self {
         self.retries.limit = limit;
@@ -395,11 +471,11 @@ impl<T, F> Step<T, F> {
     }
 }
 
-impl<T, F, Fut> IntoFuture for Step<T, F>
+impl<T, B> IntoFuture for Step<T, B>
 where
     T: Serialize + DeserializeOwned + 'static,
-    F: FnMut() -> Fut + 'static,
-    Fut: Future<Output = Result<T, Error>> + 'static,
+    B: StepBody + 'static,
+    B::Attempt: Future<Output = Result<T, Error>> + 'static,
 {
     type Output = Result<T, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
@@ -418,11 +494,11 @@ fn decode<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, Error> {
     })
 }
 
-async fn run_step<T, F, Fut>(mut s: Step<T, F>) -> Result<T, Error>
+async fn run_step<T, B>(mut s: Step<T, B>) -> Result<T, Error>
 where
     T: Serialize + DeserializeOwned,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    B: StepBody,
+    B::Attempt: Future<Output = Result<T, Error>>,
 {
     let config = w::StepConfig {
         retries: w::RetryPolicy {
@@ -445,8 +521,15 @@ where
     if !run.started {
         durable::step_ready(run.handle).await;
     }
+    let mut attempt = run.attempt;
     loop {
-        let outcome = match panic::in_step(run.handle, (s.body)()).await {
+        let ctx = StepContext {
+            name: s.name.clone(),
+            attempt,
+            retries: s.retries,
+            timeout: s.timeout,
+        };
+        let outcome = match panic::in_step(run.handle, s.body.attempt(ctx)).await {
             Ok(value) => match serde_json::to_string(&value) {
                 Ok(json) => w::StepOutcome::Ok(json),
                 Err(e) => w::StepOutcome::NonRetryable(w::ErrorInfo {
@@ -460,7 +543,7 @@ where
         match durable::step_end(run.handle, outcome).await {
             w::StepVerdict::Done(Ok(json)) => return decode(&what, &json),
             w::StepVerdict::Done(Err(e)) => return Err(Error::from_info(e)),
-            w::StepVerdict::Retry(_) => continue,
+            w::StepVerdict::Retry(next) => attempt = next,
         }
     }
 }

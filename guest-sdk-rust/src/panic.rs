@@ -21,7 +21,9 @@ pub(crate) fn install_hook() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let message = info.payload_as_str().unwrap_or("a panic with a non-text payload");
+            let message = info
+                .payload_as_str()
+                .unwrap_or("a panic with a non-text payload");
             let message = match info.location() {
                 Some(l) => format!("{message} (at {}:{}:{})", l.file(), l.line(), l.column()),
                 None => message.to_owned(),

@@ -417,3 +417,29 @@ fn a_panic_is_charged_to_the_step_that_panicked() {
         assert_eq!(ok[0]["attempt"], 1, "{name}: {ok:?}");
     }
 }
+
+/// A Rust step body that takes the `StepContext` sees the host's attempt
+/// number, which goes on after a crash in the retry delay: the step
+/// succeeds on attempt 3 with one kill between attempts 1 and 2.
+#[test]
+fn a_rust_step_sees_its_attempt_across_a_crash() {
+    let w = Weft::new();
+    let input = r#"{"scenario":"step-context","ms":1500}"#;
+    let mut run = w.spawn_scenario("run-0", "ctx", input);
+    run.wait_stderr("the first failure", |t| {
+        t.contains("flaky attempt 1 failed")
+    });
+    let first = run.kill9();
+    let last = w.spawn("run-1", &["resume", "ctx"]).finish();
+    assert_eq!(
+        last.json(),
+        json!({"attempt": 3, "name": "flaky", "retries": 4, "timeoutMs": 30000})
+    );
+    // The body's own output (outside the journal): one line per attempt.
+    let execs: Vec<&str> = first
+        .lines()
+        .chain(last.stderr.lines())
+        .filter_map(|l| Some(l.split_once("EXEC flaky ")?.1.trim()))
+        .collect();
+    assert_eq!(execs, ["1", "2", "3"]);
+}

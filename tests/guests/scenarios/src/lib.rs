@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use weft_sdk::{Backoff, Error, WorkflowEvent, join, sleep, step, wait_for_event};
+use weft_sdk::{
+    Backoff, Error, StepContext, WorkflowEvent, join, sleep, step, step_with, wait_for_event,
+};
 
 #[derive(Deserialize)]
 struct Input {
@@ -46,6 +48,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
             cluster(url, &event.instance_id, input.n, input.ms).await
         }
         "secret" => secret_use().await,
+        "step-context" => step_context(input.ms).await,
         "spin-body" => loop {
             std::hint::black_box(0u64);
         },
@@ -385,6 +388,28 @@ async fn cluster(url: &str, id: &str, n: u64, ms: u64) -> Result<Value, Error> {
     let ev = wait_for_event::<Value>("go", "go").await?;
     let last: u64 = hit("after".into()).await?;
     Ok(json!({"steps": n, "sum": sum, "event": ev.payload, "after": last.min(1)}))
+}
+
+/// A step that fails its first two attempts, counted by the host's
+/// attempt number (which survives a crash in the retry delay).
+async fn step_context(ms: u64) -> Result<Value, Error> {
+    step_with("flaky", |ctx: StepContext| async move {
+        println!("EXEC flaky {}", ctx.attempt);
+        if ctx.attempt < 3 {
+            return Err(Error::new(format!("attempt {} fails", ctx.attempt)));
+        }
+        Ok(json!({
+            "attempt": ctx.attempt,
+            "name": ctx.name,
+            "retries": ctx.retries.limit,
+            "timeoutMs": ctx.timeout.as_millis() as u64,
+        }))
+    })
+    .retries(4)
+    .delay(Duration::from_millis(ms))
+    .backoff(Backoff::Constant)
+    .timeout(Duration::from_secs(30))
+    .await
 }
 
 /// Reads a secret in a step and returns it: weft redacts it everywhere.
