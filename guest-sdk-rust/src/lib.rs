@@ -93,6 +93,9 @@ use wit::weft::workflow::durable;
 use wit::weft::workflow::types as w;
 
 mod panic;
+mod saga;
+
+pub use saga::Saga;
 
 /// Exports an `async fn(WorkflowEvent<I>) -> Result<O, Error>` as the
 /// component's workflow. Use it once per component.
@@ -179,6 +182,7 @@ where
 ///
 /// Any `std::error::Error` converts into it with `?`, taking its message.
 /// [`Error::non_retryable`] makes a step fail at once, without retries.
+#[derive(Clone)]
 pub struct Error {
     name: String,
     message: String,

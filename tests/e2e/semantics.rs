@@ -443,3 +443,37 @@ fn a_rust_step_sees_its_attempt_across_a_crash() {
         .collect();
     assert_eq!(execs, ["1", "2", "3"]);
 }
+
+/// Rust rollback: the undos of completed steps run newest first, each a
+/// durable step `<name>:undo`, and their results come back; a crash
+/// before the rollback loses no undo (the saga is rebuilt on replay).
+#[test]
+fn a_rust_saga_rolls_back_newest_first_after_a_crash() {
+    let w = Weft::new();
+    let input = r#"{"scenario":"saga","ms":1500}"#;
+    let mut run = w.spawn_scenario("run-0", "saga", input);
+    run.wait_stderr("the sleep", |t| t.contains("before-rollback"));
+    let first = run.kill9();
+    assert!(!first.contains("EXEC charge:undo"), "{first}");
+    let last = w.spawn("run-1", &["resume", "saga"]).finish();
+    assert_eq!(
+        last.json(),
+        json!({"undone": [
+            ["charge", {"refund": "r-c-1"}],
+            ["reserve", {"released": "12A", "why": "no stock"}],
+        ]})
+    );
+    let steps: Vec<String> = w
+        .history("saga")
+        .iter()
+        .filter(|e| e["kind"] == "step")
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        ["reserve", "charge", "ship", "charge:undo", "reserve:undo"]
+    );
+    for undo in ["EXEC charge:undo", "EXEC reserve:undo"] {
+        assert_eq!(last.stderr.matches(undo).count(), 1, "{}", last.stderr);
+    }
+}

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_sdk::{
-    Backoff, Error, StepContext, WorkflowEvent, join, sleep, step, step_with, wait_for_event,
+    Backoff, Error, Saga, StepContext, WorkflowEvent, join, sleep, step, step_with,
+    wait_for_event,
 };
 
 #[derive(Deserialize)]
@@ -49,6 +50,7 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         }
         "secret" => secret_use().await,
         "step-context" => step_context(input.ms).await,
+        "saga" => saga(input.ms).await,
         "spin-body" => loop {
             std::hint::black_box(0u64);
         },
@@ -410,6 +412,34 @@ async fn step_context(ms: u64) -> Result<Value, Error> {
     .backoff(Backoff::Constant)
     .timeout(Duration::from_secs(30))
     .await
+}
+
+/// Two steps that can be undone, a step that fails for good, a durable
+/// sleep (a test kills the run there), and the rollback: undos newest
+/// first, each a step, their results returned.
+async fn saga(ms: u64) -> Result<Value, Error> {
+    let saga = Saga::new();
+    let reserve = step("reserve", || async { Ok(json!({"seat": "12A"})) });
+    let _: Value = saga
+        .run(reserve, |why: Option<Error>, seat: Value| async move {
+            println!("EXEC reserve:undo");
+            let why = why.map(|e| e.message().to_owned());
+            Ok(json!({"released": seat["seat"], "why": why}))
+        })
+        .await?;
+    let charge = step("charge", || async { Ok("c-1".to_owned()) });
+    let _: String = saga
+        .run(charge, |_, id: String| async move {
+            println!("EXEC charge:undo");
+            Ok(json!({"refund": format!("r-{id}")}))
+        })
+        .await?;
+    let shipped: Result<Value, Error> =
+        step("ship", || async { Err(Error::non_retryable("no stock")) }).await;
+    let e = shipped.unwrap_err();
+    sleep("before-rollback", Duration::from_millis(ms)).await;
+    let undone = saga.rollback_all(Some(&e)).await?;
+    Ok(json!({ "undone": undone }))
 }
 
 /// Reads a secret in a step and returns it: weft redacts it everywhere.
