@@ -268,22 +268,7 @@ pub async fn workloads(
         .collect();
     let w = format!("W4 events M={m}, {tag}, sent to a non-owner");
     let note = "evicted waits, replayed on event";
-    r.add(
-        &w,
-        "rs",
-        "send-to-complete p50",
-        percentile(&mut lat, 0.5),
-        "ms",
-        note,
-    );
-    r.add(
-        &w,
-        "rs",
-        "send-to-complete p99",
-        percentile(&mut lat, 0.99),
-        "ms",
-        "",
-    );
+    p50_p99(r, &w, "send-to-complete", &mut lat, note);
     Ok(())
 }
 
@@ -329,21 +314,14 @@ pub async fn failover(
     let mut lat: Vec<f64> = rows.iter().map(|r| r.get::<_, f64>(0) - killed).collect();
     let w = format!("failover, {hosts} hosts, {k} instances, lease 10 s");
     let note = "kill -9 to the first step on another host";
-    r.add(
-        &w,
-        "rs",
-        "failover p50",
-        percentile(&mut lat, 0.5),
-        "ms",
-        note,
-    );
-    r.add(
-        &w,
-        "rs",
-        "failover p99",
-        percentile(&mut lat, 0.99),
-        "ms",
-        "",
-    );
+    p50_p99(r, &w, "failover", &mut lat, note);
     Ok(())
+}
+
+/// Adds the p50 and p99 of `lat` (ms) as two figures.
+fn p50_p99(r: &mut Report, w: &str, what: &str, lat: &mut [f64], note: &str) {
+    let p50 = percentile(lat, 0.5);
+    r.add(w, "rs", &format!("{what} p50"), p50, "ms", note);
+    let p99 = percentile(lat, 0.99);
+    r.add(w, "rs", &format!("{what} p99"), p99, "ms", "");
 }

@@ -172,11 +172,50 @@ impl Cluster {
             if done == n {
                 return;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(600),
-                "{done} of {n} instances complete"
-            );
+            if start.elapsed() > Duration::from_secs(600) {
+                let stuck = self.db.query(
+                    "SELECT i.id || ' ' || i.status || ' owner=' || coalesce(i.owner, '-') || \
+                     ' epoch=' || i.epoch || ' live=' || coalesce((h.lease_until_ms > \
+                     (extract(epoch from clock_timestamp()) * 1000)::bigint)::text, '-') \
+                     FROM weft_instances i LEFT JOIN weft_hosts h ON h.id = i.owner \
+                     WHERE i.status <> 'complete' ORDER BY i.id LIMIT 10",
+                );
+                let hosts = self
+                    .db
+                    .query("SELECT id || ' ' || coalesce(api, '-') FROM weft_hosts");
+                let logs: Vec<String> = self
+                    .hosts
+                    .iter()
+                    .flatten()
+                    .map(|s| {
+                        let t = s.run.stderr_text();
+                        let mut from = t.len().saturating_sub(3000);
+                        while !t.is_char_boundary(from) {
+                            from += 1;
+                        }
+                        t[from..].to_owned()
+                    })
+                    .collect();
+                panic!(
+                    "{done} of {n} instances complete; stuck: {stuck:#?}; hosts: {hosts:#?}; \
+                     host logs (ends): {logs:#?}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every instance `cNNNN` has the output of a crash-free run with
+    /// `steps` steps and event `{"i": NNNN}`.
+    fn check_outputs(&self, steps: u64) {
+        let rows = self
+            .db
+            .query("SELECT id || ' ' || output FROM weft_instances ORDER BY id");
+        for row in &rows {
+            let (id, out) = row.split_once(' ').unwrap();
+            let i: usize = id[1..].parse().unwrap();
+            let out: Value = serde_json::from_str(out).unwrap();
+            assert_eq!(out, expected(steps, i), "instance {id}");
         }
     }
 
@@ -275,14 +314,7 @@ fn hosts_killed_under_load_lose_nothing_and_run_no_completed_step_again() {
     c.wait_complete(total as u64);
 
     // Every instance has the output of a run without crashes.
-    let outputs =
-        c.db.query("SELECT id || ' ' || output FROM weft_instances ORDER BY id");
-    for row in &outputs {
-        let (id, out) = row.split_once(' ').unwrap();
-        let i: usize = id[1..].parse().unwrap();
-        let out: Value = serde_json::from_str(out).unwrap();
-        assert_eq!(out, expected(steps, i), "instance {id}");
-    }
+    c.check_outputs(steps);
     // No step ran after the run whose result was journaled: the service
     // counted each step exactly as often as the journaled count says.
     let journaled = c.journaled_steps();
@@ -353,7 +385,7 @@ fn a_host_stopped_past_its_lease_writes_nothing_when_it_goes_on() {
     }
     signal(stopped, "STOP");
     let owned = c.db.query(&owned_sql);
-    // The others take its instances once its lease (2 s) runs out.
+    // The others take its instances once its lease (3 s) runs out.
     let start = Instant::now();
     while !c.db.query(&owned_sql).is_empty() {
         assert!(
@@ -390,17 +422,7 @@ fn a_host_stopped_past_its_lease_writes_nothing_when_it_goes_on() {
         assert_eq!(code, 202, "{v}");
     }
     c.wait_complete(total as u64);
-    let outputs =
-        c.db.query("SELECT id || ' ' || output FROM weft_instances ORDER BY id");
-    for row in &outputs {
-        let (id, out) = row.split_once(' ').unwrap();
-        let i: usize = id[1..].parse().unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(out).unwrap(),
-            expected(4, i),
-            "{id}"
-        );
-    }
+    c.check_outputs(4);
 }
 
 fn signal(s: &Server, sig: &str) {

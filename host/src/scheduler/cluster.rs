@@ -56,6 +56,13 @@ impl Scheduler {
         let task = tokio::spawn(async move {
             loop {
                 let Some(s) = me.upgrade() else { return };
+                if lost.has_changed().unwrap_or(false) {
+                    lost.borrow_and_update();
+                    // Everything this host owned was dropped: stop the
+                    // tasks of before, so that none goes on under a fence
+                    // taken since.
+                    s.stop_stale_tasks();
+                }
                 let claimed = s.claim_once().await;
                 drop(s);
                 if claimed {
@@ -73,15 +80,14 @@ impl Scheduler {
                         }
                     }
                 };
+                // A lost lease is handled at the top of the loop.
+                let lost_now = async {
+                    let mut l = lost.clone();
+                    let _ = l.changed().await;
+                };
                 tokio::select! {
                     _ = wait => {}
-                    _ = lost.changed() => {
-                        // Everything this host owned was dropped: stop its
-                        // tasks; what nobody took yet is claimed again.
-                        if let Some(s) = me.upgrade() {
-                            s.stop_tasks();
-                        }
-                    }
+                    _ = lost_now => {}
                     _ = tokio::time::sleep(period) => {}
                 }
             }

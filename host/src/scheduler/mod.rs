@@ -44,12 +44,28 @@ pub struct Scheduler {
     /// When instances may run: `max_running`, the workflows' `concurrency`,
     /// and the engine's instance slots for those in memory.
     gate: Gate,
-    tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    tasks: Mutex<HashMap<String, Task>>,
     /// Live tasks after the last pruning of `tasks`.
     tasks_pruned_at: AtomicUsize,
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
     /// On a shared store, the task that claims instances for this host.
     claimer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// An instance's task, and the lease generation it was started under.
+struct Task {
+    handle: JoinHandle<()>,
+    lease: u64,
+}
+
+impl Task {
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    fn abort(&self) {
+        self.handle.abort();
+    }
 }
 
 /// Why a request to the scheduler failed; the API maps each to an HTTP
@@ -201,8 +217,14 @@ impl Scheduler {
     /// Starts the task of an instance unless it has one.
     pub fn spawn(self: &Arc<Self>, id: &str) {
         let mut tasks = self.tasks.lock().unwrap();
-        if tasks.get(id).is_some_and(|t| !t.is_finished()) {
-            return;
+        let lease = self.lease_generation();
+        if let Some(t) = tasks.get(id).filter(|t| !t.is_finished()) {
+            if t.lease == lease {
+                return;
+            }
+            // A task from before this host lost its lease: it may not go
+            // on under the new one.
+            t.abort();
         }
         // Forget ended tasks now and then, so that the map holds about as
         // many entries as there are live tasks, not every instance ever run.
@@ -213,7 +235,7 @@ impl Scheduler {
         let me = self.clone();
         let id2 = id.to_owned();
         let handle = tokio::spawn(async move { me.instance_task(&id2).await });
-        tasks.insert(id.to_owned(), handle);
+        tasks.insert(id.to_owned(), Task { handle, lease });
     }
 
     /// The task of one instance: its lifecycle, gated by the server's
@@ -282,7 +304,7 @@ impl Scheduler {
         let task = self.tasks.lock().unwrap().remove(id);
         if let Some(t) = task {
             t.abort();
-            let _ = t.await;
+            let _ = t.handle.await;
         }
     }
 
@@ -469,7 +491,7 @@ impl Scheduler {
             t.abort();
         }
         for t in tasks {
-            let _ = t.await;
+            let _ = t.handle.await;
         }
         if let Some(pg) = self.shared()
             && let Err(e) = pg.leave().await
@@ -484,6 +506,25 @@ impl Scheduler {
         for (_, t) in self.tasks.lock().unwrap().drain() {
             t.abort();
         }
+    }
+
+    /// Stops the tasks started before this host last lost its lease.
+    fn stop_stale_tasks(&self) {
+        let lease = self.lease_generation();
+        self.tasks.lock().unwrap().retain(|_, t| {
+            if t.lease != lease {
+                t.abort();
+            }
+            t.lease == lease
+        });
+    }
+
+    /// How many times this host has lost its lease (0 on the embedded
+    /// journal).
+    fn lease_generation(&self) -> u64 {
+        self.shared()
+            .and_then(|pg| pg.host_lease())
+            .map_or(0, |l| l.generation())
     }
 }
 

@@ -45,12 +45,12 @@ impl Weft {
                 .tempdir()
                 .unwrap(),
             store: None,
-            lease: "2s",
+            lease: "3s",
         }
     }
 
     /// A data dir whose commands keep the journal in the database `db`,
-    /// with a lease of 2 s, so that a test waits little for one to run out.
+    /// with a lease of 3 s, so that a test waits little for one to run out.
     pub fn on(db: &pg::TestDb) -> Weft {
         Weft {
             store: Some(db.url.clone()),

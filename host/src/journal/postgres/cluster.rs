@@ -165,36 +165,41 @@ impl Postgres {
         let Some(epoch) = self.lease.as_ref().and_then(|l| l.disown(id)) else {
             return Ok(());
         };
-        let c = self.client().await?;
-        c.batch_execute("BEGIN").await.map_err(pg_error)?;
-        c.execute(
+        self.then_work(&[(
             "UPDATE weft_instances SET owner = NULL WHERE id = $1 AND epoch = $2",
             &[&id, &epoch],
-        )
+        )])
         .await
-        .map_err(pg_error)?;
-        c.batch_execute("NOTIFY weft_work; COMMIT")
-            .await
-            .map_err(pg_error)?;
-        Ok(())
     }
 
     /// Leaves the store: gives up every instance this host owns, so that
     /// other hosts take them at once rather than when the lease runs out.
     pub async fn leave(&self) -> Result<(), JournalError> {
-        let lease = self.lease()?;
+        let host = self.lease()?.host();
+        self.then_work(&[
+            (
+                "UPDATE weft_instances SET owner = NULL WHERE owner = $1",
+                &[&host],
+            ),
+            ("DELETE FROM weft_hosts WHERE id = $1", &[&host]),
+        ])
+        .await
+    }
+
+    /// Runs `statements` in one transaction that also tells the hosts
+    /// there is work (instances were let go).
+    async fn then_work(
+        &self,
+        statements: &[(&str, &[&(dyn tokio_postgres::types::ToSql + Sync)])],
+    ) -> Result<(), JournalError> {
         let c = self.client().await?;
         c.batch_execute("BEGIN").await.map_err(pg_error)?;
-        let host = lease.host();
-        c.execute(
-            "UPDATE weft_instances SET owner = NULL WHERE owner = $1",
-            &[&host],
-        )
-        .await
-        .map_err(pg_error)?;
-        c.execute("DELETE FROM weft_hosts WHERE id = $1", &[&host])
-            .await
-            .map_err(pg_error)?;
+        for (sql, params) in statements {
+            if let Err(e) = c.execute(*sql, params).await {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(pg_error(e));
+            }
+        }
         c.batch_execute("NOTIFY weft_work; COMMIT")
             .await
             .map_err(pg_error)?;

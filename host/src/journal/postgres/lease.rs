@@ -120,52 +120,62 @@ impl Lease {
     /// host owned was dropped (see the module docs).
     async fn renew(&self, pool: &Pool) -> Result<bool, JournalError> {
         let sent = Instant::now();
-        let c = pool.get().await.map_err(pg_error)?;
         let q = format!(
             "UPDATE weft_hosts SET lease_until_ms = {DB_NOW_MS} + $2 \
              WHERE id = $1 AND lease_until_ms > {DB_NOW_MS}"
         );
-        let n = c
-            .execute(&q, &[&self.host(), &(self.duration.as_millis() as i64)])
+        let host = self.host();
+        let update = async {
+            let c = pool.get().await.map_err(pg_error)?;
+            c.execute(&q, &[&host, &(self.duration.as_millis() as i64)])
+                .await
+                .map_err(pg_error)
+        };
+        // An answer after the lease could have run out is no renewal.
+        let n = tokio::time::timeout(self.duration, update)
             .await
-            .map_err(pg_error)?;
+            .map_err(|_| JournalError::Storage("no answer within the lease".into()))??;
         if n == 1 {
             self.valid_until.send_replace(sent + self.duration);
             return Ok(true);
         }
-        let old = self.host();
         self.fences.lock().unwrap().clear();
         *self.host.lock().unwrap() = new_host_id();
         self.lost.send_modify(|n| *n += 1);
         tracing::error!(
             "this host's lease on the store ran out (was the process paused, or the database \
              away, for longer than the lease of {:?}?); it dropped the instances it owned as \
-             {old} and goes on as {}",
+             {host} and goes on as {}",
             self.duration,
             self.host()
         );
+        // Registered again (until that succeeds, renewals find no row and
+        // come here again, under yet another id).
+        let c = pool.get().await.map_err(pg_error)?;
         let _ = c
-            .execute("DELETE FROM weft_hosts WHERE id = $1", &[&old])
+            .execute("DELETE FROM weft_hosts WHERE id = $1", &[&host])
             .await;
+        drop(c);
         self.insert(pool).await?;
         Ok(false)
     }
 
-    /// Renews the lease three times per lease period until the pool closes.
+    /// Renews the lease three times per lease period, on connections of
+    /// its own (a busy pool of reads cannot hold a renewal up), for as long
+    /// as the process runs.
     pub(super) async fn keep(self: Arc<Self>, pool: Pool) {
         let period = self.duration / 3;
         loop {
             tokio::time::sleep(period).await;
-            if pool.is_closed() {
-                return;
-            }
-            let renewal = tokio::time::timeout(period, self.renew(&pool)).await;
-            match renewal {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("renewing this host's lease: {e}"),
-                Err(_) => tracing::warn!("renewing this host's lease: no answer in {period:?}"),
+            if let Err(e) = self.renew(&pool).await {
+                tracing::warn!("renewing this host's lease: {e}");
             }
         }
+    }
+
+    /// How many times the lease was lost.
+    pub fn generation(&self) -> u64 {
+        *self.lost.borrow()
     }
 
     /// Counts lost leases; changes each time one is lost.

@@ -77,8 +77,20 @@ impl Postgres {
         let mut writer = Writer::connect(&config, url, true).await?;
         let lease = match lease {
             Some(d) => {
-                let lease = Lease::register(&pool, d).await?;
-                tokio::spawn(lease.clone().keep(pool.clone()));
+                // The lease's own connections.
+                let manager = Manager::from_config(
+                    config.clone(),
+                    NoTls,
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                let own = Pool::builder(manager)
+                    .max_size(2)
+                    .build()
+                    .map_err(pg_error)?;
+                let lease = Lease::register(&own, d).await?;
+                tokio::spawn(lease.clone().keep(own));
                 Some(lease)
             }
             None => None,

@@ -206,13 +206,18 @@ impl Statements {
             status: c
                 .prepare("SELECT status FROM weft_instances WHERE id = $1")
                 .await?,
+            // Whether the instance is still this host's, and the event
+            // taken (only then).
             take_event: c
-                .prepare(&format!(
-                    "DELETE FROM weft_inbox WHERE seq = \
+                .prepare(
+                    "WITH f AS (SELECT 1 FROM weft_instances WHERE id = $1 AND epoch = $3 \
+                     FOR SHARE), \
+                     d AS (DELETE FROM weft_inbox WHERE seq = \
                      (SELECT seq FROM weft_inbox WHERE instance_id = $1 AND event_type = $2 \
-                      ORDER BY seq LIMIT 1 FOR UPDATE) AND {FENCE} \
-                     RETURNING event"
-                ))
+                      ORDER BY seq LIMIT 1 FOR UPDATE) AND EXISTS (SELECT 1 FROM f) \
+                     RETURNING event) \
+                     SELECT EXISTS (SELECT 1 FROM f), (SELECT event FROM d)",
+                )
                 .await?,
         })
     }
@@ -496,12 +501,15 @@ async fn take_event(
 ) -> Result<Option<WaitResult>, JournalError> {
     let epoch = w.epoch(id)?;
     let row =
-        w.c.query_opt(&w.s.take_event, &[&id, &event_type, &epoch])
+        w.c.query_one(&w.s.take_event, &[&id, &event_type, &epoch])
             .await
             .map_err(pg_error)?;
-    let result = match row {
-        Some(row) => WaitResult::Delivered {
-            event: json(row.get(0))?,
+    if !row.get::<_, bool>(0) {
+        return Err(JournalError::Fenced(id.to_owned()));
+    }
+    let result = match row.get::<_, Option<&str>>(1) {
+        Some(event) => WaitResult::Delivered {
+            event: json(event)?,
         },
         None if or_timeout => WaitResult::TimedOut,
         None => return Ok(None),
