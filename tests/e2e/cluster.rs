@@ -36,13 +36,19 @@ impl Counter {
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() {
+                    if reader.read_line(&mut line).is_err() || !line.ends_with(" HTTP/1.1\r\n") {
                         return;
                     }
-                    // The rest of the head.
+                    // The rest of the head. A request cut short (its host
+                    // was killed while sending it) was not made: not counted.
                     let mut h = String::new();
-                    while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                    loop {
                         h.clear();
+                        match reader.read_line(&mut h) {
+                            Ok(_) if h == "\r\n" => break,
+                            Ok(n) if n > 0 && h.ends_with('\n') => continue,
+                            _ => return,
+                        }
                     }
                     let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
                     let n = {
@@ -331,10 +337,13 @@ fn hosts_killed_under_load_lose_nothing_and_run_no_completed_step_again() {
             again += 1;
         }
     }
-    assert_eq!(
-        counts.len(),
-        journaled.len(),
-        "a step ran that was never journaled"
+    let never: Vec<&String> = counts
+        .keys()
+        .filter(|k| !journaled.contains_key(*k))
+        .collect();
+    assert!(
+        never.is_empty(),
+        "steps ran that were never journaled: {never:?}"
     );
     // Only steps in flight when a host died ran once more.
     assert!(
