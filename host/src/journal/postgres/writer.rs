@@ -276,8 +276,16 @@ async fn apply(w: W<'_>, mut batch: Vec<Op>) -> Result<(), JournalError> {
                 Ok(())
             }
         };
+        // A segment that starts with a `take_event` sends that request's
+        // entry only once the event is taken: `COMMIT` waits for it, or the
+        // entry would run after the commit, outside the transaction (and an
+        // event taken by a host that dies just then would be lost). Every
+        // other request sends all its statements at once, so `COMMIT` is
+        // pipelined behind them.
+        let take = matches!(segment.first(), Some(Op::TakeEvent { .. }));
+        let pipelined_commit = i == last && !take;
         let commit = async {
-            if i == last {
+            if pipelined_commit {
                 w.c.execute(&w.s.commit, &[]).await.map(drop)
             } else {
                 Ok(())
@@ -289,6 +297,10 @@ async fn apply(w: W<'_>, mut batch: Vec<Op>) -> Result<(), JournalError> {
             commit
         );
         replies.extend(staged);
+        let c = match c {
+            Ok(()) if i == last && take => w.c.execute(&w.s.commit, &[]).await.map(drop),
+            c => c,
+        };
         if let Err(e) = b.and(c) {
             return fail(replies, pg_error(e));
         }
