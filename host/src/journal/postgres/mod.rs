@@ -63,32 +63,12 @@ impl Postgres {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| pg_error(format!("the store URL `{}`: {e}", redact_url(url))))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(pg_error)?;
+        let pool = new_pool(&config, POOL_SIZE)?;
         let mut writer = Writer::connect(&config, url, true).await?;
         let lease = match lease {
             Some(d) => {
                 // The lease's own connections.
-                let manager = Manager::from_config(
-                    config.clone(),
-                    NoTls,
-                    ManagerConfig {
-                        recycling_method: RecyclingMethod::Fast,
-                    },
-                );
-                let own = Pool::builder(manager)
-                    .max_size(2)
-                    .build()
-                    .map_err(pg_error)?;
+                let own = new_pool(&config, 2)?;
                 let lease = Lease::register(&own, d).await?;
                 tokio::spawn(lease.clone().keep(own));
                 Some(lease)
@@ -220,6 +200,21 @@ impl Postgres {
             .map_err(pg_error)?;
         Ok(row.map(|r| r.get(0)))
     }
+}
+
+/// A pool of up to `size` connections.
+fn new_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, JournalError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(pg_error)
 }
 
 /// The URL without its password, for messages.
