@@ -1,6 +1,6 @@
-//! Panics charged to the step that panicked: a hook tells the host the
-//! panic's message and the step whose body was being polled, before the
-//! guest traps.
+//! Panics, CPU time and traps charged to the step that caused them: the
+//! SDK tells the host which step body it polls, and a panic hook tells it
+//! the panic's message and that step, before the guest traps.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -34,13 +34,17 @@ pub(crate) fn install_hook() {
     });
 }
 
-/// Runs a step body, marking it as the current step while it is polled.
+/// Runs a step body, marking it as the current step while it is polled,
+/// for the panic hook and for the host (`running-step`), which charges the
+/// CPU time spent, and a trap, to it.
 pub(crate) async fn in_step<F: Future>(handle: u64, body: F) -> F::Output {
     let mut body = Box::pin(body);
     std::future::poll_fn(|cx| {
         let outer = CURRENT_STEP.replace(Some(handle));
+        durable::running_step(Some(handle));
         let r: Poll<F::Output> = body.as_mut().poll(cx);
         CURRENT_STEP.set(outer);
+        durable::running_step(outer);
         r
     })
     .await

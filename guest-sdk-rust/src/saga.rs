@@ -13,17 +13,18 @@ use serde_json::Value;
 
 use crate::{Error, RetryPolicy, Step, StepBody, StepContext, step_with};
 
-type UndoFuture = Pin<Box<dyn Future<Output = Result<Value, Error>>>>;
+type UndoFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, Error>> + 'a>>;
 
 /// A completed step's undo, ready to run.
-struct Undo {
+struct Undo<'a> {
     step: String,
     retries: RetryPolicy,
     timeout: Duration,
-    run: Box<dyn FnMut(Option<Error>) -> UndoFuture>,
+    run: Box<dyn FnMut(Option<Error>) -> UndoFuture<'a> + 'a>,
 }
 
-/// Steps that can be undone, and their undos.
+/// Steps that can be undone, and their undos. Steps and undos may borrow
+/// what lives longer than the saga (`'a`).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), weft_sdk::Error> {
@@ -43,12 +44,12 @@ struct Undo {
 /// # Ok(()) }
 /// ```
 #[derive(Default)]
-pub struct Saga {
-    undos: RefCell<Vec<Undo>>,
+pub struct Saga<'a> {
+    undos: RefCell<Vec<Undo<'a>>>,
 }
 
-impl Saga {
-    pub fn new() -> Saga {
+impl<'a> Saga<'a> {
+    pub fn new() -> Saga<'a> {
         Saga::default()
     }
 
@@ -57,19 +58,23 @@ impl Saga {
     /// step's result; what it returns is journaled (JSON, as a step's
     /// result). It runs as the step `<name>:undo`, with the step's retry
     /// policy and timeout. Steps of one saga may run concurrently.
-    pub async fn run<T, B, U, UFut, R>(&self, step: Step<T, B>, mut undo: U) -> Result<T, Error>
+    pub async fn run<T, B, U, UFut, R>(
+        &self,
+        step: Step<'a, T, B>,
+        mut undo: U,
+    ) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned + Clone + 'static,
-        B: StepBody + 'static,
-        B::Attempt: Future<Output = Result<T, Error>> + 'static,
-        U: FnMut(Option<Error>, T) -> UFut + 'static,
-        UFut: Future<Output = Result<R, Error>> + 'static,
+        T: Serialize + DeserializeOwned + Clone + 'a,
+        B: StepBody + 'a,
+        B::Attempt: Future<Output = Result<T, Error>> + 'a,
+        U: FnMut(Option<Error>, T) -> UFut + 'a,
+        UFut: Future<Output = Result<R, Error>> + 'a,
         R: Serialize,
     {
         let (name, retries, timeout) = (step.name.clone(), step.retries, step.timeout);
         let value = step.into_future().await?;
         let kept = value.clone();
-        let run = Box::new(move |why: Option<Error>| -> UndoFuture {
+        let run = Box::new(move |why: Option<Error>| -> UndoFuture<'a> {
             let fut = undo(why, kept.clone());
             Box::pin(async move {
                 let r = fut.await?;

@@ -49,12 +49,17 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 /// A durable step; created by [`step`] or [`step_with`], configured with
 /// its methods, run by `.await`.
 #[must_use = "a step does nothing until it is awaited"]
-pub struct Step<T, B> {
+///
+/// `'a` is how long the body may borrow from: a body may use the
+/// workflow's locals by reference, as long as the step is awaited while
+/// they live.
+pub struct Step<'a, T, B> {
     pub(crate) name: String,
     pub(crate) retries: RetryPolicy,
     pub(crate) timeout: Duration,
     body: B,
     _out: PhantomData<fn() -> T>,
+    _borrows: PhantomData<&'a ()>,
 }
 
 /// What a step's body knows of the attempt it runs as (Python's `ctx`).
@@ -109,6 +114,9 @@ impl<F: FnMut(StepContext) -> Fut, Fut> StepBody for WithContext<F> {
 /// apart, doubling). The journal key is the name plus its occurrence count,
 /// so the same name may be used in a loop.
 ///
+/// The body may borrow the workflow's locals (no `move`, no clones): the
+/// step is awaited while they live.
+///
 /// ```no_run
 /// # async fn f() -> Result<(), weft_sdk::Error> {
 /// use std::time::Duration;
@@ -121,13 +129,20 @@ impl<F: FnMut(StepContext) -> Fut, Fut> StepBody for WithContext<F> {
 ///     .delay(Duration::from_millis(500))
 ///     .backoff(Backoff::Linear)
 ///     .await?;
+/// let skus = vec!["mug".to_string(), "tee".to_string()];
+/// // Borrows `skus`; both steps run at once.
+/// let (a, b): (usize, usize) = futures::join!(
+///     step("count", || async { Ok(skus.len()) }),
+///     step("longest", || async { Ok(skus.iter().map(|s| s.len()).max().unwrap_or(0)) }),
+/// );
+/// # let _ = (a, b);
 /// # Ok(()) }
 /// ```
-pub fn step<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, Plain<F>>
+pub fn step<'a, T, F, Fut>(name: impl Into<String>, body: F) -> Step<'a, T, Plain<F>>
 where
-    T: Serialize + DeserializeOwned,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    T: Serialize + DeserializeOwned + 'a,
+    F: FnMut() -> Fut + 'a,
+    Fut: Future<Output = Result<T, Error>> + 'a,
 {
     Step {
         name: name.into(),
@@ -135,6 +150,7 @@ where
         timeout: DEFAULT_STEP_TIMEOUT,
         body: Plain(body),
         _out: PhantomData,
+        _borrows: PhantomData,
     }
 }
 
@@ -155,11 +171,11 @@ where
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub fn step_with<T, F, Fut>(name: impl Into<String>, body: F) -> Step<T, WithContext<F>>
+pub fn step_with<'a, T, F, Fut>(name: impl Into<String>, body: F) -> Step<'a, T, WithContext<F>>
 where
-    T: Serialize + DeserializeOwned,
-    F: FnMut(StepContext) -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
+    T: Serialize + DeserializeOwned + 'a,
+    F: FnMut(StepContext) -> Fut + 'a,
+    Fut: Future<Output = Result<T, Error>> + 'a,
 {
     Step {
         name: name.into(),
@@ -167,10 +183,11 @@ where
         timeout: DEFAULT_STEP_TIMEOUT,
         body: WithContext(body),
         _out: PhantomData,
+        _borrows: PhantomData,
     }
 }
 
-impl<T, B> Step<T, B> {
+impl<T, B> Step<'_, T, B> {
     /// How many times a failed attempt is retried (default 5).
     pub fn retries(mut self, limit: u32) -> Self {
         self.retries.limit = limit;
@@ -203,21 +220,21 @@ impl<T, B> Step<T, B> {
     }
 }
 
-impl<T, B> IntoFuture for Step<T, B>
+impl<'a, T, B> IntoFuture for Step<'a, T, B>
 where
-    T: Serialize + DeserializeOwned + 'static,
-    B: StepBody + 'static,
-    B::Attempt: Future<Output = Result<T, Error>> + 'static,
+    T: Serialize + DeserializeOwned + 'a,
+    B: StepBody + 'a,
+    B::Attempt: Future<Output = Result<T, Error>> + 'a,
 {
     type Output = Result<T, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, Error>> + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(run_step(self))
     }
 }
 
-async fn run_step<T, B>(mut s: Step<T, B>) -> Result<T, Error>
+async fn run_step<T, B>(mut s: Step<'_, T, B>) -> Result<T, Error>
 where
     T: Serialize + DeserializeOwned,
     B: StepBody,

@@ -80,6 +80,8 @@ pub struct WorkflowConfig {
     pub max_steps: Option<u64>,
     /// CPU time of the workflow body outside steps per run, in ms (default 30,000).
     pub cpu_ms: Option<u64>,
+    /// CPU time of one step attempt's body, in ms (default 600,000).
+    pub step_cpu_ms: Option<u64>,
 }
 
 /// Where a secret's value comes from.
@@ -109,6 +111,7 @@ impl WorkflowConfig {
                 self.memory_mb,
                 self.max_steps,
                 self.cpu_ms,
+                self.step_cpu_ms,
             ),
         })
     }

@@ -10,6 +10,10 @@ pub const MAX_STEPS: u64 = 10_000;
 /// CPU time of the workflow body outside steps per run or replay, in ms
 /// (`cpu_ms`, `--cpu-ms`).
 pub const BODY_CPU_MS: u64 = 30_000;
+/// CPU time of one step attempt's body, in ms (`step_cpu_ms`,
+/// `--step-cpu-ms`): as long as the default step timeout, so that it
+/// counts when a step's wall-clock timeout is longer.
+pub const STEP_CPU_MS: u64 = 600_000;
 /// An instance waiting longer than this is dropped from memory and replayed
 /// when it wakes (`--evict-after`).
 pub const EVICT_AFTER: Duration = Duration::from_secs(5);

@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod examples;
 mod http_edges;
+mod limits;
 mod postgres;
 mod python;
 mod sandbox;

@@ -444,6 +444,28 @@ fn a_rust_step_sees_its_attempt_across_a_crash() {
     assert_eq!(execs, ["1", "2", "3"]);
 }
 
+/// Rust step bodies and undos may borrow the workflow's locals, also when
+/// they run concurrently and when a replay after a crash borrows them
+/// again.
+#[test]
+fn rust_steps_borrow_the_workflows_locals() {
+    let w = Weft::new();
+    let input = r#"{"scenario":"borrow","ms":1500}"#;
+    let mut run = w.spawn_scenario("run-0", "borrow", input);
+    run.wait_stderr("the sleep", |t| t.contains("between"));
+    run.kill9();
+    let last = w.spawn("run-1", &["resume", "borrow"]).finish();
+    let released = |sku: &str| format!("released r-{sku} of {sku} (3 skus)");
+    assert_eq!(
+        last.json(),
+        json!({"count": 3, "longest": 3, "undone": [
+            ["reserve", released("cap")],
+            ["reserve", released("tee")],
+            ["reserve", released("mug")],
+        ]})
+    );
+}
+
 /// Rust rollback: the undos of completed steps run newest first, each a
 /// durable step `<name>:undo`, and their results come back; a crash
 /// before the rollback loses no undo (the saga is rebuilt on replay).

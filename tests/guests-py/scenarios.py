@@ -337,6 +337,57 @@ class Scenarios(WorkflowEntrypoint):
         await step.sleep("after-fetch", p.get("seconds", 0))
         return {"a": a, "b": b, "outside": outside}
 
+    async def s_step_cpu(self, event, step, p):
+        # As the Rust scenario "step-cpu": one step waits on a slow server
+        # past the CPU limit, one spins beside it.
+        from weft import fetch
+
+        url = p["url"]
+
+        @step.do("wait-slow", config={"retries": {"limit": 0}})
+        async def wait_slow():
+            r = await fetch(url)
+            return r.status
+
+        @step.do("spin", config={"retries": {"limit": 1, "delay": 0.01}})
+        async def spin():
+            await asyncio.sleep(0.05)
+            while True:
+                pass
+
+        async def caught():
+            try:
+                await spin()
+            except Exception as e:
+                return [type(e).__name__, str(e)]
+
+        waited, (name, message) = await asyncio.gather(wait_slow(), caught())
+        return {"waited": waited, "spun": name, "message": message}
+
+    async def s_crash_sibling(self, event, step, p):
+        # An interpreter crash (abort(): a trap, not an exception) in one
+        # of two concurrent steps fails that step alone.
+        import os
+
+        @step.do("crash", config={"retries": {"limit": 1, "delay": 0.01}})
+        async def crash():
+            await asyncio.sleep(0.05)
+            os.abort()
+
+        @step.do("sibling", config={"retries": {"limit": 0}})
+        async def sibling():
+            await asyncio.sleep(0.3)
+            return "fine"
+
+        async def caught():
+            try:
+                await crash()
+            except Exception as e:
+                return [type(e).__name__, str(e)]
+
+        fine, (name, message) = await asyncio.gather(sibling(), caught())
+        return {"sibling": fine, "crash": name, "message": message}
+
     async def s_cluster(self, event, step, p):
         """For the multi-host test (see the Rust guest's `cluster`)."""
         from weft import fetch

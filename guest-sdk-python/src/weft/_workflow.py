@@ -9,7 +9,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar, cast, overload
 
 from componentize_py_types import Err, Ok
@@ -199,6 +199,36 @@ def _parse_step_config(name: str, config: Mapping[str, Any]) -> tuple[types.Step
     return wit, effective
 
 
+class _InStep:
+    """Awaits a step body, telling the host which step runs each time the
+    body resumes, and that the workflow body runs again each time it pauses:
+    the host charges CPU time, and an interpreter crash, to that step
+    alone (its siblings in flight are not at fault)."""
+
+    __slots__ = ("_body", "_handle")
+
+    def __init__(self, body: Awaitable[Any], handle: int) -> None:
+        self._body = body
+        self._handle = handle
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        it = self._body.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            durable.running_step(self._handle)
+            try:
+                yielded = it.send(value) if error is None else it.throw(error)
+            except StopIteration as done:
+                return done.value
+            finally:
+                durable.running_step(None)
+            try:
+                value, error = (yield yielded), None
+            except BaseException as e:
+                value, error = None, e
+
+
 async def _run_step(
     name: str,
     config: Mapping[str, Any] | None,
@@ -224,7 +254,7 @@ async def _run_step(
     while True:
         outcome: types.StepOutcome
         try:
-            value = await body(StepContext(name, attempt, effective))
+            value = await _InStep(body(StepContext(name, attempt, effective)), handle)
             try:
                 _check_json(value, f"the value returned by step {name!r}")
                 outcome = types.StepOutcome_Ok(json.dumps(value))

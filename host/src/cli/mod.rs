@@ -103,6 +103,9 @@ pub struct ExecOptions {
     /// CPU time of the workflow body outside steps, per run, in ms.
     #[arg(long, default_value_t = defaults::BODY_CPU_MS)]
     pub cpu_ms: u64,
+    /// CPU time of one step attempt's body, in ms (waiting is not CPU).
+    #[arg(long, default_value_t = defaults::STEP_CPU_MS)]
+    pub step_cpu_ms: u64,
 }
 
 impl ExecOptions {
@@ -122,6 +125,7 @@ impl ExecOptions {
                 Some(self.memory_mb),
                 Some(self.max_steps),
                 Some(self.cpu_ms),
+                Some(self.step_cpu_ms),
             ),
         })
     }
@@ -138,6 +142,7 @@ impl Default for ExecOptions {
             memory_mb: defaults::MEMORY_MB,
             max_steps: defaults::MAX_STEPS,
             cpu_ms: defaults::BODY_CPU_MS,
+            step_cpu_ms: defaults::STEP_CPU_MS,
         }
     }
 }

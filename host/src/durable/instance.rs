@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, watch};
 use wasmtime::Result;
@@ -76,6 +76,8 @@ pub struct RunningStep {
     pub started_ms: UnixMs,
     pub deadline: Instant,
     pub retries: wit::RetryPolicy,
+    /// CPU time the guest spent in this attempt's body.
+    pub cpu: Duration,
 }
 
 pub(crate) struct StepHandle {
@@ -116,8 +118,51 @@ pub struct State {
     pub panic: Option<(Option<u64>, String)>,
     /// Steps begun in this run (replayed or new).
     pub steps: u64,
-    /// Epoch ticks the workflow body ran while no step body was running.
-    pub body_ticks: u64,
+    /// CPU time the workflow body (outside step bodies) spent in this run.
+    pub body_cpu: Duration,
+    /// Where the guest runs, for charging its CPU time.
+    pub cpu: super::cpu::CpuMeter,
+    /// The step body the guest says it runs now (`running-step`); `None`
+    /// also before it said anything.
+    pub current: Option<u64>,
+    /// Whether the guest says which step body it runs. If not, CPU time
+    /// and traps are charged to the one step body running, if only one is.
+    pub marks_steps: bool,
+    /// The step whose attempt passed its CPU limit: the trap that follows
+    /// fails that attempt alone.
+    pub cpu_exceeded: Option<u64>,
+}
+
+/// Who the guest's CPU time and traps are charged to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// The running attempt of the step with this handle.
+    Step(u64),
+    /// The workflow body, outside step bodies.
+    Body,
+    /// Unknown: several step bodies run and the guest does not say which.
+    Unknown,
+}
+
+impl State {
+    /// Who runs now: the step body the guest names, or, for a guest that
+    /// names none, the only step body running, or the workflow body when
+    /// none runs.
+    pub fn charged(&self) -> Charged {
+        if self.marks_steps {
+            return match self.current {
+                Some(h) if self.running.contains_key(&h) => Charged::Step(h),
+                Some(_) => Charged::Unknown,
+                None => Charged::Body,
+            };
+        }
+        let mut running = self.running.keys();
+        match (running.next(), running.next()) {
+            (None, _) => Charged::Body,
+            (Some(h), None) => Charged::Step(*h),
+            _ => Charged::Unknown,
+        }
+    }
 }
 
 /// One instance run: shared by the store's host calls and the runner.
@@ -202,7 +247,11 @@ impl Instance {
                 error_detail: None,
                 panic: None,
                 steps: 0,
-                body_ticks: 0,
+                body_cpu: Duration::ZERO,
+                cpu: Default::default(),
+                current: None,
+                marks_steps: false,
+                cpu_exceeded: None,
             }),
             changed: Notify::new(),
             events,

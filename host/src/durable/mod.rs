@@ -29,6 +29,7 @@ use crate::replay::{CallRecord, Kind};
 mod child;
 mod control;
 mod convert;
+pub mod cpu;
 pub mod fetch;
 mod instance;
 mod limits;
@@ -42,7 +43,9 @@ pub use control::{BoxFuture, Children, Control, RunPermits};
 pub use convert::next_retry_ms;
 use convert::{from_wit, to_wit};
 use instance::StepHandle;
-pub use instance::{Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor};
+pub use instance::{
+    Charged, Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor,
+};
 pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
 use output::GuestOutput;
 use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};
@@ -175,6 +178,13 @@ impl durable::Host for DurableCtx {
             message.truncate(end);
         }
         self.inst.lock().panic = Some((step, message));
+        Ok(())
+    }
+
+    fn running_step(&mut self, step: Option<u64>) -> Result<()> {
+        let mut st = self.inst.lock();
+        st.marks_steps = true;
+        st.current = step;
         Ok(())
     }
 
@@ -502,6 +512,7 @@ fn start_attempt(inst: &Instance, handle: u64) {
         started_ms: now,
         deadline: Instant::now() + Duration::from_millis(h.config.timeout_ms),
         retries: h.config.retries,
+        cpu: Duration::ZERO,
     };
     st.running.insert(handle, running);
     drop(st);

@@ -16,6 +16,10 @@ pub struct Limits {
     /// CPU time of the workflow body (outside step bodies) per run or
     /// replay, in milliseconds; an infinite loop ends here.
     pub body_cpu_ms: u64,
+    /// CPU time of one step attempt's body, in milliseconds; waiting (on
+    /// HTTP, a timer) is not CPU time. The wall-clock limit is the step's
+    /// `timeout`.
+    pub step_cpu_ms: u64,
 }
 
 impl Limits {
@@ -24,12 +28,14 @@ impl Limits {
         memory_mb: Option<usize>,
         max_steps: Option<u64>,
         body_cpu_ms: Option<u64>,
+        step_cpu_ms: Option<u64>,
     ) -> Limits {
         let d = Limits::default();
         Limits {
             memory_bytes: memory_mb.map_or(d.memory_bytes, |m| m << 20),
             max_steps: max_steps.unwrap_or(d.max_steps),
             body_cpu_ms: body_cpu_ms.unwrap_or(d.body_cpu_ms),
+            step_cpu_ms: step_cpu_ms.unwrap_or(d.step_cpu_ms),
         }
     }
 }
@@ -46,6 +52,7 @@ impl Default for Limits {
             memory_bytes: crate::defaults::MEMORY_MB << 20,
             max_steps: crate::defaults::MAX_STEPS,
             body_cpu_ms: crate::defaults::BODY_CPU_MS,
+            step_cpu_ms: crate::defaults::STEP_CPU_MS,
         }
     }
 }

@@ -12,7 +12,9 @@ use super::store::workflow_event;
 use super::watchdog::watchdog;
 use super::{Admission, Runtime, Wake, parse_payload};
 use crate::durable::policy::Policy;
-use crate::durable::{Control, Instance, InstanceOptions, Progress, RunningStep, next_retry_ms};
+use crate::durable::{
+    Charged, Control, Instance, InstanceOptions, Progress, RunningStep, next_retry_ms,
+};
 use crate::journal::{
     AttemptResult, Entry, ErrorInfo, InstanceRecord, JournalError, Status, StatusUpdate, now_ms,
 };
@@ -138,15 +140,44 @@ impl Runtime {
             }
             Ok(Err(trap)) => {
                 tracing::debug!("instance {id} trapped: {trap:?}");
-                let (panic, running) = {
+                let (panic, running, cpu_exceeded, charged) = {
                     let mut st = inst.lock();
                     let running: Vec<(u64, RunningStep)> =
                         st.running.iter().map(|(h, s)| (*h, s.clone())).collect();
-                    (st.panic.take(), running)
+                    (
+                        st.panic.take(),
+                        running,
+                        st.cpu_exceeded.take(),
+                        st.charged(),
+                    )
+                };
+                let only = |running: Vec<(u64, RunningStep)>, handle: u64| {
+                    running.into_iter().filter(|(h, _)| *h == handle).collect()
+                };
+                // A step whose attempt used up its CPU fails alone.
+                if let Some(h) = cpu_exceeded
+                    && let Some((_, step)) = running.iter().find(|(r, _)| *r == h)
+                {
+                    let e = ErrorInfo::new(
+                        "CpuLimitExceeded",
+                        format!(
+                            "step \"{}\" attempt {} used more than {} ms of CPU (limit `step_cpu_ms`)",
+                            step.name, step.attempt, policy.limits.step_cpu_ms
+                        ),
+                    );
+                    return self.trapped(id, only(running, h), e, progress).await;
+                }
+                // Otherwise a trap (or the memory limit) is charged to the
+                // step body that was running when it came, when the guest
+                // says which one that was or only one was running; else to
+                // every step body in flight.
+                let culprits = match charged {
+                    Charged::Step(h) => only(running.clone(), h),
+                    _ => running.clone(),
                 };
                 if memory_hit {
                     let e = crate::durable::memory_limit_exceeded(policy.limits.memory_bytes);
-                    return self.trapped(id, running, e, progress).await;
+                    return self.trapped(id, culprits, e, progress).await;
                 }
                 match panic {
                     // A panic in a step body is a failed attempt of that
@@ -157,9 +188,7 @@ impl Runtime {
                             "WorkflowTrap",
                             format!("the step panicked: {}", policy.redact(&message)),
                         );
-                        let step: Vec<_> =
-                            running.into_iter().filter(|(h, _)| *h == handle).collect();
-                        self.trapped(id, step, e, progress).await
+                        self.trapped(id, only(running, handle), e, progress).await
                     }
                     // Outside any step body: the workflow's own code.
                     Some((_, message)) => {
@@ -178,7 +207,12 @@ impl Runtime {
                             "WorkflowTrap",
                             format!("the workflow trapped: {}", policy.redact(&what)),
                         );
-                        self.trapped(id, running, e, progress).await
+                        // The guest said it ran the workflow body: its own
+                        // code trapped, whatever steps were in flight.
+                        if charged == Charged::Body {
+                            return self.end(id, Err(e)).await;
+                        }
+                        self.trapped(id, culprits, e, progress).await
                     }
                 }
             }

@@ -1,18 +1,20 @@
 //! The store of one instance run and the argument of its `run` export.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::{Store, UpdateDeadline};
 
 use super::Runtime;
 use crate::bindings::types::WorkflowEvent;
-use crate::durable::{HostState, Instance};
+use crate::durable::{Charged, HostState, Instance, cpu};
 use crate::journal::{ErrorInfo, InstanceRecord};
 
 impl Runtime {
     /// A store for one run of `inst`: memory limit, and an epoch callback
-    /// that yields to the host every tick and ends a workflow body that
-    /// spins past its CPU limit outside step bodies.
+    /// that charges the guest's CPU time to the step body or workflow body
+    /// it runs ([`crate::durable::cpu`]), ends an attempt or run past its
+    /// CPU limit, and otherwise yields to the executor every tick.
     pub(super) fn new_store(
         &self,
         engine: &wasmtime::Engine,
@@ -22,26 +24,38 @@ impl Runtime {
         let mut store = Store::new(engine, HostState::new(inst.clone(), seed));
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        let max_ticks =
-            (inst.policy.limits.body_cpu_ms / crate::engine::EPOCH_TICK.as_millis() as u64).max(1);
         store.epoch_deadline_callback(move |ctx| {
-            let inst = ctx.data().instance();
+            let inst = ctx.data().instance().clone();
+            let limits = &inst.policy.limits;
             let mut st = inst.lock();
-            if st.running.is_empty() {
-                st.body_ticks += 1;
-                if st.body_ticks > max_ticks {
-                    let e = ErrorInfo::new(
-                        "CpuLimitExceeded",
-                        format!(
-                            "the workflow body ran for more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
-                            inst.policy.limits.body_cpu_ms
-                        ),
-                    );
-                    st.fatal.get_or_insert(e);
-                    return Err(wasmtime::format_err!("CPU limit exceeded"));
+            let spent = st.cpu.tick();
+            match st.charged() {
+                Charged::Step(h) => {
+                    let step = st.running.get_mut(&h).expect("charged() saw it running");
+                    step.cpu += spent;
+                    if step.cpu > Duration::from_millis(limits.step_cpu_ms) {
+                        st.cpu_exceeded = Some(h);
+                        return Err(wasmtime::format_err!("step CPU limit exceeded"));
+                    }
                 }
+                Charged::Body => {
+                    st.body_cpu += spent;
+                    if st.body_cpu > Duration::from_millis(limits.body_cpu_ms) {
+                        let e = ErrorInfo::new(
+                            "CpuLimitExceeded",
+                            format!(
+                                "the workflow body used more than {} ms of CPU outside step bodies in one run (limit `cpu_ms`); is there an infinite loop?",
+                                limits.body_cpu_ms
+                            ),
+                        );
+                        st.fatal.get_or_insert(e);
+                        return Err(wasmtime::format_err!("CPU limit exceeded"));
+                    }
+                }
+                Charged::Unknown => {}
             }
-            Ok(UpdateDeadline::Yield(1))
+            drop(st);
+            Ok(UpdateDeadline::YieldCustom(1, cpu::yield_then_mark(inst)))
         });
         store
     }

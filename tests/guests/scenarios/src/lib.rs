@@ -51,6 +51,8 @@ async fn run(event: WorkflowEvent<Input>) -> Result<Value, Error> {
         "secret" => secret_use().await,
         "step-context" => step_context(input.ms).await,
         "saga" => saga(input.ms).await,
+        "borrow" => borrow(input.ms).await,
+        "step-cpu" => step_cpu(input.url.as_deref().unwrap_or_default()).await,
         "spin-body" => loop {
             std::hint::black_box(0u64);
         },
@@ -98,13 +100,9 @@ async fn loud(n: u64) -> Result<Value, Error> {
 
 async fn basic(id: &str) -> Result<Value, Error> {
     let a: u64 = step("a", || async { Ok(20) }).await?;
-    let b: u64 = step("b", move || async move { Ok(a + 22) }).await?;
-    let who = id.to_owned();
-    let greeting: String = step("greet", move || {
-        let who = who.clone();
-        async move { Ok(format!("hello {who}")) }
-    })
-    .await?;
+    let b: u64 = step("b", || async { Ok(a + 22) }).await?;
+    // Borrows `id`: no clone, no `move`.
+    let greeting: String = step("greet", || async { Ok(format!("hello {id}")) }).await?;
     Ok(json!({ "a": a, "b": b, "greeting": greeting }))
 }
 
@@ -440,6 +438,65 @@ async fn saga(ms: u64) -> Result<Value, Error> {
     sleep("before-rollback", Duration::from_millis(ms)).await;
     let undone = saga.rollback_all(Some(&e)).await?;
     Ok(json!({ "undone": undone }))
+}
+
+/// Step bodies and undos that borrow the workflow's locals, concurrently,
+/// across a sleep (so a replay borrows them again).
+async fn borrow(ms: u64) -> Result<Value, Error> {
+    let skus: Vec<String> = ["mug", "tee", "cap"].map(String::from).to_vec();
+    let (count, longest) = join!(
+        step("count", || async { Ok(skus.len()) }).into_future(),
+        step("longest", || async {
+            Ok(skus.iter().map(String::len).max().unwrap_or(0))
+        })
+        .into_future(),
+    );
+    // What a saga's steps and undos borrow lives longer than the saga. A
+    // `move` closure (the undo takes `r`) copies references in.
+    let all = &skus;
+    let saga = Saga::new();
+    for sku in all {
+        let reserve = step("reserve", move || async move { Ok(format!("r-{sku}")) });
+        let _: String = saga
+            .run(reserve, move |_, r: String| async move {
+                Ok(format!("released {r} of {sku} ({} skus)", all.len()))
+            })
+            .await?;
+    }
+    sleep("between", Duration::from_millis(ms)).await;
+    let undone = saga.rollback_all(None).await?;
+    Ok(json!({"count": count?, "longest": longest?, "undone": undone}))
+}
+
+/// Two steps at once under a low `--step-cpu-ms`: one waits on a slow
+/// server longer than the limit (waiting is not CPU) and completes on its
+/// first attempt; the other spins, and each of its attempts fails alone
+/// with `CpuLimitExceeded`.
+async fn step_cpu(url: &str) -> Result<Value, Error> {
+    let (waited, spun) = join!(
+        step("wait-slow", || async {
+            let r = weft_sdk::http::fetch(weft_sdk::http::Request::get(url)).await?;
+            Ok(r.status)
+        })
+        .retries(0)
+        .into_future(),
+        step("spin", || async {
+            // Let the other step start first.
+            weft_sdk::delay(Duration::from_millis(50)).await;
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+                if x == u64::MAX {
+                    break Ok::<u64, Error>(x);
+                }
+            }
+        })
+        .retries(1)
+        .delay(Duration::from_millis(10))
+        .into_future(),
+    );
+    let spun = spun.unwrap_err();
+    Ok(json!({"waited": waited?, "spun": spun.name(), "message": spun.message()}))
 }
 
 /// Reads a secret in a step and returns it: weft redacts it everywhere.
