@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &[&str])] = &[
             "changed",
             "command",
             "bad_import",
+            "wasi_http",
         ],
     ),
     ("examples/hello-rust/Cargo.toml", &["hello"]),

@@ -17,3 +17,4 @@ mod python;
 mod sandbox;
 mod semantics;
 mod server;
+mod wasi_http;

@@ -151,9 +151,9 @@ fn python_fetch_with_gather_and_replay() {
     );
 }
 
-const SECRET: &str = "sekr1t-value-42";
+pub(crate) const SECRET: &str = "sekr1t-value-42";
 
-fn assert_no_secret(w: &Weft, texts: &[&str]) {
+pub(crate) fn assert_no_secret(w: &Weft, texts: &[&str]) {
     for t in texts {
         assert!(!t.contains(SECRET), "secret leaked: {t}");
     }

@@ -37,6 +37,7 @@ mod output;
 pub mod policy;
 mod waits;
 mod wasi;
+mod wasi_http;
 
 pub use child::child_id;
 pub use control::{BoxFuture, Children, Control, RunPermits};
@@ -59,6 +60,8 @@ pub const MAX_SLEEP_MS: u64 = 365 * 24 * 3600 * 1000;
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: wasi_http::HttpHooks,
     durable: DurableCtx,
     /// Enforces the memory limit and remembers that it was hit.
     pub limiter: MemoryLimiter,
@@ -94,6 +97,8 @@ impl HostState {
         HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks: wasi_http::HttpHooks { inst: inst.clone() },
             limiter: MemoryLimiter {
                 max_bytes: inst.policy.limits.memory_bytes,
                 hit: memory_hit.clone(),
@@ -112,6 +117,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }
