@@ -456,8 +456,8 @@ fn the_sdk_and_examples_type_check_with_mypy_strict() {
     let stubs = tempfile::tempdir().unwrap();
     let o = std::process::Command::new("componentize-py")
         .args(["-d"])
-        .arg(root.join("wit"))
-        .args(["-w", "weft:workflow/workflow", "bindings"])
+        .arg(root.join("guest-sdk-python/src/weft/wit"))
+        .args(["-w", "weft:workflow/python-workflow", "bindings"])
         .arg(stubs.path())
         .output()
         .unwrap();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use weft_test_artifacts::WASI_HTTP;
 
+use crate::common::python::py_component;
 use crate::common::*;
 use crate::sandbox::{SECRET, assert_no_secret};
 
@@ -126,6 +127,62 @@ fn a_published_wasi_http_client_works_in_rust_steps() {
     assert!(denied.contains("HttpRequestDenied"), "{denied}");
     let outside = out["outside"].as_str().unwrap();
     assert!(outside.contains("outside a step body"), "{outside}");
+    let history = w.exec(&["history", "wh"]).stdout;
+    assert_no_secret(&w, &[&d.stdout, &d.stderr, &history]);
+}
+
+/// The same from Python, with the `wasi:http` bindings componentize-py
+/// generates for weft's Python world.
+#[test]
+fn componentize_pys_wasi_http_works_in_python_steps() {
+    let w = Weft::new();
+    let (url, seen) = echo_server();
+    let py = py_component("wasi_http", None);
+    let input = json!({"url": url, "ms": 1500}).to_string();
+    let args = [
+        "run",
+        py.as_str(),
+        "--id",
+        "wh",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+        "--secret",
+        "API_KEY=TEST_SECRET",
+    ];
+    let mut run = w.spawn_env("run-0", &args, &[("TEST_SECRET", SECRET)]);
+    run.wait_stderr("the sleep", |t| t.contains("Sleeping after"));
+    run.kill9();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "GET auth= body=".to_owned(),
+            format!("POST auth=Bearer {SECRET} body=order 42")
+        ]
+    );
+    let d = Done::from(
+        w.cmd(&[
+            "resume",
+            "wh",
+            "--allow-host",
+            "127.0.0.1",
+            "--secret",
+            "API_KEY=TEST_SECRET",
+        ])
+        .env("TEST_SECRET", SECRET)
+        .output()
+        .unwrap(),
+    );
+    let out: Value = d.json();
+    assert_eq!(seen.lock().unwrap().len(), 2, "nothing was sent again");
+    assert_eq!(out["get"], json!([200, "GET auth= body="]));
+    assert_eq!(
+        out["post"],
+        json!([200, "POST auth=Bearer [redacted:API_KEY] body=order 42"])
+    );
+    assert_eq!(out["denied"], "ErrorCode_HttpRequestDenied", "{out}");
+    assert_eq!(out["outside"], "ErrorCode_InternalError", "{out}");
     let history = w.exec(&["history", "wh"]).stdout;
     assert_no_secret(&w, &[&d.stdout, &d.stderr, &history]);
 }

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from componentize_py_types import Err
-from wit_world.imports import durable, types
+from wit_world.imports import durable
+from wit_world.imports import weft_workflow_types as types
 
 from ._workflow import WorkflowEntrypoint, WorkflowStep, _check_json, _info, _report
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from componentize_py_types import Err
-from wit_world.imports import durable, types
+from wit_world.imports import durable
+from wit_world.imports import weft_workflow_types as types
 
 from ._duration import Duration, to_ms
 from ._errors import NonRetryableError

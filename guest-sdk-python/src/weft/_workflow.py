@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar, cast, overload
 
 from componentize_py_types import Err, Ok
-from wit_world.imports import durable, types
+from wit_world.imports import durable
+from wit_world.imports import weft_workflow_types as types
 
 from ._duration import Duration, to_ms
 from ._errors import NonRetryableError, StepError, WaitTimeoutError

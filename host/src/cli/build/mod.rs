@@ -154,7 +154,7 @@ fn build_python(module: &Path, output: Option<PathBuf>, class_name: Option<&str>
     let status = Command::new("componentize-py")
         .args([
             "-w",
-            "weft:workflow/workflow",
+            "weft:workflow/python-workflow",
             "componentize",
             "weft_entry",
             "-p",
