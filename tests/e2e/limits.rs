@@ -3,18 +3,11 @@
 //! the step that caused it, not its siblings in flight. In Rust and in
 //! Python.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::python::py_component;
 use crate::common::*;
 use crate::sandbox::counting_server;
-
-fn steps<'a>(h: &'a [Value], name: &str) -> Vec<&'a Value> {
-    entries(h, "step")
-        .into_iter()
-        .filter(|s| s["name"] == name)
-        .collect()
-}
 
 /// Under `--step-cpu-ms 300`, a step that waits 1.5 s on a slow loopback
 /// server completes on its first attempt, while a busy loop beside it
@@ -47,7 +40,7 @@ fn a_step_is_charged_its_cpu_not_its_waiting() {
             "{id}: {message}"
         );
         let h = w.history(id);
-        let spin = steps(&h, "spin");
+        let spin = steps_named(&h, "spin");
         assert_eq!(spin.len(), 2, "{id}: {h:?}");
         assert!(
             spin.iter()
@@ -56,7 +49,7 @@ fn a_step_is_charged_its_cpu_not_its_waiting() {
         // The waiting step was restarted by the spinner's traps without
         // spending an attempt, and its last run waited 1.5 s, five times
         // the CPU limit.
-        let wait = steps(&h, "wait-slow");
+        let wait = steps_named(&h, "wait-slow");
         assert_eq!(wait.len(), 1, "{id}: {h:?}");
         assert_eq!(wait[0]["attempt"], 1, "{id}: {h:?}");
         assert!(wait[0]["error"].is_null(), "{id}: {h:?}");
@@ -98,9 +91,9 @@ fn a_python_crash_in_a_step_is_charged_to_that_step() {
     assert_eq!(out["sibling"], "fine", "{out}");
     assert_eq!(out["crash"], "WorkflowTrap", "{out}");
     let h = w.history("crash");
-    let crash = steps(&h, "crash");
+    let crash = steps_named(&h, "crash");
     assert_eq!(crash.len(), 2, "{h:?}");
-    let sibling = steps(&h, "sibling");
+    let sibling = steps_named(&h, "sibling");
     assert_eq!(sibling.len(), 1, "{h:?}");
     assert_eq!(sibling[0]["attempt"], 1, "{h:?}");
     assert!(sibling[0]["error"].is_null(), "{h:?}");

@@ -18,13 +18,6 @@ fn run_py(w: &Weft, id: &str, input: &str, extra: &[&str]) -> Done {
     w.exec(&args)
 }
 
-fn step<'a>(h: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
-    entries(h, "step")
-        .into_iter()
-        .filter(|s| s["name"] == name)
-        .collect()
-}
-
 #[test]
 fn rust_and_python_run_side_by_side_with_the_same_output() {
     let w = Weft::new();
@@ -67,9 +60,12 @@ fn dag_dependencies_resolve_concurrently_and_are_reused() {
     );
     assert_eq!(d.stderr.matches("EXEC fetch_orders").count(), 1);
     let h = w.history("dag");
-    let (u, o) = (step(&h, "fetch_user")[0], step(&h, "fetch_orders")[0]);
+    let (u, o) = (
+        steps_named(&h, "fetch_user")[0],
+        steps_named(&h, "fetch_orders")[0],
+    );
     assert_eq!(
-        step(&h, "fetch_user").len(),
+        steps_named(&h, "fetch_user").len(),
         1,
         "a completed dependency is not run again"
     );
@@ -89,7 +85,7 @@ fn retries_follow_the_config_and_ctx_sees_the_attempt() {
     let out = run_py(&w, "r", r#"{"scenario":"retries"}"#, &[]).json();
     assert_eq!(out, json!({"attempt": 3, "config": "constant"}));
     let h = w.history("r");
-    let s = step(&h, "flaky");
+    let s = steps_named(&h, "flaky");
     assert_eq!(s.len(), 3);
     for e in &s[..2] {
         assert_eq!(e["error"]["name"], "ValueError");
@@ -105,7 +101,7 @@ fn exceptions_keep_their_type_after_retries() {
         out,
         json!({"builtin": ["ValueError", "bad value"], "custom": ["PaymentDeclined", "card 4242 declined"]})
     );
-    assert_eq!(step(&w.history("ex"), "doomed").len(), 2);
+    assert_eq!(steps_named(&w.history("ex"), "doomed").len(), 2);
 }
 
 #[test]
@@ -116,7 +112,7 @@ fn non_retryable_error_and_non_json_results() {
         out,
         json!({"caught": "NonRetryableError", "message": "card declined"})
     );
-    assert_eq!(step(&w.history("nr"), "card").len(), 1);
+    assert_eq!(steps_named(&w.history("nr"), "card").len(), 1);
     let out = run_py(&w, "bad", r#"{"scenario":"bad_return"}"#, &[]).json();
     let msg = out["message"].as_str().unwrap();
     assert!(msg.contains("'tuple_set'") && msg.contains("set"), "{msg}");
@@ -143,7 +139,7 @@ fn durable_sleeps_survive_eviction() {
     assert_eq!(sleeps[1]["name"], "until");
     // `after` took `before` as a dependency once `before` was replayed:
     // from the journal, not by beginning it again.
-    assert_eq!(step(&h, "before").len(), 1);
+    assert_eq!(steps_named(&h, "before").len(), 1);
 }
 
 #[test]
@@ -199,7 +195,7 @@ fn gather_runs_steps_sleeps_and_waits_concurrently() {
         json!({"a": "L", "b": "R", "event": true})
     );
     let h = w.history("g");
-    let (l, r) = (step(&h, "left")[0], step(&h, "right")[0]);
+    let (l, r) = (steps_named(&h, "left")[0], steps_named(&h, "right")[0]);
     // Two steps that each wait one second overlapped: together about 1 s.
     assert!(u(&r["startedMs"]) < u(&l["endedMs"]) && u(&l["startedMs"]) < u(&r["endedMs"]));
     assert!(u(&l["endedMs"]) - u(&l["startedMs"]) >= 1000);

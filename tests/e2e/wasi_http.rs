@@ -71,6 +71,61 @@ fn echo_server() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
+/// Runs `component` (a GET, a POST with the secret, a refused host, a
+/// request outside a step, then a 1.5 s sleep), kills it in the sleep,
+/// resumes it, and checks what the server got and what was journaled.
+/// Returns the output.
+fn run_killed_and_resumed(component: &str) -> Value {
+    let w = Weft::new();
+    let (url, seen) = echo_server();
+    let input = json!({"url": url, "ms": 1500}).to_string();
+    let args = [
+        "run",
+        component,
+        "--id",
+        "wh",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+        "--secret",
+        "API_KEY=TEST_SECRET",
+    ];
+    let mut run = w.spawn_env("run-0", &args, &[("TEST_SECRET", SECRET)]);
+    run.wait_stderr("the sleep", |t| t.contains("Sleeping after"));
+    run.kill9();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "GET auth= body=".to_owned(),
+            format!("POST auth=Bearer {SECRET} body=order 42")
+        ]
+    );
+    let d = Done::from(
+        w.cmd(&[
+            "resume",
+            "wh",
+            "--allow-host",
+            "127.0.0.1",
+            "--secret",
+            "API_KEY=TEST_SECRET",
+        ])
+        .env("TEST_SECRET", SECRET)
+        .output()
+        .unwrap(),
+    );
+    let out: Value = d.json();
+    assert_eq!(seen.lock().unwrap().len(), 2, "nothing was sent again");
+    assert_eq!(out["get"], json!([200, "GET auth= body="]));
+    assert_eq!(
+        out["post"],
+        json!([200, "POST auth=Bearer [redacted:API_KEY] body=order 42"])
+    );
+    let history = w.exec(&["history", "wh"]).stdout;
+    assert_no_secret(&w, &[&d.stdout, &d.stderr, &history]);
+    out
+}
+
 /// A Rust step uses wstd's HTTP client unchanged: a GET, and a POST whose
 /// `authorization` header carries a secret, which the server receives and
 /// echoes but the journal holds redacted. A host off the allow-list is
@@ -78,111 +133,18 @@ fn echo_server() -> (String, Arc<Mutex<Vec<String>>>) {
 /// resumed run sends nothing again.
 #[test]
 fn a_published_wasi_http_client_works_in_rust_steps() {
-    let w = Weft::new();
-    let (url, seen) = echo_server();
-    let input = json!({"url": url, "ms": 1500}).to_string();
-    let args = [
-        "run",
-        WASI_HTTP,
-        "--id",
-        "wh",
-        "--input",
-        &input,
-        "--allow-host",
-        "127.0.0.1",
-        "--secret",
-        "API_KEY=TEST_SECRET",
-    ];
-    let mut run = w.spawn_env("run-0", &args, &[("TEST_SECRET", SECRET)]);
-    run.wait_stderr("the sleep", |t| t.contains("Sleeping after"));
-    run.kill9();
-    assert_eq!(
-        *seen.lock().unwrap(),
-        [
-            "GET auth= body=".to_owned(),
-            format!("POST auth=Bearer {SECRET} body=order 42")
-        ]
-    );
-    let d = Done::from(
-        w.cmd(&[
-            "resume",
-            "wh",
-            "--allow-host",
-            "127.0.0.1",
-            "--secret",
-            "API_KEY=TEST_SECRET",
-        ])
-        .env("TEST_SECRET", SECRET)
-        .output()
-        .unwrap(),
-    );
-    let out: Value = d.json();
-    assert_eq!(seen.lock().unwrap().len(), 2, "nothing was sent again");
-    assert_eq!(out["get"], json!([200, "GET auth= body="]));
-    assert_eq!(
-        out["post"],
-        json!([200, "POST auth=Bearer [redacted:API_KEY] body=order 42"])
-    );
+    let out = run_killed_and_resumed(WASI_HTTP);
     let denied = out["denied"].as_str().unwrap();
     assert!(denied.contains("HttpRequestDenied"), "{denied}");
     let outside = out["outside"].as_str().unwrap();
     assert!(outside.contains("outside a step body"), "{outside}");
-    let history = w.exec(&["history", "wh"]).stdout;
-    assert_no_secret(&w, &[&d.stdout, &d.stderr, &history]);
 }
 
 /// The same from Python, with the `wasi:http` bindings componentize-py
 /// generates for weft's Python world.
 #[test]
 fn componentize_pys_wasi_http_works_in_python_steps() {
-    let w = Weft::new();
-    let (url, seen) = echo_server();
-    let py = py_component("wasi_http", None);
-    let input = json!({"url": url, "ms": 1500}).to_string();
-    let args = [
-        "run",
-        py.as_str(),
-        "--id",
-        "wh",
-        "--input",
-        &input,
-        "--allow-host",
-        "127.0.0.1",
-        "--secret",
-        "API_KEY=TEST_SECRET",
-    ];
-    let mut run = w.spawn_env("run-0", &args, &[("TEST_SECRET", SECRET)]);
-    run.wait_stderr("the sleep", |t| t.contains("Sleeping after"));
-    run.kill9();
-    assert_eq!(
-        *seen.lock().unwrap(),
-        [
-            "GET auth= body=".to_owned(),
-            format!("POST auth=Bearer {SECRET} body=order 42")
-        ]
-    );
-    let d = Done::from(
-        w.cmd(&[
-            "resume",
-            "wh",
-            "--allow-host",
-            "127.0.0.1",
-            "--secret",
-            "API_KEY=TEST_SECRET",
-        ])
-        .env("TEST_SECRET", SECRET)
-        .output()
-        .unwrap(),
-    );
-    let out: Value = d.json();
-    assert_eq!(seen.lock().unwrap().len(), 2, "nothing was sent again");
-    assert_eq!(out["get"], json!([200, "GET auth= body="]));
-    assert_eq!(
-        out["post"],
-        json!([200, "POST auth=Bearer [redacted:API_KEY] body=order 42"])
-    );
+    let out = run_killed_and_resumed(&py_component("wasi_http", None));
     assert_eq!(out["denied"], "ErrorCode_HttpRequestDenied", "{out}");
     assert_eq!(out["outside"], "ErrorCode_InternalError", "{out}");
-    let history = w.exec(&["history", "wh"]).stdout;
-    assert_no_secret(&w, &[&d.stdout, &d.stderr, &history]);
 }

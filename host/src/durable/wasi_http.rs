@@ -5,7 +5,10 @@
 //! and redacted, like any other, so a response is never fetched again once
 //! its step completed.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::http;
@@ -78,7 +81,65 @@ impl WasiHttpHooks for HttpHooks {
                 while let Some(Ok(_)) = body.frame().await {}
                 Err(e)
             }),
-            None => Plain.send_request(request, options, fut),
+            None => Plain.send_request(request.map(Linger::wrap), options, fut),
+        }
+    }
+}
+
+/// How long, at most, a request body hyper no longer wants is still read.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// A request body that, when hyper drops it before its end (the answer
+/// came first, or the body was known to be empty), goes on reading what
+/// the guest still writes, so that the guest's writes do not fail with a
+/// closed stream. Clients such as wstd write the body while they wait for
+/// the answer, and a fast server's answer would otherwise turn a success
+/// into a "connection reset" (seen 1 run in 3 against a server answering
+/// before it read an empty body).
+struct Linger(Option<WasiBody>);
+
+impl Linger {
+    fn wrap(body: WasiBody) -> WasiBody {
+        Linger(Some(body)).boxed_unsync()
+    }
+}
+
+impl http_body::Body for Linger {
+    type Data = bytes::Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.as_ref().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
+impl Drop for Linger {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take() else {
+            return;
+        };
+        if http_body::Body::is_end_stream(&body) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(LINGER, drain).await;
+            });
         }
     }
 }

@@ -249,6 +249,14 @@ pub fn entries<'a>(history: &'a [Value], kind: &str) -> Vec<&'a Value> {
     history.iter().filter(|e| e["kind"] == kind).collect()
 }
 
+/// The step entries of `history` named `name`.
+pub fn steps_named<'a>(history: &'a [Value], name: &str) -> Vec<&'a Value> {
+    entries(history, "step")
+        .into_iter()
+        .filter(|s| s["name"] == name)
+        .collect()
+}
+
 pub fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
