@@ -92,12 +92,17 @@ pub struct Replay {
     occurrences: HashMap<String, u32>,
     nondet: Vec<Nondet>,
     nondet_pos: usize,
+    /// When the replay started, until it caught up (for the metrics).
+    started: Option<std::time::Instant>,
 }
 
 impl Replay {
     /// Builds the index from an instance's journal.
     pub fn new(entries: Vec<(u64, Entry)>) -> Replay {
-        let mut r = Replay::default();
+        let mut r = Replay {
+            started: (!entries.is_empty()).then(std::time::Instant::now),
+            ..Replay::default()
+        };
         for (seq, entry) in entries {
             match entry {
                 Entry::Nondet { value } => r.nondet.push(value),
@@ -229,6 +234,13 @@ impl Replay {
             )));
         }
         self.unreplayed.remove(seq);
+        if self.unreplayed.is_empty()
+            && let Some(started) = self.started.take()
+        {
+            crate::metrics::get()
+                .replay_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
         Ok(Some(rec.clone()))
     }
 

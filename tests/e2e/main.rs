@@ -12,6 +12,7 @@ mod crash;
 mod examples;
 mod http_edges;
 mod limits;
+mod metrics;
 mod postgres;
 mod python;
 mod sandbox;

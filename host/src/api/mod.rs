@@ -101,12 +101,23 @@ pub fn router(api: Arc<Api>) -> Router {
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route(
+            "/metrics",
+            get(metrics).layer(axum::middleware::from_fn_with_state(api.clone(), auth)),
+        )
         .nest("/v1", v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         // Payloads are limited to 1 MiB; larger bodies get a clear 413.
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES * 2 + 4096))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(api)
+}
+
+/// Prometheus metrics (behind the token, as `/v1`).
+async fn metrics(State(api): State<Arc<Api>>) -> ApiResult<Response> {
+    let counts = api.rt.journal.counts().await?;
+    let text = crate::metrics::get().encode(&counts);
+    Ok(([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// Largest body of a batch create: 100 instances' params of 1 MiB each

@@ -168,6 +168,8 @@ impl State {
 /// One instance run: shared by the store's host calls and the runner.
 pub struct Instance {
     pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
     pub journal: Journal,
     pub state: Mutex<State>,
     /// Signalled whenever running steps or pending waits change.
@@ -191,6 +193,8 @@ pub struct Instance {
 /// What an [`Instance`] is made of.
 pub struct InstanceOptions {
     pub id: String,
+    /// The workflow's name (for metrics and logs).
+    pub workflow: String,
     pub journal: Journal,
     /// The instance's journal, to replay against.
     pub replay: Replay,
@@ -213,6 +217,7 @@ impl Instance {
     pub fn new(o: InstanceOptions) -> Arc<Instance> {
         let InstanceOptions {
             id,
+            workflow,
             journal,
             replay,
             seed,
@@ -226,6 +231,7 @@ impl Instance {
         } = o;
         Arc::new(Instance {
             id,
+            workflow,
             journal,
             control,
             children,

@@ -423,6 +423,17 @@ impl<T> durable::HostWithStore<T> for Durable {
             .append(&inst.id, vec![entry])
             .await
             .map_err(|e| inst.host_failure(e))?;
+        crate::metrics::get().step_ended(
+            &inst.workflow,
+            match &result {
+                AttemptResult::Ok { .. } => Some(true),
+                AttemptResult::Err {
+                    retry_ms: Some(_), ..
+                } => Some(false),
+                AttemptResult::Err { retry_ms: None, .. } => None,
+            },
+            Duration::from_millis(ended_ms.saturating_sub(started_ms)),
+        );
         // The outcome is durable; a pause takes effect now.
         inst.check_pause()?;
         match result {

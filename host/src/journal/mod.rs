@@ -378,6 +378,22 @@ impl Journal {
         }
     }
 
+    /// How many instances each workflow has in each status:
+    /// `(workflow, status, count)`.
+    pub async fn counts(&self) -> Result<Vec<(String, String, u64)>, JournalError> {
+        match &self.store {
+            Store::Embedded(s) => {
+                let mut by = std::collections::BTreeMap::new();
+                for r in s.list(None)? {
+                    *by.entry((r.workflow, r.status.as_str().to_owned()))
+                        .or_insert(0) += 1;
+                }
+                Ok(by.into_iter().map(|((w, s), n)| (w, s, n)).collect())
+            }
+            Store::Postgres(s) => s.counts().await,
+        }
+    }
+
     /// Reads an instance's journal in order.
     pub async fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
         match &self.store {

@@ -91,8 +91,10 @@ impl Writer {
     /// sequence caches are dropped so they are reloaded from the database.
     pub(super) fn apply(&mut self, batch: Vec<Op>) {
         let durable = batch.iter().any(Op::durable);
+        let (ops, started) = (batch.len(), std::time::Instant::now());
         match self.commit(batch, durable) {
             Ok(replies) => {
+                crate::metrics::get().committed(ops, started.elapsed());
                 replies.into_iter().for_each(Reply::send);
                 if self.wal.len() >= self.checkpoint_bytes
                     && let Err(e) = self.checkpoint()

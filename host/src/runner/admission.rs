@@ -21,6 +21,7 @@ pub struct Admission {
 struct Permits {
     _workflow: Option<OwnedSemaphorePermit>,
     _pool: OwnedSemaphorePermit,
+    _counted: crate::metrics::Held,
 }
 
 impl Admission {
@@ -59,6 +60,7 @@ impl Admission {
         self.held().get_or_insert(Permits {
             _workflow: workflow,
             _pool: pool,
+            _counted: crate::metrics::Held::new(&crate::metrics::get().slots_in_use),
         });
         true
     }
@@ -69,6 +71,7 @@ impl Admission {
         if self.holds() {
             return Ok(());
         }
+        let _queued = crate::metrics::Held::new(&crate::metrics::get().queue_depth);
         let workflow = match &self.workflow {
             Some(w) => Some(w.clone().acquire_owned().await?),
             None => None,
@@ -78,6 +81,7 @@ impl Admission {
         self.held().get_or_insert(Permits {
             _workflow: workflow,
             _pool: pool,
+            _counted: crate::metrics::Held::new(&crate::metrics::get().slots_in_use),
         });
         Ok(())
     }

@@ -56,8 +56,13 @@ impl Runtime {
                 entries: entries.len(),
             });
         }
+        if !entries.is_empty() {
+            let m = crate::metrics::get();
+            m.workflow(&m.replays, &rec.workflow);
+        }
         let inst = Instance::new(InstanceOptions {
             id: rec.id.clone(),
+            workflow: rec.workflow.clone(),
             journal: self.journal.clone(),
             replay: Replay::new(entries),
             seed: rec.seed,
@@ -165,7 +170,7 @@ impl Runtime {
                             step.name, step.attempt, policy.limits.step_cpu_ms
                         ),
                     );
-                    return self.trapped(id, only(running, h), e, progress).await;
+                    return self.trapped(inst, only(running, h), e, progress).await;
                 }
                 // Otherwise a trap (or the memory limit) is charged to the
                 // step body that was running when it came, when the guest
@@ -177,7 +182,7 @@ impl Runtime {
                 };
                 if memory_hit {
                     let e = crate::durable::memory_limit_exceeded(policy.limits.memory_bytes);
-                    return self.trapped(id, culprits, e, progress).await;
+                    return self.trapped(inst, culprits, e, progress).await;
                 }
                 match panic {
                     // A panic in a step body is a failed attempt of that
@@ -188,7 +193,7 @@ impl Runtime {
                             "WorkflowTrap",
                             format!("the step panicked: {}", policy.redact(&message)),
                         );
-                        self.trapped(id, only(running, handle), e, progress).await
+                        self.trapped(inst, only(running, handle), e, progress).await
                     }
                     // Outside any step body: the workflow's own code.
                     Some((_, message)) => {
@@ -212,7 +217,7 @@ impl Runtime {
                         if charged == Charged::Body {
                             return self.end(id, Err(e)).await;
                         }
-                        self.trapped(id, culprits, e, progress).await
+                        self.trapped(inst, culprits, e, progress).await
                     }
                 }
             }
@@ -229,10 +234,15 @@ impl Runtime {
                         ),
                     )
                 };
-                self.fail_attempts(id, vec![step], error, progress).await?;
+                self.fail_attempts(inst, vec![step], error, progress)
+                    .await?;
                 Ok(Settled::Retry)
             }
-            Err(Interrupt::Evict(wake)) => Ok(Settled::Evicted(wake)),
+            Err(Interrupt::Evict(wake)) => {
+                let m = crate::metrics::get();
+                m.workflow(&m.evictions, &inst.workflow);
+                Ok(Settled::Evicted(wake))
+            }
             Err(Interrupt::Pause) => Ok(Settled::Paused),
         }
     }
@@ -241,16 +251,16 @@ impl Runtime {
     /// with none, it ends the instance.
     async fn trapped(
         &self,
-        id: &str,
+        inst: &Instance,
         running: Vec<(u64, RunningStep)>,
         e: ErrorInfo,
         progress: &Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<Settled> {
         if running.is_empty() {
-            return self.end(id, Err(e)).await;
+            return self.end(&inst.id, Err(e)).await;
         }
         let steps = running.into_iter().map(|(_, s)| s).collect();
-        self.fail_attempts(id, steps, |_| e.clone(), progress)
+        self.fail_attempts(inst, steps, |_| e.clone(), progress)
             .await?;
         Ok(Settled::Retry)
     }
@@ -279,7 +289,7 @@ impl Runtime {
     /// Journals a failed attempt, with its retry time, for each of `steps`.
     async fn fail_attempts(
         &self,
-        id: &str,
+        inst: &Instance,
         steps: Vec<RunningStep>,
         error: impl Fn(&RunningStep) -> ErrorInfo,
         progress: &Option<mpsc::UnboundedSender<Progress>>,
@@ -290,6 +300,11 @@ impl Runtime {
             .map(|step| {
                 let error = error(&step);
                 let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
+                crate::metrics::get().step_ended(
+                    &inst.workflow,
+                    retry_ms.map(|_| false),
+                    std::time::Duration::from_millis(now.saturating_sub(step.started_ms)),
+                );
                 if let Some(tx) = progress {
                     let _ = tx.send(Progress::StepFailed {
                         name: step.name.clone(),
@@ -308,7 +323,7 @@ impl Runtime {
                 }
             })
             .collect();
-        self.journal.append(id, entries).await?;
+        self.journal.append(&inst.id, entries).await?;
         Ok(())
     }
 }

@@ -28,6 +28,7 @@ impl Runtime {
         let events = watch::channel(0).1;
         let inst = Instance::new(InstanceOptions {
             id: rec.id.clone(),
+            workflow: rec.workflow.clone(),
             journal: self.journal.clone(),
             replay,
             seed: rec.seed,

@@ -140,6 +140,21 @@ impl Postgres {
         rows.iter().map(record).collect()
     }
 
+    pub(super) async fn counts(&self) -> Result<Vec<(String, String, u64)>, JournalError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT workflow, status, count(*) FROM weft_instances GROUP BY workflow, status",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
+            .collect())
+    }
+
     pub(super) async fn entries(&self, id: &str) -> Result<Vec<(u64, Entry)>, JournalError> {
         let c = self.client().await?;
         let rows = c

@@ -96,7 +96,12 @@ pub(super) async fn run_writer(mut writer: Writer, mut rx: mpsc::UnboundedReceiv
             s: &writer.statements,
             lease: writer.lease.as_deref(),
         };
-        if let Err(e) = apply(w, std::mem::take(&mut batch)).await {
+        let (ops, started) = (batch.len(), std::time::Instant::now());
+        let applied = apply(w, std::mem::take(&mut batch)).await;
+        if applied.is_ok() {
+            crate::metrics::get().committed(ops, started.elapsed());
+        }
+        if let Err(e) = applied {
             // Each request was answered with the error; an instance's
             // task tries again.
             tracing::error!("journal commit failed: {e}");
