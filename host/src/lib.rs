@@ -15,6 +15,7 @@ pub mod durable;
 pub mod endpoint;
 pub mod engine;
 pub mod journal;
+pub mod logs;
 pub mod metrics;
 pub mod replay;
 pub mod runner;

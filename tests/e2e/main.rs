@@ -12,7 +12,7 @@ mod crash;
 mod examples;
 mod http_edges;
 mod limits;
-mod metrics;
+mod observe;
 mod postgres;
 mod python;
 mod sandbox;

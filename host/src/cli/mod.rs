@@ -31,6 +31,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "WEFT_STORE", value_name = "URL")]
     pub store: Option<String>,
 
+    /// How logs on stderr are written: `text` for people, `json` for log
+    /// pipelines (one object per line, naming workflow, instance, step and
+    /// attempt). `RUST_LOG` filters them.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: crate::logs::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -210,12 +222,7 @@ fn report_damage_on_redb_panics() {
 pub fn main() -> i32 {
     report_damage_on_redb_panics();
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logs::init(cli.log_format);
     // One worker per core (tokio's default): instances run on all of them.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -46,16 +46,28 @@ fn styled(verb: &str, color: &str) -> String {
 
 /// Prints `   Verb message` in green.
 pub fn status(verb: &str, msg: &str) {
+    if crate::logs::json() {
+        tracing::info!(target: "weft::status", verb = verb.trim(), "{msg}");
+        return;
+    }
     err_line(format_args!("{} {msg}", styled(verb, "32")));
 }
 
 /// Prints `   Verb message` in yellow.
 pub fn warn(verb: &str, msg: &str) {
+    if crate::logs::json() {
+        tracing::warn!(target: "weft::status", verb = verb.trim(), "{msg}");
+        return;
+    }
     err_line(format_args!("{} {msg}", styled(verb, "33")));
 }
 
 /// Prints `error: message` in red.
 pub fn error(msg: &str) {
+    if crate::logs::json() {
+        tracing::error!(target: "weft::status", "{msg}");
+        return;
+    }
     let label = if std::io::stderr().is_terminal() {
         "\x1b[1;31merror\x1b[0m".to_string()
     } else {

@@ -283,6 +283,35 @@ impl Instance {
             .map_err(|e| e.into_error())
     }
 
+    /// One step attempt ended: `Some(true)` succeeded, `Some(false)`
+    /// failed and will be retried, `None` failed for good. Counts it in
+    /// the metrics and logs it (debug, `weft::step`).
+    pub fn attempt_ended(
+        &self,
+        step: &str,
+        attempt: u32,
+        outcome: Option<bool>,
+        took: Duration,
+        error: Option<&ErrorInfo>,
+    ) {
+        crate::metrics::get().step_ended(&self.workflow, outcome, took);
+        tracing::debug!(
+            target: "weft::step",
+            workflow = %self.workflow,
+            instance = %self.id,
+            step,
+            attempt,
+            outcome = match outcome {
+                Some(true) => "completed",
+                Some(false) => "retried",
+                None => "failed",
+            },
+            duration_ms = took.as_millis() as u64,
+            error = error.map(|e| e.to_string()),
+            "step attempt ended"
+        );
+    }
+
     pub(crate) fn report(&self, p: Progress) {
         if let Some(tx) = &self.progress {
             let _ = tx.send(p);

@@ -423,16 +423,16 @@ impl<T> durable::HostWithStore<T> for Durable {
             .append(&inst.id, vec![entry])
             .await
             .map_err(|e| inst.host_failure(e))?;
-        crate::metrics::get().step_ended(
-            &inst.workflow,
-            match &result {
-                AttemptResult::Ok { .. } => Some(true),
-                AttemptResult::Err {
-                    retry_ms: Some(_), ..
-                } => Some(false),
-                AttemptResult::Err { retry_ms: None, .. } => None,
-            },
+        let (outcome, error) = match &result {
+            AttemptResult::Ok { .. } => (Some(true), None),
+            AttemptResult::Err { error, retry_ms } => (retry_ms.map(|_| false), Some(error)),
+        };
+        inst.attempt_ended(
+            &name,
+            attempt,
+            outcome,
             Duration::from_millis(ended_ms.saturating_sub(started_ms)),
+            error,
         );
         // The outcome is durable; a pause takes effect now.
         inst.check_pause()?;

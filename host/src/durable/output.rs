@@ -113,11 +113,39 @@ impl LineWriter {
                 out.push_str(&note(&self.inst.id, budget.dropped));
                 budget.dropped = 0;
             }
+            if crate::logs::json() {
+                tracing::info!(
+                    target: "weft::guest",
+                    workflow = %self.inst.workflow,
+                    instance = %self.inst.id,
+                    "{kept}"
+                );
+                continue;
+            }
             out.push_str(&format!("[{}] {kept}\n", self.inst.id));
         }
         drop(budget);
-        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        write_out(&self.inst, &out);
     }
+}
+
+/// Writes lines of guest output (or notes about it) to stderr; in JSON
+/// logs, as a warning event (the lines themselves are events already).
+fn write_out(inst: &Instance, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    if crate::logs::json() {
+        tracing::warn!(
+            target: "weft::guest",
+            workflow = %inst.workflow,
+            instance = %inst.id,
+            "{}",
+            text.trim_end()
+        );
+        return;
+    }
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn note(id: &str, dropped: u64) -> String {
@@ -136,7 +164,7 @@ impl Drop for LineWriter {
         if budget.dropped > 0 {
             let text = note(&self.inst.id, budget.dropped);
             budget.dropped = 0;
-            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+            write_out(&self.inst, &text);
         }
     }
 }

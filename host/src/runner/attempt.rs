@@ -300,10 +300,12 @@ impl Runtime {
             .map(|step| {
                 let error = error(&step);
                 let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
-                crate::metrics::get().step_ended(
-                    &inst.workflow,
+                inst.attempt_ended(
+                    &step.name,
+                    step.attempt,
                     retry_ms.map(|_| false),
                     std::time::Duration::from_millis(now.saturating_sub(step.started_ms)),
+                    Some(&error),
                 );
                 if let Some(tx) = progress {
                     let _ = tx.send(Progress::StepFailed {

@@ -172,6 +172,14 @@ impl Runtime {
                     match Box::pin(run).await? {
                         Settled::Final(rec) => {
                             held.release();
+                            tracing::info!(
+                                target: "weft::instance",
+                                workflow = %rec.workflow,
+                                instance = %rec.id,
+                                status = rec.status.as_str(),
+                                error = rec.error.as_ref().map(|e| e.to_string()),
+                                "instance ended"
+                            );
                             return Ok(Ended::Final(Box::new(self.finish(rec))));
                         }
                         // The permits are kept for the next attempt.

@@ -1,5 +1,6 @@
-//! Prometheus metrics at `/metrics`: what ran shows in the counters, the
-//! store's instances by status in a gauge, behind the API's token.
+//! What operators see: Prometheus metrics at `/metrics` (what ran shows in
+//! the counters, the store's instances by status in a gauge, behind the
+//! API's token) and JSON logs.
 
 use serde_json::json;
 
@@ -100,4 +101,95 @@ fn metrics_count_what_ran() {
     assert_eq!(get("weft_queue_depth"), 0.0);
     assert_eq!(get("weft_slots_in_use"), 0.0);
     assert!(get("process_resident_memory_bytes") > 1e6);
+}
+
+/// `--log-format json`: every stderr line is a JSON object; the guest's
+/// output, each step attempt (at debug) and the instance's end are events
+/// naming the workflow, instance, step and attempt.
+#[test]
+fn json_logs_name_the_workflow_instance_step_and_attempt() {
+    let w = Weft::new();
+    let d = Done::from(
+        w.cmd(&[
+            "--log-format",
+            "json",
+            "run",
+            SCENARIOS,
+            "--id",
+            "j1",
+            "--input",
+            r#"{"scenario":"exhausted"}"#,
+        ])
+        .env(
+            "RUST_LOG",
+            "warn,weft::guest=info,weft::instance=info,weft::step=debug",
+        )
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(d.code, Some(0), "{}", d.stderr);
+    let events: Vec<serde_json::Value> = d
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |target: &str| -> Vec<&serde_json::Value> {
+        events.iter().filter(|e| e["target"] == target).collect()
+    };
+    let steps = of("weft::step");
+    assert_eq!(steps.len(), 3, "{}", d.stderr);
+    for (i, e) in steps.iter().enumerate() {
+        assert_eq!(e["workflow"], "scenarios", "{e}");
+        assert_eq!(e["instance"], "j1", "{e}");
+        assert_eq!(e["step"], "doomed", "{e}");
+        assert_eq!(e["attempt"], i as u64 + 1, "{e}");
+        let outcome = if i < 2 { "retried" } else { "failed" };
+        assert_eq!(e["outcome"], outcome, "{e}");
+        assert!(
+            e["error"].as_str().unwrap().contains("503 from upstream"),
+            "{e}"
+        );
+    }
+    let ended = of("weft::instance");
+    assert_eq!(ended.len(), 1, "{}", d.stderr);
+    assert_eq!(ended[0]["status"], "complete");
+    assert_eq!(ended[0]["instance"], "j1");
+    // Status lines are events too, not text.
+    assert!(!of("weft::status").is_empty(), "{}", d.stderr);
+}
+
+/// Guest output becomes events with the instance's id, in JSON logs.
+#[test]
+fn json_logs_carry_guest_output() {
+    let w = Weft::new();
+    let d = Done::from(
+        w.cmd(&[
+            "--log-format",
+            "json",
+            "run",
+            SCENARIOS,
+            "--id",
+            "loud",
+            "--input",
+            r#"{"scenario":"loud","n":2}"#,
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(d.code, Some(0), "{}", d.stderr);
+    let lines: Vec<serde_json::Value> = d
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|e: &serde_json::Value| e["target"] == "weft::guest")
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", d.stderr);
+    assert_eq!(lines[0]["instance"], "loud");
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000000 xxx")
+    );
 }
