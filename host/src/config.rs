@@ -82,6 +82,9 @@ pub struct WorkflowConfig {
     pub cpu_ms: Option<u64>,
     /// CPU time of one step attempt's body, in ms (default 600,000).
     pub step_cpu_ms: Option<u64>,
+    /// Cron schedules: one instance per tick (`weft serve`).
+    #[serde(default)]
+    pub schedules: Vec<crate::scheduler::cron::ScheduleSpec>,
 }
 
 /// Where a secret's value comes from.

@@ -9,6 +9,7 @@ mod cluster;
 mod compat;
 mod corruption;
 mod crash;
+mod cron;
 mod examples;
 mod http_edges;
 mod limits;

@@ -98,6 +98,7 @@ pub fn router(api: Arc<Api>) -> Router {
             post(send_event_by_id),
         )
         .route("/workflows/{name}/upgrade", post(upgrade))
+        .route("/schedules", get(list_schedules))
         .layer(axum::middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
@@ -111,6 +112,11 @@ pub fn router(api: Arc<Api>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES * 2 + 4096))
         .layer(axum::middleware::map_response(json_errors))
         .with_state(api)
+}
+
+/// The cron schedules of the server's workflows, with their next ticks.
+async fn list_schedules(State(api): State<Arc<Api>>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({"schedules": api.scheduler()?.schedules()})))
 }
 
 /// Prometheus metrics (behind the token, as `/v1`).

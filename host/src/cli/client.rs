@@ -241,3 +241,38 @@ pub async fn upgrade(data_dir: &Path, a: UpgradeArgs) -> Result<i32> {
         0
     })
 }
+
+#[derive(clap::Args, Debug)]
+pub struct SchedulesArgs {
+    #[command(flatten)]
+    pub server: ServerOptions,
+}
+
+/// `weft schedules`: the server's cron schedules and their next ticks.
+pub async fn schedules(data_dir: &Path, a: SchedulesArgs) -> Result<i32> {
+    let to = need_server(data_dir, &a.server).await?;
+    let v = call(&to, "GET", "/v1/schedules".into(), None).await?;
+    if a.server.json {
+        outln!("{v}");
+        return Ok(0);
+    }
+    let list = v["schedules"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        term::status(
+            "Schedules",
+            "none (add `schedules = [\"…\"]` under [workflows.NAME])",
+        );
+    }
+    for s in list {
+        let text = |k: &str| s[k].as_str().unwrap_or("").to_owned();
+        outln!(
+            "{:<16} {:<20} {:<16} missed={:<7} next {}",
+            text("workflow"),
+            text("cron"),
+            text("timezone"),
+            text("missed"),
+            s["next"].as_str().unwrap_or("never")
+        );
+    }
+    Ok(0)
+}

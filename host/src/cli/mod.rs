@@ -70,6 +70,8 @@ pub enum Command {
     Restart(client::RestartArgs),
     /// Move instances to the newest deployed version, checked by replay.
     Upgrade(client::UpgradeArgs),
+    /// List a server's cron schedules and their next ticks.
+    Schedules(client::SchedulesArgs),
     /// Send an event to an instance (buffered until a wait takes it).
     SendEvent(inspect::SendEventArgs),
     /// Show an instance's status, output or error as JSON.
@@ -262,6 +264,7 @@ pub fn main() -> i32 {
             Command::Terminate(a) => client::terminate(&cli.data_dir, a).await,
             Command::Restart(a) => client::restart(&cli.data_dir, a).await,
             Command::Upgrade(a) => client::upgrade(&cli.data_dir, a).await,
+            Command::Schedules(a) => client::schedules(&cli.data_dir, a).await,
             Command::SendEvent(a) => inspect::send_event(&cli.data_dir, store, a).await,
             Command::Status(a) => inspect::status(&cli.data_dir, store, a).await,
             Command::List(a) => inspect::list(&cli.data_dir, store, a).await,

@@ -125,6 +125,12 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         .max_running
         .or(cfg.server.max_running)
         .unwrap_or(defaults::MAX_RUNNING);
+    let mut schedules = Vec::new();
+    for (name, w) in &cfg.workflows {
+        for spec in &w.schedules {
+            schedules.push(crate::scheduler::cron::Schedule::parse(name, spec)?);
+        }
+    }
     let scheduler = Scheduler::new(rt.clone(), workflows, max_running);
     scheduler.install_children();
     let socket = control::serve(Api {
@@ -141,6 +147,10 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
     if resumed > 0 {
         term::status("Resumed", &format!("{resumed} unfinished instances"));
     }
+    if !schedules.is_empty() {
+        term::status("Scheduled", &format!("{} cron schedules", schedules.len()));
+    }
+    scheduler.start_schedules(schedules);
     std::fs::write(url_file(data_dir), &url)?;
     term::status("Serving", &url);
     let app = router(Arc::new(Api {

@@ -22,6 +22,7 @@ use crate::journal::{Created, InstanceRecord, JournalError, Owner, Status};
 use crate::runner::{Ended, Gate, RequestError, Runtime};
 
 mod cluster;
+pub mod cron;
 
 /// First and longest delay before an instance's task that failed (not its
 /// workflow: the host) tries again.
@@ -50,6 +51,9 @@ pub struct Scheduler {
     me: std::sync::OnceLock<std::sync::Weak<Scheduler>>,
     /// On a shared store, the task that claims instances for this host.
     claimer: Mutex<Option<JoinHandle<()>>>,
+    /// The cron schedules, and the task that fires them.
+    schedules: std::sync::OnceLock<Arc<Vec<cron::Schedule>>>,
+    cron: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// An instance's task, and the lease generation it was started under.
@@ -148,6 +152,8 @@ impl Scheduler {
             tasks_pruned_at: AtomicUsize::new(0),
             me: std::sync::OnceLock::new(),
             claimer: Mutex::new(None),
+            schedules: std::sync::OnceLock::new(),
+            cron: Mutex::new(None),
         })
     }
 
@@ -484,6 +490,9 @@ impl Scheduler {
     /// instances at once instead of when its lease runs out.
     pub async fn shutdown(&self) {
         if let Some(t) = self.claimer.lock().unwrap().take() {
+            t.abort();
+        }
+        if let Some(t) = self.cron.lock().unwrap().take() {
             t.abort();
         }
         let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, t)| t).collect();
