@@ -239,7 +239,7 @@ impl Bench {
             let (wf, text, chunk) = (wf.to_owned(), text.clone(), chunk.to_vec());
             set.spawn(async move {
                 for id in chunk {
-                    sched.create(&wf, Some(id), &text).await?;
+                    sched.create(&wf, Some(id), &text, None).await?;
                 }
                 anyhow::Ok(())
             });

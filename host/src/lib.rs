@@ -17,6 +17,7 @@ pub mod engine;
 pub mod journal;
 pub mod logs;
 pub mod metrics;
+pub mod otel;
 pub mod replay;
 pub mod runner;
 pub mod scheduler;

@@ -32,8 +32,13 @@ pub mod target {
     pub const STATUS: &str = "weft::status";
 }
 
-/// Sets up logging to stderr in `format`.
+/// Sets up logging to stderr in `format`, and OpenTelemetry traces when
+/// the environment asks for them ([`crate::otel`]).
 pub fn init(format: LogFormat) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     let default = match format {
         LogFormat::Text => "warn",
@@ -41,16 +46,18 @@ pub fn init(format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(crate::otel::layer())
+        .init();
 }

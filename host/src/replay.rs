@@ -94,6 +94,8 @@ pub struct Replay {
     nondet_pos: usize,
     /// When the replay started, until it caught up (for the metrics).
     started: Option<std::time::Instant>,
+    /// The replay's trace span, closed when it catches up.
+    span: Option<tracing::Span>,
 }
 
 impl Replay {
@@ -213,6 +215,19 @@ impl Replay {
         n
     }
 
+    /// Traces the replay as a child of `run` (a span from now until it
+    /// catches up), if there is anything to replay.
+    pub fn trace(&mut self, run: &tracing::Span) {
+        if self.started.is_some() {
+            self.span = Some(tracing::info_span!(
+                target: "weft::trace",
+                parent: run,
+                "replay",
+                calls = self.unreplayed.len(),
+            ));
+        }
+    }
+
     /// Looks up the journaled record of a call and marks it replayed.
     /// `Ok(None)` means the call is new.
     pub fn take(
@@ -240,6 +255,7 @@ impl Replay {
             crate::metrics::get()
                 .replay_duration
                 .observe(started.elapsed().as_secs_f64());
+            self.span = None;
         }
         Ok(Some(rec.clone()))
     }

@@ -193,3 +193,192 @@ fn json_logs_carry_guest_output() {
             .starts_with("00000000 xxx")
     );
 }
+
+/// A loopback OTLP/HTTP receiver (JSON): every span it was sent.
+fn otlp_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let got = spans.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let got = got.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let (mut line, mut len) = (String::new(), 0usize);
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.trim_end().split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    for rs in v["resourceSpans"].as_array().into_iter().flatten() {
+                        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                            for s in ss["spans"].as_array().into_iter().flatten() {
+                                got.lock().unwrap().push(s.clone());
+                            }
+                        }
+                    }
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+                    );
+                }
+            });
+        }
+    });
+    (url, spans)
+}
+
+/// A span attribute's value, as text.
+fn attr(span: &serde_json::Value, key: &str) -> Option<String> {
+    let a = span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?;
+    let v = &a["value"];
+    v["stringValue"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| v["intValue"].as_str().map(str::to_owned))
+        .or_else(|| v["intValue"].as_i64().map(|i| i.to_string()))
+}
+
+/// With the standard OTEL_* variables set, a server exports a trace per
+/// instance over OTLP: the run under the create request's `traceparent`,
+/// a span per step attempt naming the step, attempt and outcome, one per
+/// child workflow with the child's runs in the same trace, and a replay
+/// span after an eviction.
+#[test]
+fn traces_go_to_an_otlp_receiver() {
+    let (endpoint, spans) = otlp_receiver();
+    let w = Weft::new();
+    let config = w.dir.path().join("weft.toml");
+    std::fs::write(&config, rust_only()).unwrap();
+    let s = w.serve_config_env(
+        "serve",
+        config,
+        &["--evict-after", "200ms"],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "weft-test"),
+        ],
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let create = |id: &str, params: serde_json::Value, traced: bool| {
+        let mut r = agent.post(format!("{}/v1/workflows/rs/instances", s.url));
+        if traced {
+            r = r.header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"));
+        }
+        let resp = r
+            .send(json!({"id": id, "params": params}).to_string())
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    };
+    create("p", json!({"scenario": "parent", "child": "rs"}), true);
+    create("nap", json!({"scenario": "sleep", "ms": 800}), false);
+    s.wait_status("rs", "p", "complete");
+    s.wait_status("rs", "nap", "complete");
+
+    let start = std::time::Instant::now();
+    let named = |name: &str| -> Vec<serde_json::Value> {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == name)
+            .cloned()
+            .collect()
+    };
+    let of = |instance: &str| -> Vec<serde_json::Value> {
+        named("run rs")
+            .into_iter()
+            .filter(|r| attr(r, "instance").as_deref() == Some(instance))
+            .collect()
+    };
+    // Spans are sent as they end, in batches: wait for the last ones.
+    let nap_replayed = || {
+        let nap = of("nap");
+        named("replay")
+            .iter()
+            .any(|rp| nap.iter().any(|r| r["spanId"] == rp["parentSpanId"]))
+    };
+    while !(nap_replayed() && named("child rs").len() >= 2 && !named("step greet").is_empty()) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "spans: {:?}",
+            spans.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let runs = named("run rs");
+    // The parent ran more than once (evicted while it waited for a child):
+    // every run continues the create request's trace.
+    let parent_runs: Vec<_> = runs
+        .iter()
+        .filter(|r| attr(r, "instance").as_deref() == Some("p"))
+        .collect();
+    assert!(!parent_runs.is_empty());
+    for r in &parent_runs {
+        assert_eq!(r["traceId"], trace, "the run continues the create's trace");
+        assert_eq!(r["parentSpanId"], "b7ad6b7169203331");
+    }
+    let child = named("child rs");
+    assert_eq!(
+        child.len(),
+        2,
+        "two child workflows, none for a replayed call"
+    );
+    for c in &child {
+        assert_eq!(c["traceId"], trace);
+        assert!(
+            parent_runs.iter().any(|r| r["spanId"] == c["parentSpanId"]),
+            "{c}"
+        );
+    }
+    // The children's runs are in the parent's trace, under its child spans.
+    let in_trace: Vec<_> = runs.iter().filter(|r| r["traceId"] == trace).collect();
+    assert!(in_trace.len() >= 3, "{in_trace:?}");
+    // Steps: named, with attempt and outcome, under their run.
+    let greet = named("step greet");
+    assert_eq!(greet.len(), 1, "{greet:?}");
+    assert_eq!(greet[0]["traceId"], trace);
+    assert_eq!(attr(&greet[0], "step").as_deref(), Some("greet"));
+    assert_eq!(attr(&greet[0], "attempt").as_deref(), Some("1"));
+    assert_eq!(attr(&greet[0], "outcome").as_deref(), Some("completed"));
+    // The sleeping instance was evicted and replayed: a replay span under
+    // its second run.
+    // (Its replay span lies under its second run: waited for above.)
+    let nap = of("nap");
+    assert!(nap.len() >= 2);
+    assert!(
+        nap.iter()
+            .any(|r| attr(r, "outcome").as_deref() == Some("evicted")),
+        "{nap:?}"
+    );
+}

@@ -46,7 +46,7 @@ fn scenarios_give_the_same_results_and_histories_as_on_the_embedded_journal() {
     let rows = db.query("SELECT count(*) FROM weft_instances");
     assert_eq!(rows, [cases.len().to_string()]);
     let version = db.query("SELECT max(version) FROM weft_schema_history");
-    assert_eq!(version, ["2"], "migrations applied");
+    assert_eq!(version, ["3"], "migrations applied");
 }
 
 #[test]

@@ -209,14 +209,25 @@ fn create_body(v: Value) -> ApiResult<CreateBody> {
         .map_err(|e| ApiError::bad_request(format!("expected {{\"id\"?, \"params\"?}}: {e}")))
 }
 
+/// The W3C trace context a create request carries: its instance's traces
+/// continue it.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    (v.len() <= 128).then(|| v.to_owned())
+}
+
 async fn create(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let body = create_body(parse_body(&body)?)?;
     let params = payload_text(&body.params)?;
-    let (new, rec) = api.scheduler()?.create(&name, body.id, &params).await?;
+    let (new, rec) = api
+        .scheduler()?
+        .create(&name, body.id, &params, traceparent(&headers))
+        .await?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -228,6 +239,7 @@ async fn create(
 async fn create_batch(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Created>> {
     // The body limit of the route bounds the batch; each params is checked
@@ -251,7 +263,10 @@ async fn create_batch(
     let mut out = Vec::new();
     for b in bodies {
         let params = payload_text(&b.params)?;
-        let (_, rec) = api.scheduler()?.create(&name, b.id, &params).await?;
+        let (_, rec) = api
+            .scheduler()?
+            .create(&name, b.id, &params, traceparent(&headers))
+            .await?;
         out.push(api.summary(&rec));
     }
     Ok(Json(Created { instances: out }))

@@ -273,6 +273,7 @@ pub fn main() -> i32 {
         }
     });
     rt.shutdown_timeout(Duration::from_millis(100));
+    crate::otel::shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {

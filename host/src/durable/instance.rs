@@ -78,6 +78,8 @@ pub struct RunningStep {
     pub retries: wit::RetryPolicy,
     /// CPU time the guest spent in this attempt's body.
     pub cpu: Duration,
+    /// The attempt's trace span.
+    pub span: tracing::Span,
 }
 
 pub(crate) struct StepHandle {
@@ -170,6 +172,8 @@ pub struct Instance {
     pub id: String,
     /// The workflow's name.
     pub workflow: String,
+    /// The run's trace span.
+    pub span: tracing::Span,
     pub journal: Journal,
     pub state: Mutex<State>,
     /// Signalled whenever running steps or pending waits change.
@@ -195,6 +199,8 @@ pub struct InstanceOptions {
     pub id: String,
     /// The workflow's name (for metrics and logs).
     pub workflow: String,
+    /// The run's trace span ([`crate::otel`]); step spans are its children.
+    pub span: tracing::Span,
     pub journal: Journal,
     /// The instance's journal, to replay against.
     pub replay: Replay,
@@ -218,6 +224,7 @@ impl Instance {
         let InstanceOptions {
             id,
             workflow,
+            span,
             journal,
             replay,
             seed,
@@ -232,6 +239,7 @@ impl Instance {
         Arc::new(Instance {
             id,
             workflow,
+            span,
             journal,
             control,
             children,
@@ -288,6 +296,7 @@ impl Instance {
     /// the metrics and logs it (debug, `weft::step`).
     pub fn attempt_ended(
         &self,
+        running: Option<&RunningStep>,
         step: &str,
         attempt: u32,
         outcome: Option<bool>,
@@ -295,6 +304,18 @@ impl Instance {
         error: Option<&ErrorInfo>,
     ) {
         crate::metrics::get().step_ended(&self.workflow, outcome, took);
+        if let Some(r) = running {
+            let (name, status) = match outcome {
+                Some(true) => ("completed", "ok"),
+                Some(false) => ("retried", "error"),
+                None => ("failed", "error"),
+            };
+            r.span.record("outcome", name);
+            r.span.record("otel.status_code", status);
+            if let Some(e) = error {
+                r.span.record("otel.status_description", e.to_string());
+            }
+        }
         tracing::debug!(
             target: "weft::step",
             workflow = %self.workflow,

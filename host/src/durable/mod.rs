@@ -350,9 +350,9 @@ impl<T> durable::HostWithStore<T> for Durable {
             )
         });
         let busy = inst.busy();
-        let (name, n, attempt, started_ms, retries) = {
+        let (name, n, attempt, started_ms, retries, running) = {
             let mut st = inst.lock();
-            st.running.remove(&handle);
+            let running = st.running.remove(&handle);
             let h = st
                 .handles
                 .get(&handle)
@@ -363,6 +363,7 @@ impl<T> durable::HostWithStore<T> for Durable {
                 h.attempt,
                 h.started_ms,
                 h.config.retries,
+                running,
             )
         };
         inst.changed.notify_one();
@@ -428,6 +429,7 @@ impl<T> durable::HostWithStore<T> for Durable {
             AttemptResult::Err { error, retry_ms } => (retry_ms.map(|_| false), Some(error)),
         };
         inst.attempt_ended(
+            running.as_ref(),
             &name,
             attempt,
             outcome,
@@ -479,7 +481,23 @@ impl<T> durable::HostWithStore<T> for Durable {
         params: String,
     ) -> Result<Result<String, wit::ErrorInfo>> {
         let inst = instance_of(accessor);
+        // A replayed call is answered from the journal: no span for it.
+        let span = if inst.replaying() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "weft::trace",
+                parent: &inst.span,
+                "child",
+            otel.name = %format!("child {workflow}"),
+            workflow = %workflow,
+            name = %name,
+                parent_instance = %inst.id,
+            )
+        };
+        use tracing::Instrument;
         child::run_child(&inst, name, workflow, params)
+            .instrument(span)
             .await
             .map(|r| r.map(|v| v.to_string()).map_err(to_wit))
     }
@@ -539,6 +557,19 @@ fn start_attempt(inst: &Instance, handle: u64) {
         deadline: Instant::now() + Duration::from_millis(h.config.timeout_ms),
         retries: h.config.retries,
         cpu: Duration::ZERO,
+        span: tracing::info_span!(
+            target: "weft::trace",
+            parent: &inst.span,
+            "step",
+            otel.name = %format!("step {}", h.name),
+            workflow = %inst.workflow,
+            instance = %inst.id,
+            step = %h.name,
+            attempt = h.attempt,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        ),
     };
     st.running.insert(handle, running);
     drop(st);

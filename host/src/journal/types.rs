@@ -142,6 +142,10 @@ pub struct InstanceRecord {
     /// The instance that started this one as a child workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The W3C trace context the instance was created under (a create
+    /// request's `traceparent`): the parent of its runs' trace spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Seed of the guest's randomness outside steps, fixed at creation so
     /// that every replay reads the same bytes.
     pub seed: u64,

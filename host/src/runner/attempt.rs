@@ -60,11 +60,26 @@ impl Runtime {
             let m = crate::metrics::get();
             m.workflow(&m.replays, &rec.workflow);
         }
+        let span = tracing::info_span!(
+            target: "weft::trace",
+            "run",
+            otel.name = %format!("run {}", rec.workflow),
+            workflow = %rec.workflow,
+            instance = %rec.id,
+            journal_entries = entries.len(),
+            outcome = tracing::field::Empty,
+        );
+        if let Some(tp) = &rec.traceparent {
+            crate::otel::set_parent(&span, tp);
+        }
+        let mut replay = Replay::new(entries);
+        replay.trace(&span);
         let inst = Instance::new(InstanceOptions {
             id: rec.id.clone(),
             workflow: rec.workflow.clone(),
+            span,
             journal: self.journal.clone(),
-            replay: Replay::new(entries),
+            replay,
             seed: rec.seed,
             events: events.clone(),
             control: control.clone(),
@@ -90,7 +105,16 @@ impl Runtime {
         };
         let memory_hit = store.data().limiter.was_hit();
         drop(store);
-        self.settle(&inst, ended, memory_hit, &progress).await
+        let settled = self.settle(&inst, ended, memory_hit, &progress).await;
+        let outcome = match &settled {
+            Ok(Settled::Final(rec)) => rec.status.as_str(),
+            Ok(Settled::Retry) => "retry",
+            Ok(Settled::Paused) => "paused",
+            Ok(Settled::Evicted(_)) => "evicted",
+            Err(_) => "host_error",
+        };
+        inst.span.record("outcome", outcome);
+        settled
     }
 
     /// Journals what one run came to: the final state, failed attempts of
@@ -301,6 +325,7 @@ impl Runtime {
                 let error = error(&step);
                 let retry_ms = next_retry_ms(&step.retries, step.attempt, now);
                 inst.attempt_ended(
+                    Some(&step),
                     &step.name,
                     step.attempt,
                     retry_ms.map(|_| false),

@@ -156,7 +156,8 @@ impl Runtime {
         id: Option<String>,
         input: &str,
     ) -> Result<Created, RequestError> {
-        self.create_child(workflow, digest, id, input, None).await
+        self.create_traced(workflow, digest, id, input, None, None)
+            .await
     }
 
     /// Like [`Runtime::create`], recording the parent of a child workflow.
@@ -167,6 +168,21 @@ impl Runtime {
         id: Option<String>,
         input: &str,
         parent: Option<String>,
+    ) -> Result<Created, RequestError> {
+        self.create_traced(workflow, digest, id, input, parent, None)
+            .await
+    }
+
+    /// Like [`Runtime::create`], with the parent of a child workflow and the
+    /// W3C trace context (`traceparent`) the instance is created under.
+    pub async fn create_traced(
+        &self,
+        workflow: &str,
+        digest: &str,
+        id: Option<String>,
+        input: &str,
+        parent: Option<String>,
+        traceparent: Option<String>,
     ) -> Result<Created, RequestError> {
         let id = id.unwrap_or_else(new_id);
         if !valid_id(&id) {
@@ -189,6 +205,7 @@ impl Runtime {
             updated_ms: now,
             parent,
             seed: rand::random(),
+            traceparent,
         };
         Ok(self.journal.create(rec).await?)
     }

@@ -29,6 +29,7 @@ impl Runtime {
         let inst = Instance::new(InstanceOptions {
             id: rec.id.clone(),
             workflow: rec.workflow.clone(),
+            span: tracing::Span::none(),
             journal: self.journal.clone(),
             replay,
             seed: rec.seed,

@@ -309,7 +309,10 @@ async fn fire(s: &Scheduler, sch: &Schedule, tick: DateTime<Utc>) {
         let Some(me) = s.me.get().and_then(|w| w.upgrade()) else {
             return;
         };
-        match me.create(&sch.workflow, Some(id.clone()), &input).await {
+        match me
+            .create(&sch.workflow, Some(id.clone()), &input, None)
+            .await
+        {
             Ok((true, _)) => {
                 tracing::info!(
                     target: "weft::instance",

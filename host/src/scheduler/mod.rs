@@ -184,15 +184,21 @@ impl Scheduler {
     }
 
     /// Creates an instance of `workflow` (or returns the existing one with
-    /// that id) and starts it.
+    /// that id) and starts it; `traceparent` is the W3C trace context it is
+    /// created under, if any.
     pub async fn create(
         self: &Arc<Self>,
         workflow: &str,
         id: Option<String>,
         params: &str,
+        traceparent: Option<String>,
     ) -> Result<(bool, InstanceRecord), Error> {
         let wf = self.workflow(workflow)?;
-        match self.rt.create(&wf.name, &wf.digest, id, params).await? {
+        let created = self
+            .rt
+            .create_traced(&wf.name, &wf.digest, id, params, None, traceparent)
+            .await?;
+        match created {
             Created::New(rec) => {
                 if self.full().await {
                     // Another host with room takes it.
@@ -547,6 +553,9 @@ impl crate::runner::Children for Scheduler {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), crate::journal::ErrorInfo>> + Send + '_>,
     > {
+        // Called within the parent's `child` span: the child's runs are
+        // traced under it.
+        let traceparent = crate::otel::current_traceparent();
         Box::pin(async move {
             use crate::journal::ErrorInfo;
             let wf = self.workflows.get(&workflow).ok_or_else(|| {
@@ -557,12 +566,13 @@ impl crate::runner::Children for Scheduler {
             })?;
             let created = self
                 .rt
-                .create_child(
+                .create_traced(
                     &wf.name,
                     &wf.digest,
                     Some(id.clone()),
                     &params,
                     Some(parent),
+                    traceparent,
                 )
                 .await
                 .map_err(|e| ErrorInfo::new("ChildWorkflowError", format!("{e:#}")))?;

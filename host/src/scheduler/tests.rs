@@ -27,7 +27,12 @@ async fn a_task_that_fails_on_the_host_side_is_retried() {
     std::fs::remove_file(&stored).unwrap();
     let sched = Scheduler::new(rt.clone(), vec![("rs".into(), digest, None)], 50);
     sched
-        .create("rs", Some("a".into()), r#"{"scenario":"loop-names","n":1}"#)
+        .create(
+            "rs",
+            Some("a".into()),
+            r#"{"scenario":"loop-names","n":1}"#,
+            None,
+        )
         .await
         .unwrap();
     // The first attempt fails; put the component back before the next.
@@ -62,7 +67,7 @@ async fn finished_instances_leave_nothing_behind() {
         for i in 0..round {
             let params = r#"{"scenario":"loop-names","n":1}"#;
             sched
-                .create("rs", Some(format!("r{r}-{i}")), params)
+                .create("rs", Some(format!("r{r}-{i}")), params, None)
                 .await
                 .unwrap();
         }

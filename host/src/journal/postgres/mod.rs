@@ -35,8 +35,7 @@ const POOL_SIZE: usize = 16;
 
 /// The columns of `weft_instances` that make an [`InstanceRecord`], in the
 /// order [`record`] reads them.
-const RECORD: &str =
-    "id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed";
+const RECORD: &str = "id, workflow, digest, input, status, output, error, created_ms, updated_ms, parent, seed, traceparent";
 
 /// A handle to the journal in PostgreSQL. Cheap to clone. The writer task
 /// ends by itself once the last handle (the last sender of `ops`) is gone
@@ -296,5 +295,6 @@ fn record(row: &Row) -> Result<InstanceRecord, JournalError> {
         updated_ms: row.get::<_, i64>(8) as u64,
         parent: row.get(9),
         seed: row.get::<_, i64>(10) as u64,
+        traceparent: row.get(11),
     })
 }

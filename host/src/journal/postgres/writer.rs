@@ -156,8 +156,8 @@ impl Statements {
             insert_instance: c
                 .prepare(
                     "INSERT INTO weft_instances (id, workflow, digest, input, status, output, \
-                     error, created_ms, updated_ms, parent, seed, owner, epoch) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1) \
+                     error, created_ms, updated_ms, parent, seed, owner, traceparent, epoch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1) \
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .await?,
@@ -399,7 +399,7 @@ async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> 
         rec.seed as i64,
     );
     let owner = w.lease.map(Lease::host);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
         &rec.id,
         &rec.workflow,
         &rec.digest,
@@ -412,6 +412,7 @@ async fn create(w: W<'_>, rec: InstanceRecord) -> Result<Created, JournalError> 
         &rec.parent,
         &seed,
         &owner,
+        &rec.traceparent,
     ];
     let insert = w.c.execute(&w.s.insert_instance, &params);
     // Pipelined with the insert: the row as it stands after it.
