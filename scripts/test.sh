@@ -18,6 +18,8 @@ if command -v pyenv >/dev/null; then pyenv rehash || true; fi
 
 # PostgreSQL for the tests of the shared store.
 source scripts/postgres.sh
+# Chromium and chromedriver for the web UI's browser test.
+source scripts/chromium.sh
 
 cargo fmt --all --check
 cargo clippy --all-targets -- -D warnings

@@ -19,4 +19,5 @@ mod python;
 mod sandbox;
 mod semantics;
 mod server;
+mod ui;
 mod wasi_http;

@@ -10,6 +10,7 @@ mod error;
 mod forward;
 pub mod listen;
 pub mod types;
+mod ui;
 
 pub use error::ApiError;
 use error::{json_errors, too_large};
@@ -107,6 +108,7 @@ pub fn router(api: Arc<Api>) -> Router {
             get(metrics).layer(axum::middleware::from_fn_with_state(api.clone(), auth)),
         )
         .nest("/v1", v1)
+        .merge(ui::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         // Payloads are limited to 1 MiB; larger bodies get a clear 413.
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES * 2 + 4096))
@@ -179,6 +181,15 @@ fn payload_text(v: &Value) -> ApiResult<String> {
 
 async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows>> {
     let instances = api.rt.journal.list(None).await?;
+    let mut counts: std::collections::HashMap<String, std::collections::BTreeMap<String, u64>> =
+        std::collections::HashMap::new();
+    for r in &instances {
+        *counts
+            .entry(r.workflow.clone())
+            .or_default()
+            .entry(r.status.as_str().to_owned())
+            .or_default() += 1;
+    }
     let mut workflows: Vec<WorkflowInfo> = api
         .scheduler()?
         .workflows()
@@ -196,6 +207,7 @@ async fn list_workflows(State(api): State<Arc<Api>>) -> ApiResult<Json<Workflows
                 version: w.digest.clone(),
                 versions,
                 concurrency: w.concurrency,
+                counts: counts.remove(&w.name).unwrap_or_default(),
             }
         })
         .collect();
@@ -333,6 +345,7 @@ async fn detailed(api: &Api, rec: &InstanceRecord) -> ApiResult<Json<InstanceDet
     let entries = api.rt.journal.entries(&rec.id).await?;
     Ok(Json(InstanceDetail {
         summary: api.summary(rec),
+        input: rec.input.clone(),
         steps: StepSummary::of(&entries),
     }))
 }

@@ -21,6 +21,9 @@ pub struct WorkflowInfo {
     /// The deployed version first, then the others instances still run on.
     pub versions: Vec<String>,
     pub concurrency: Option<usize>,
+    /// How many of its instances are in each status (statuses with none
+    /// are left out).
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 /// An instance with its steps: `GET .../instances/{id}`.
@@ -28,6 +31,8 @@ pub struct WorkflowInfo {
 pub struct InstanceDetail {
     #[serde(flatten)]
     pub summary: InstanceSummary,
+    /// The input the instance was created with.
+    pub input: Box<serde_json::value::RawValue>,
     pub steps: Vec<StepSummary>,
 }
 
