@@ -108,7 +108,11 @@ async fn click(c: &Client, css: &str) {
 #[test]
 fn the_ui_creates_an_instance_shows_its_timeline_and_sends_it_an_event() {
     let w = Weft::new();
-    let s = w.serve("serve", &rust_only(), &["--token", "t0k"]);
+    let toml = format!(
+        "{}[workflows.nightly]\ncomponent = {SCENARIOS:?}\nschedules = [{{ cron = \"0 3 * * *\", timezone = \"Europe/Paris\" }}]\n",
+        rust_only()
+    );
+    let s = w.serve("serve", &toml, &["--token", "t0k"]);
     let driver = Driver::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,6 +138,9 @@ fn the_ui_creates_an_instance_shows_its_timeline_and_sends_it_an_event() {
 
         // Workflows, with a form to create an instance.
         wait_text(&c, "#workflows", |t| t.contains("rs")).await;
+        // Schedules are listed with their next tick.
+        let sch = wait_text(&c, "#schedules", |t| t.contains("0 3 * * *")).await;
+        assert!(sch.contains("Europe/Paris"), "{sch}");
         shot(&c, "workflows").await;
         let option = c
             .find(Locator::Css("#create-workflow option[value='rs']"))

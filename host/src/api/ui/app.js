@@ -118,7 +118,7 @@ function tokenForm(why) {
 }
 
 async function workflowsPage() {
-  const v = await api("GET", "/v1/workflows");
+  const [v, sch] = await Promise.all([api("GET", "/v1/workflows"), api("GET", "/v1/schedules")]);
   const names = v.workflows.map((w) => w.name);
   const rows = v.workflows.map((w) =>
     h("tr", { "data-workflow": w.name },
@@ -136,7 +136,21 @@ async function workflowsPage() {
         h("thead", {}, h("tr", {}, h("th", {}, "Workflow"), h("th", { class: "hide-narrow" }, "Version"),
           h("th", {}, "Instances"), h("th", {}, "Concurrency"))),
         h("tbody", {}, rows))),
+    schedulesTable(sch.schedules),
     createForm(names));
+}
+
+function schedulesTable(list) {
+  if (list.length === 0) return "";
+  return h("div", {},
+    h("h2", {}, "Schedules"),
+    h("div", { class: "table-wrap" }, h("table", { id: "schedules" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Workflow"), h("th", {}, "Cron"), h("th", { class: "hide-narrow" }, "Time zone"),
+        h("th", { class: "hide-narrow" }, "Missed ticks"), h("th", {}, "Next tick"))),
+      h("tbody", {}, list.map((s) => h("tr", {},
+        h("td", {}, s.workflow), h("td", {}, h("code", {}, s.cron)), h("td", { class: "hide-narrow" }, s.timezone),
+        h("td", { class: "hide-narrow" }, s.missed === "latest" ? "run the latest" : "skip"),
+        h("td", {}, s.nextMs ? when(s.nextMs) : "never")))))));
 }
 
 function createForm(names) {
