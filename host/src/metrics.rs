@@ -41,6 +41,7 @@ pub struct Metrics {
     pub evictions: Family<Workflow, Counter>,
     pub queue_depth: Gauge,
     pub slots_in_use: Gauge,
+    pub in_memory: Gauge,
     pub memory: Gauge,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             evictions: Family::default(),
             queue_depth: Gauge::default(),
             slots_in_use: Gauge::default(),
+            in_memory: Gauge::default(),
             memory: Gauge::default(),
             registry: Registry::default(),
         };
@@ -130,6 +132,11 @@ impl Metrics {
             "weft_slots_in_use",
             "Run slots (max_running) held by working instances",
             m.slots_in_use.clone(),
+        );
+        r.register(
+            "weft_instances_in_memory",
+            "Instances held in memory (the engine's instance slots in use)",
+            m.in_memory.clone(),
         );
         r.register(
             "process_resident_memory_bytes",

@@ -100,6 +100,7 @@ fn metrics_count_what_ran() {
     assert!(get("weft_journal_commit_batch_size_sum") >= 8.0);
     assert_eq!(get("weft_queue_depth"), 0.0);
     assert_eq!(get("weft_slots_in_use"), 0.0);
+    assert_eq!(get("weft_instances_in_memory"), 0.0, "all ended");
     assert!(get("process_resident_memory_bytes") > 1e6);
 }
 

@@ -124,7 +124,11 @@ async fn list_schedules(State(api): State<Arc<Api>>) -> ApiResult<Json<Value>> {
 /// Prometheus metrics (behind the token, as `/v1`).
 async fn metrics(State(api): State<Arc<Api>>) -> ApiResult<Response> {
     let counts = api.rt.journal.counts().await?;
-    let text = crate::metrics::get().encode(&counts);
+    let m = crate::metrics::get();
+    if let Some(s) = &api.scheduler {
+        m.in_memory.set(s.in_memory() as i64);
+    }
+    let text = m.encode(&counts);
     Ok(([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 

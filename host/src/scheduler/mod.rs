@@ -157,6 +157,11 @@ impl Scheduler {
         })
     }
 
+    /// Instances held in memory now (engine instance slots in use).
+    pub fn in_memory(&self) -> usize {
+        crate::engine::MAX_RESIDENT.saturating_sub(self.gate.resident.available_permits())
+    }
+
     pub fn workflows(&self) -> impl Iterator<Item = &Deployed> {
         self.workflows.values()
     }
