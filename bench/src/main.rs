@@ -16,6 +16,7 @@ use weft::journal::Status;
 mod report;
 mod harness;
 mod hosts;
+mod ui;
 
 use harness::{physical_limits, scenario, setup};
 use report::{Report, cpu_seconds, percentile, rss_kib, status_field};
@@ -548,6 +549,10 @@ async fn main() -> Result<()> {
     }
     if run("W5") {
         w5(Path::new(&weft), &mut r)?;
+    }
+    // What the web UI asks of a server with many instances.
+    if only.iter().any(|o| o == "ui") {
+        ui::ui(Path::new(&weft), if quick { 1000 } else { 10000 }, &mut r)?;
     }
     // `--hosts N` with `--store`: the workloads on N `weft serve` processes
     // sharing the store, and failover after `kill -9` of one.

@@ -83,7 +83,12 @@ pub fn shutdown() {
 
 /// The W3C `traceparent` of the current span, if it is traced.
 pub fn current_traceparent() -> Option<String> {
-    let cx = tracing::Span::current().context();
+    traceparent_of(&tracing::Span::current())
+}
+
+/// The W3C `traceparent` of `span`, if it is traced.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
     let mut carrier: HashMap<String, String> = HashMap::new();
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove("traceparent")

@@ -338,16 +338,29 @@ fn traces_go_to_an_otlp_receiver() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let runs = named("run rs");
-    // The parent ran more than once (evicted while it waited for a child):
-    // every run continues the create request's trace.
+    // One trace per instance: its `create` span, under the create
+    // request's `traceparent`, is the parent of every run. The parent ran
+    // more than once (evicted while it waited for a child).
+    let create_of = |id: &str| -> serde_json::Value {
+        named("create rs")
+            .into_iter()
+            .find(|c| attr(c, "instance").as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no create span for {id}"))
+    };
+    let created = create_of("p");
+    assert_eq!(
+        created["traceId"], trace,
+        "the create continues the caller's trace"
+    );
+    assert_eq!(created["parentSpanId"], "b7ad6b7169203331");
     let parent_runs: Vec<_> = runs
         .iter()
         .filter(|r| attr(r, "instance").as_deref() == Some("p"))
         .collect();
     assert!(!parent_runs.is_empty());
     for r in &parent_runs {
-        assert_eq!(r["traceId"], trace, "the run continues the create's trace");
-        assert_eq!(r["parentSpanId"], "b7ad6b7169203331");
+        assert_eq!(r["traceId"], trace);
+        assert_eq!(r["parentSpanId"], created["spanId"]);
     }
     let child = named("child rs");
     assert_eq!(
@@ -377,6 +390,19 @@ fn traces_go_to_an_otlp_receiver() {
     // (Its replay span lies under its second run: waited for above.)
     let nap = of("nap");
     assert!(nap.len() >= 2);
+    // Without a traceparent, the instance's own trace: all its runs in it.
+    let nap_created = create_of("nap");
+    assert_ne!(nap_created["traceId"], trace);
+    assert!(
+        nap_created["parentSpanId"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+    );
+    for r in &nap {
+        assert_eq!(r["traceId"], nap_created["traceId"], "{r}");
+        assert_eq!(r["parentSpanId"], nap_created["spanId"], "{r}");
+    }
     assert!(
         nap.iter()
             .any(|r| attr(r, "outcome").as_deref() == Some("evicted")),

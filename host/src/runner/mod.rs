@@ -192,6 +192,19 @@ impl Runtime {
             .into());
         }
         let input = parse_payload("input", input)?;
+        // One trace per instance: a `create` span (under the caller's trace,
+        // if it gave one) is the parent of all the instance's runs.
+        let span = tracing::info_span!(
+            target: "weft::trace",
+            "create",
+            otel.name = %format!("create {workflow}"),
+            workflow,
+            instance = %id,
+        );
+        if let Some(tp) = &traceparent {
+            crate::otel::set_parent(&span, tp);
+        }
+        let traceparent = crate::otel::traceparent_of(&span).or(traceparent);
         let now = now_ms();
         let rec = InstanceRecord {
             id,
