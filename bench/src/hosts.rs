@@ -53,17 +53,7 @@ impl Hosts {
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&err)?)
                 .spawn()?;
-            let start = Instant::now();
-            let url = loop {
-                let t = std::fs::read_to_string(&err).unwrap_or_default();
-                if let Some(u) = t.lines().find_map(|l| l.split("Serving ").nth(1)) {
-                    break u.trim().to_owned();
-                }
-                if start.elapsed() > Duration::from_secs(300) {
-                    bail!("host {i} did not start: {t}");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
+            let url = served_url(&err).with_context(|| format!("host {i}"))?;
             procs.push(Some(child));
             urls.push(url);
         }
@@ -324,4 +314,20 @@ fn p50_p99(r: &mut Report, w: &str, what: &str, lat: &mut [f64], note: &str) {
     r.add(w, "rs", &format!("{what} p50"), p50, "ms", note);
     let p99 = percentile(lat, 0.99);
     r.add(w, "rs", &format!("{what} p99"), p99, "ms", "");
+}
+
+/// The URL a `weft serve` whose stderr goes to `err` says it serves, once
+/// it says so (at most 5 minutes).
+pub fn served_url(err: &Path) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        let t = std::fs::read_to_string(err).unwrap_or_default();
+        if let Some(u) = t.lines().find_map(|l| l.split("Serving ").nth(1)) {
+            return Ok(u.trim().to_owned());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("the server did not start: {t}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

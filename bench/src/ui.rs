@@ -40,17 +40,7 @@ pub fn ui(weft: &Path, n: usize, r: &mut Report) -> Result<()> {
         .stderr(std::fs::File::create(&err)?)
         .spawn()?;
     let result = (|| -> Result<()> {
-        let start = Instant::now();
-        let url = loop {
-            let t = std::fs::read_to_string(&err).unwrap_or_default();
-            if let Some(u) = t.lines().find_map(|l| l.split("Serving ").nth(1)) {
-                break u.trim().to_owned();
-            }
-            if start.elapsed() > Duration::from_secs(120) {
-                bail!("the server did not start: {t}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let url = crate::hosts::served_url(&err)?;
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(120)))
             .build()

@@ -104,41 +104,47 @@ fn metrics_count_what_ran() {
     assert!(get("process_resident_memory_bytes") > 1e6);
 }
 
-/// `--log-format json`: every stderr line is a JSON object; the guest's
-/// output, each step attempt (at debug) and the instance's end are events
-/// naming the workflow, instance, step and attempt.
-#[test]
-fn json_logs_name_the_workflow_instance_step_and_attempt() {
+/// `weft --log-format json run SCENARIOS --id ID --input INPUT` with
+/// `RUST_LOG` (or its default): every stderr line parsed as JSON.
+fn json_log_run(id: &str, input: &str, rust_log: Option<&str>) -> Vec<serde_json::Value> {
     let w = Weft::new();
-    let d = Done::from(
-        w.cmd(&[
-            "--log-format",
-            "json",
-            "run",
-            SCENARIOS,
-            "--id",
-            "j1",
-            "--input",
-            r#"{"scenario":"exhausted"}"#,
-        ])
-        .env(
-            "RUST_LOG",
-            "warn,weft::guest=info,weft::instance=info,weft::step=debug",
-        )
-        .output()
-        .unwrap(),
-    );
+    let mut cmd = w.cmd(&[
+        "--log-format",
+        "json",
+        "run",
+        SCENARIOS,
+        "--id",
+        id,
+        "--input",
+        input,
+    ]);
+    match rust_log {
+        Some(l) => cmd.env("RUST_LOG", l),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let d = Done::from(cmd.output().unwrap());
     assert_eq!(d.code, Some(0), "{}", d.stderr);
-    let events: Vec<serde_json::Value> = d
-        .stderr
+    d.stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+        .collect()
+}
+
+/// `--log-format json`: every stderr line is a JSON object; each step
+/// attempt (at debug) and the instance's end are events naming the
+/// workflow, instance, step and attempt.
+#[test]
+fn json_logs_name_the_workflow_instance_step_and_attempt() {
+    let events = json_log_run(
+        "j1",
+        r#"{"scenario":"exhausted"}"#,
+        Some("warn,weft::guest=info,weft::instance=info,weft::step=debug"),
+    );
     let of = |target: &str| -> Vec<&serde_json::Value> {
         events.iter().filter(|e| e["target"] == target).collect()
     };
     let steps = of("weft::step");
-    assert_eq!(steps.len(), 3, "{}", d.stderr);
+    assert_eq!(steps.len(), 3, "{events:?}");
     for (i, e) in steps.iter().enumerate() {
         assert_eq!(e["workflow"], "scenarios", "{e}");
         assert_eq!(e["instance"], "j1", "{e}");
@@ -152,40 +158,23 @@ fn json_logs_name_the_workflow_instance_step_and_attempt() {
         );
     }
     let ended = of("weft::instance");
-    assert_eq!(ended.len(), 1, "{}", d.stderr);
+    assert_eq!(ended.len(), 1, "{events:?}");
     assert_eq!(ended[0]["status"], "complete");
     assert_eq!(ended[0]["instance"], "j1");
     // Status lines are events too, not text.
-    assert!(!of("weft::status").is_empty(), "{}", d.stderr);
+    assert!(!of("weft::status").is_empty(), "{events:?}");
 }
 
-/// Guest output becomes events with the instance's id, in JSON logs.
+/// Guest output becomes events with the instance's id, in JSON logs (by
+/// default, without `RUST_LOG`).
 #[test]
 fn json_logs_carry_guest_output() {
-    let w = Weft::new();
-    let d = Done::from(
-        w.cmd(&[
-            "--log-format",
-            "json",
-            "run",
-            SCENARIOS,
-            "--id",
-            "loud",
-            "--input",
-            r#"{"scenario":"loud","n":2}"#,
-        ])
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap(),
-    );
-    assert_eq!(d.code, Some(0), "{}", d.stderr);
-    let lines: Vec<serde_json::Value> = d
-        .stderr
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .filter(|e: &serde_json::Value| e["target"] == "weft::guest")
+    let events = json_log_run("loud", r#"{"scenario":"loud","n":2}"#, None);
+    let lines: Vec<_> = events
+        .iter()
+        .filter(|e| e["target"] == "weft::guest")
         .collect();
-    assert_eq!(lines.len(), 2, "{}", d.stderr);
+    assert_eq!(lines.len(), 2, "{events:?}");
     assert_eq!(lines[0]["instance"], "loud");
     assert!(
         lines[0]["message"]
