@@ -307,3 +307,40 @@ fn python_workflows_run_on_the_store() {
     assert_eq!(on_pg.exec(&["resume", "long"]).json(), expected);
     assert_eq!(entries(&on_pg.history("long"), "step").len(), 8);
 }
+
+/// A store written by the previous weft (schema V2, tests/fixtures/store-v2)
+/// is migrated when this weft opens it, with nothing lost: a complete
+/// instance keeps its history, and one whose run was killed while it waited
+/// for events takes them and completes, on the old component.
+#[test]
+fn a_store_of_the_previous_release_is_migrated_with_nothing_lost() {
+    let db = TestDb::new();
+    let fixture = repo_root().join("tests/fixtures/store-v2");
+    db.execute(&std::fs::read_to_string(fixture.join("dump.sql")).unwrap());
+    assert_eq!(
+        db.query("SELECT max(version) FROM weft_schema_history"),
+        ["2"]
+    );
+    let w = Weft::on(&db);
+    let d = w.exec(&["history", "done"]);
+    assert!(d.ok(), "{}", d.stderr);
+    assert_eq!(
+        d.stdout,
+        std::fs::read_to_string(fixture.join("done.history.jsonl")).unwrap()
+    );
+    assert_eq!(
+        db.query("SELECT max(version) FROM weft_schema_history"),
+        ["3"]
+    );
+    assert_eq!(w.status("done")["output"]["greeting"], "hello done");
+    for (t, p) in [("second", "[1,2]"), ("first", r#"{"by":"ann"}"#)] {
+        let d = w.exec(&["send-event", "waiting", t, p]);
+        assert!(d.ok(), "{}", d.stderr);
+    }
+    let d = w.exec(&["resume", "waiting"]);
+    assert!(d.ok(), "{}", d.stderr);
+    assert_eq!(
+        d.json(),
+        json!({"first": "ann", "second": [1, 2], "type": "first"})
+    );
+}

@@ -58,6 +58,15 @@ impl TestDb {
         }
     }
 
+    /// Runs SQL statements (a script) on the test's database.
+    pub fn execute(&self, sql: &str) {
+        block_on(async {
+            let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client.batch_execute(sql).await.unwrap();
+        })
+    }
+
     /// Runs a query on the test's database and returns the first column of
     /// each row as text.
     pub fn query(&self, sql: &str) -> Vec<String> {
