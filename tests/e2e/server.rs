@@ -182,6 +182,19 @@ fn every_endpoint_and_its_errors() {
         }
     }
     assert_eq!(ids, ["b1", "ev", "p0", "p1", "p2"]);
+    // By id prefix, as the UI searches.
+    let (code, page) = s.get("/v1/instances?prefix=p&limit=2");
+    assert_eq!(code, 200, "{page}");
+    let ids: Vec<_> = page["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        (ids, page["cursor"].as_str()),
+        (vec!["p0".to_owned(), "p1".to_owned()], Some("p1"))
+    );
     assert_eq!(
         err(s.get("/v1/workflows/rs/instances?status=sleepy")).0,
         400

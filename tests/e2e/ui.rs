@@ -224,6 +224,21 @@ fn the_ui_creates_an_instance_shows_its_timeline_and_sends_it_an_event() {
             .unwrap();
         wait_text(&c, "#instances", |t| t.contains("ui-1")).await;
         shot(&c, "instances").await;
+        // Searching by the start of an id lists the matches.
+        fill(&c, "#search-id", "ui-").await;
+        click(&c, "#search-go").await;
+        let start = std::time::Instant::now();
+        while !c
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("prefix=ui-")
+        {
+            assert!(start.elapsed() < PATIENCE);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_text(&c, "#instances", |t| t.contains("ui-1")).await;
 
         // Restart it from a step through the UI: it waits again.
         c.goto(&format!("{}/#/instance/ui-1", s.url)).await.unwrap();

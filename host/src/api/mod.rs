@@ -311,6 +311,7 @@ async fn page(api: &Api, workflow: Option<&str>, q: ListQuery) -> ApiResult<Json
     let page: Vec<&InstanceRecord> = all
         .iter()
         .filter(|r| workflow.is_none_or(|w| r.workflow == w))
+        .filter(|r| q.prefix.as_deref().is_none_or(|p| r.id.starts_with(p)))
         .filter(|r| q.cursor.as_deref().is_none_or(|c| r.id.as_str() > c))
         .take(limit + 1)
         .collect();

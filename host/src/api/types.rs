@@ -132,10 +132,12 @@ pub struct CreateBody {
     pub params: Value,
 }
 
-/// `?status=&limit=&cursor=`.
+/// `?status=&prefix=&limit=&cursor=`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     pub status: Option<String>,
+    /// Only instances whose id starts with this.
+    pub prefix: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }

@@ -187,6 +187,7 @@ function createForm(names) {
 async function instancesPage(q) {
   const workflow = q.get("workflow") || "";
   const status = q.get("status") || "";
+  const prefix = q.get("prefix") || "";
   const cursors = [""];
   let page = 0;
   const wfs = (await api("GET", "/v1/workflows")).workflows.map((w) => w.name);
@@ -194,7 +195,7 @@ async function instancesPage(q) {
     wfs.map((n) => h("option", { value: n, selected: n === workflow }, n)));
   const stSel = h("select", { id: "filter-status" }, h("option", { value: "" }, "any status"),
     STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)));
-  const search = h("input", { id: "search-id", placeholder: "instance id", size: 22 });
+  const search = h("input", { id: "search-id", placeholder: "id or its start", size: 22, value: prefix });
   const live = h("input", { type: "checkbox", id: "live", checked: true });
   const body = h("div", { id: "instances-body" }, h("p", { class: "empty" }, "Loading…"));
   const newer = h("button", { class: "light", id: "page-newer", type: "button", disabled: true }, "‹ Previous");
@@ -203,6 +204,7 @@ async function instancesPage(q) {
     const p = new URLSearchParams();
     if (wfSel.value) p.set("workflow", wfSel.value);
     if (stSel.value) p.set("status", stSel.value);
+    if (search.value.trim()) p.set("prefix", search.value.trim());
     location.hash = "#/instances" + (p.toString() ? "?" + p : "");
   };
   wfSel.onchange = refilter;
@@ -211,6 +213,7 @@ async function instancesPage(q) {
   async function load() {
     const p = new URLSearchParams({ limit: "50" });
     if (status) p.set("status", status);
+    if (prefix) p.set("prefix", prefix);
     if (cursors[page]) p.set("cursor", cursors[page]);
     const base = workflow ? `/v1/workflows/${encodeURIComponent(workflow)}/instances` : "/v1/instances";
     const v = await api("GET", `${base}?${p}`);
@@ -241,12 +244,15 @@ async function instancesPage(q) {
         onsubmit: async (ev) => {
           ev.preventDefault();
           const id = search.value.trim();
-          if (!id) return;
+          if (!id) return refilter();
+          // An exact id opens the instance; otherwise, list those whose
+          // id starts with it.
           try {
             await api("GET", `/v1/instances/${encodeURIComponent(id)}`);
             location.hash = `#/instance/${encodeURIComponent(id)}`;
           } catch (e) {
-            toast(e.status === 404 ? `No instance with id ${id}` : e.message, true);
+            if (e.status === 404) refilter();
+            else toast(e.message, true);
           }
         },
       }, search, h("button", { type: "submit", id: "search-go" }, "Open")),
