@@ -176,15 +176,28 @@ fn a_server_on_the_store_runs_and_lists_instances() {
         v["output"],
         json!({"first": "cy", "second": 3, "type": "first"})
     );
+    // Metrics count the store's instances with the store's own query, and
+    // the PostgreSQL writer's commits.
+    let metrics = ureq::get(format!("{}/metrics", s.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("weft_instances{workflow=\"rs\",status=\"complete\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("weft_journal_commit_duration_seconds_count 0\n"),
+        "{metrics}"
+    );
     s.run.kill9();
     // What the server ran is in the store for any other host to read.
     let other = Weft::on(&db);
     assert_eq!(other.status("srv")["status"], "complete");
 }
 
-/// Until hosts share a store through leases, a second process that would
-/// run the store's instances is refused with a message, never let in to
-/// run them twice; reading and sending events still work.
 /// Many processes run a store's instances side by side; an instance is
 /// taken from a `weft run` only once its lease has run out.
 #[test]
