@@ -9,7 +9,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar, cast, overload
 
 from componentize_py_types import Err, Ok
@@ -19,6 +19,7 @@ from wit_world.imports import weft_workflow_types as types
 from ._duration import Duration, to_ms
 from ._errors import NonRetryableError, StepError, WaitTimeoutError
 from ._io import Env
+from ._running import InStep as _InStep
 
 T = TypeVar("T")
 
@@ -198,36 +199,6 @@ def _parse_step_config(name: str, config: Mapping[str, Any]) -> tuple[types.Step
         types.RetryPolicy(min(limit, 2**32 - 1), delay_ms, backoffs[retries["backoff"]]), timeout_ms
     )
     return wit, effective
-
-
-class _InStep:
-    """Awaits a step body, telling the host which step runs each time the
-    body resumes, and that the workflow body runs again each time it pauses:
-    the host charges CPU time, and an interpreter crash, to that step
-    alone (its siblings in flight are not at fault)."""
-
-    __slots__ = ("_body", "_handle")
-
-    def __init__(self, body: Awaitable[Any], handle: int) -> None:
-        self._body = body
-        self._handle = handle
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        it = self._body.__await__()
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            durable.running_step(self._handle)
-            try:
-                yielded = it.send(value) if error is None else it.throw(error)
-            except StopIteration as done:
-                return done.value
-            finally:
-                durable.running_step(None)
-            try:
-                value, error = (yield yielded), None
-            except BaseException as e:
-                value, error = None, e
 
 
 async def _run_step(

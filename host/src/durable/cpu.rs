@@ -1,6 +1,7 @@
 //! CPU time spent in the guest, measured with the thread's CPU clock at the
 //! epoch ticks, and charged to the step body the guest is running or to the
-//! workflow body (limits `step_cpu_ms` and `cpu_ms`).
+//! workflow body (limits `step_cpu_ms` and `cpu_ms`); [`Charged`] says which
+//! (traps are charged the same way).
 //!
 //! The epoch ticks every [`EPOCH_TICK`] of wall-clock time; the guest
 //! notices a tick only while it executes, and then yields to the executor.
@@ -92,6 +93,38 @@ pub fn yield_then_mark(inst: Arc<Instance>) -> std::pin::Pin<Box<dyn Future<Outp
     })
 }
 
+/// Who the guest's CPU time and traps are charged to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charged {
+    /// The running attempt of the step with this handle.
+    Step(u64),
+    /// The workflow body, outside step bodies.
+    Body,
+    /// Unknown: several step bodies run and the guest does not say which.
+    Unknown,
+}
+
+impl super::State {
+    /// Who runs now: the step body the guest names, or, for a guest that
+    /// names none, the only step body running, or the workflow body when
+    /// none runs.
+    pub fn charged(&self) -> Charged {
+        if self.marks_steps {
+            return match self.current {
+                Some(h) if self.running.contains_key(&h) => Charged::Step(h),
+                Some(_) => Charged::Unknown,
+                None => Charged::Body,
+            };
+        }
+        let mut running = self.running.keys();
+        match (running.next(), running.next()) {
+            (None, _) => Charged::Body,
+            (Some(h), None) => Charged::Step(*h),
+            _ => Charged::Unknown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +158,44 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         assert!(m.tick() <= EPOCH_TICK);
+    }
+
+    fn running(n: u64) -> super::super::RunningStep {
+        super::super::RunningStep {
+            name: format!("s{n}"),
+            n: 0,
+            attempt: 1,
+            started_ms: 0,
+            deadline: Instant::now(),
+            retries: crate::bindings::types::RetryPolicy {
+                limit: 0,
+                delay_ms: 0,
+                backoff: crate::bindings::types::Backoff::Constant,
+            },
+            cpu: Duration::ZERO,
+            span: tracing::Span::none(),
+        }
+    }
+
+    /// Who CPU time and traps are charged to: the step the guest names; for
+    /// a guest that names none, the only step running, else the body, else
+    /// nobody.
+    #[test]
+    fn charges_go_to_the_step_the_guest_names_or_the_only_one_running() {
+        let charged = |running_steps: &[u64], marks: bool, current: Option<u64>| {
+            let mut st = super::super::State::new(crate::replay::Replay::default(), 0);
+            st.running = running_steps.iter().map(|h| (*h, running(*h))).collect();
+            st.marks_steps = marks;
+            st.current = current;
+            st.charged()
+        };
+        // A guest that says which step it runs.
+        assert_eq!(charged(&[1, 2], true, Some(2)), Charged::Step(2));
+        assert_eq!(charged(&[1, 2], true, None), Charged::Body);
+        assert_eq!(charged(&[1], true, Some(9)), Charged::Unknown);
+        // One that does not: only an unambiguous guess.
+        assert_eq!(charged(&[], false, None), Charged::Body);
+        assert_eq!(charged(&[7], false, None), Charged::Step(7));
+        assert_eq!(charged(&[1, 2], false, None), Charged::Unknown);
     }
 }

@@ -135,34 +135,30 @@ pub struct State {
     pub cpu_exceeded: Option<u64>,
 }
 
-/// Who the guest's CPU time and traps are charged to now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Charged {
-    /// The running attempt of the step with this handle.
-    Step(u64),
-    /// The workflow body, outside step bodies.
-    Body,
-    /// Unknown: several step bodies run and the guest does not say which.
-    Unknown,
-}
-
 impl State {
-    /// Who runs now: the step body the guest names, or, for a guest that
-    /// names none, the only step body running, or the workflow body when
-    /// none runs.
-    pub fn charged(&self) -> Charged {
-        if self.marks_steps {
-            return match self.current {
-                Some(h) if self.running.contains_key(&h) => Charged::Step(h),
-                Some(_) => Charged::Unknown,
-                None => Charged::Body,
-            };
-        }
-        let mut running = self.running.keys();
-        match (running.next(), running.next()) {
-            (None, _) => Charged::Body,
-            (Some(h), None) => Charged::Step(*h),
-            _ => Charged::Unknown,
+    /// The state of a run that replays `replay`, with the guest's
+    /// randomness outside steps seeded by `seed`.
+    pub(crate) fn new(replay: Replay, seed: u64) -> State {
+        State {
+            replay,
+            handles: HashMap::new(),
+            next_id: 0,
+            running: HashMap::new(),
+            waits: HashMap::new(),
+            busy: 0,
+            rng: rand::SeedableRng::seed_from_u64(seed),
+            fatal: None,
+            host_error: None,
+            fenced: false,
+            paused: false,
+            error_detail: None,
+            panic: None,
+            steps: 0,
+            body_cpu: Duration::ZERO,
+            cpu: Default::default(),
+            current: None,
+            marks_steps: false,
+            cpu_exceeded: None,
         }
     }
 }
@@ -246,27 +242,7 @@ impl Instance {
             policy,
             dry_run,
             admission,
-            state: Mutex::new(State {
-                replay,
-                handles: HashMap::new(),
-                next_id: 0,
-                running: HashMap::new(),
-                waits: HashMap::new(),
-                busy: 0,
-                rng: rand::SeedableRng::seed_from_u64(seed),
-                fatal: None,
-                host_error: None,
-                fenced: false,
-                paused: false,
-                error_detail: None,
-                panic: None,
-                steps: 0,
-                body_cpu: Duration::ZERO,
-                cpu: Default::default(),
-                current: None,
-                marks_steps: false,
-                cpu_exceeded: None,
-            }),
+            state: Mutex::new(State::new(replay, seed)),
             changed: Notify::new(),
             events,
             progress,
@@ -535,66 +511,5 @@ impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.inst.lock().waits.remove(&self.id);
         self.inst.changed.notify_one();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn running(n: u64) -> RunningStep {
-        RunningStep {
-            name: format!("s{n}"),
-            n: 0,
-            attempt: 1,
-            started_ms: 0,
-            deadline: Instant::now(),
-            retries: wit::RetryPolicy {
-                limit: 0,
-                delay_ms: 0,
-                backoff: wit::Backoff::Constant,
-            },
-            cpu: Duration::ZERO,
-            span: tracing::Span::none(),
-        }
-    }
-
-    /// Who CPU time and traps are charged to: the step the guest names; for
-    /// a guest that names none, the only step running, else the body, else
-    /// nobody.
-    #[test]
-    fn charges_go_to_the_step_the_guest_names_or_the_only_one_running() {
-        let charged = |running_steps: &[u64], marks: bool, current: Option<u64>| {
-            let st = State {
-                replay: Replay::default(),
-                handles: HashMap::new(),
-                next_id: 0,
-                running: running_steps.iter().map(|h| (*h, running(*h))).collect(),
-                waits: HashMap::new(),
-                busy: 0,
-                rng: rand::SeedableRng::seed_from_u64(0),
-                fatal: None,
-                host_error: None,
-                fenced: false,
-                paused: false,
-                error_detail: None,
-                panic: None,
-                steps: 0,
-                body_cpu: Duration::ZERO,
-                cpu: Default::default(),
-                current,
-                marks_steps: marks,
-                cpu_exceeded: None,
-            };
-            st.charged()
-        };
-        // A guest that says which step it runs.
-        assert_eq!(charged(&[1, 2], true, Some(2)), Charged::Step(2));
-        assert_eq!(charged(&[1, 2], true, None), Charged::Body);
-        assert_eq!(charged(&[1], true, Some(9)), Charged::Unknown);
-        // One that does not: only an unambiguous guess.
-        assert_eq!(charged(&[], false, None), Charged::Body);
-        assert_eq!(charged(&[7], false, None), Charged::Step(7));
-        assert_eq!(charged(&[1, 2], false, None), Charged::Unknown);
     }
 }

@@ -43,10 +43,9 @@ pub use child::child_id;
 pub use control::{BoxFuture, Children, Control, RunPermits};
 pub use convert::next_retry_ms;
 use convert::{from_wit, to_wit};
+pub use cpu::Charged;
 use instance::StepHandle;
-pub use instance::{
-    Charged, Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor,
-};
+pub use instance::{Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor};
 pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
 use output::GuestOutput;
 use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};

@@ -160,19 +160,6 @@ impl Runtime {
             .await
     }
 
-    /// Like [`Runtime::create`], recording the parent of a child workflow.
-    pub async fn create_child(
-        &self,
-        workflow: &str,
-        digest: &str,
-        id: Option<String>,
-        input: &str,
-        parent: Option<String>,
-    ) -> Result<Created, RequestError> {
-        self.create_traced(workflow, digest, id, input, parent, None)
-            .await
-    }
-
     /// Like [`Runtime::create`], with the parent of a child workflow and the
     /// W3C trace context (`traceparent`) the instance is created under.
     pub async fn create_traced(
