@@ -1,4 +1,5 @@
-//! Host bindings generated from `wit/workflow.wit`.
+//! Host bindings generated from `wit/`: the `workflow` world, and the
+//! `workflow-sync` world for guests that cannot call `async` imports.
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -8,3 +9,18 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::weft::workflow::types;
+
+/// The `workflow-sync` world (JavaScript guests): its blocking `wait` is an
+/// async host function, which suspends the guest until an operation ends.
+pub mod sync {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weft:workflow/workflow-sync",
+        imports: {
+            "weft:workflow/durable-sync.wait": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+        with: { "weft:workflow/types": super::weft::workflow::types },
+    });
+}

@@ -20,6 +20,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::WorkflowPre;
+use crate::bindings::sync::WorkflowSyncPre;
+use crate::bindings::types::{ErrorInfo, WorkflowEvent};
 use crate::durable::HostState;
 
 /// How often the epoch ticks; guests yield to the host at each tick so that
@@ -30,7 +32,55 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct LoadedComponent {
     pub digest: String,
     /// Linked on the engine (and so the pool) its instances run on.
-    pub pre: WorkflowPre<HostState>,
+    pub pre: GuestPre,
+}
+
+/// A linked component of one of the two worlds.
+pub enum GuestPre {
+    /// `workflow`: an async `run` (Rust, Python).
+    Async(WorkflowPre<HostState>),
+    /// `workflow-sync`: a blocking `run` that drives its own event loop
+    /// over `durable-sync` (JavaScript).
+    Sync(WorkflowSyncPre<HostState>),
+}
+
+impl LoadedComponent {
+    /// The engine its instances run on.
+    pub fn engine(&self) -> &Engine {
+        match &self.pre {
+            GuestPre::Async(p) => p.engine(),
+            GuestPre::Sync(p) => p.engine(),
+        }
+    }
+
+    /// Whether the guest reads the monotonic clock for its own timers
+    /// (its event loop), not for the workflow's logic: such reads are not
+    /// journaled. JavaScript's `performance.now()` reads the journaled
+    /// wall clock instead (the SDK sees to it).
+    pub fn live_monotonic(&self) -> bool {
+        matches!(self.pre, GuestPre::Sync(_))
+    }
+
+    /// Instantiates the component in `store` and runs its `run` export to
+    /// its end.
+    pub async fn run(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+        event: WorkflowEvent,
+    ) -> wasmtime::Result<Result<String, ErrorInfo>> {
+        match &self.pre {
+            GuestPre::Async(pre) => {
+                let wf = pre.instantiate_async(&mut *store).await?;
+                store
+                    .run_concurrent(async |acc| wf.call_run(acc, event).await)
+                    .await?
+            }
+            GuestPre::Sync(pre) => {
+                let wf = pre.instantiate_async(&mut *store).await?;
+                wf.call_run(&mut *store, &event).await
+            }
+        }
+    }
 }
 
 /// An engine, its pool of instance slots and its linker.
@@ -391,9 +441,17 @@ impl Components {
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component imports something weft does not provide")?;
-        let pre = WorkflowPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .context("the component is not a weft workflow (it must export `run` from weft:workflow/workflow)")?;
+        let pre = match WorkflowPre::new(pre.clone()) {
+            Ok(p) => GuestPre::Async(p),
+            Err(e) => match WorkflowSyncPre::new(pre) {
+                Ok(p) => GuestPre::Sync(p),
+                Err(_) => {
+                    return Err(anyhow::anyhow!("{e:#}").context(
+                        "the component is not a weft workflow (it must export `run` from weft:workflow/workflow)",
+                    ));
+                }
+            },
+        };
         let loaded = Arc::new(LoadedComponent {
             digest: digest.to_owned(),
             pre,
@@ -557,10 +615,10 @@ mod tests {
         let load = |bytes: &[u8]| c.load(&c.store_bytes(bytes).unwrap()).unwrap();
         let (s, l, o) = (load(&small), load(&large), load(&other));
         assert!(c.large.lock().unwrap().is_some());
-        assert!(Engine::same(s.pre.engine(), &c.small.engine));
-        assert!(!Engine::same(l.pre.engine(), &c.small.engine));
+        assert!(Engine::same(s.engine(), &c.small.engine));
+        assert!(!Engine::same(l.engine(), &c.small.engine));
         assert!(
-            Engine::same(l.pre.engine(), o.pre.engine()),
+            Engine::same(l.engine(), o.engine()),
             "one pool for all large components"
         );
     }

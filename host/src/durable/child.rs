@@ -1,6 +1,8 @@
 //! Child workflows: `run-workflow` starts a deployed workflow as a child
 //! instance and waits for its end, journaling both.
 
+use std::sync::Arc;
+
 use wasmtime::Result;
 
 use super::{Instance, WaitFor, check_result};
@@ -148,4 +150,33 @@ pub(super) async fn run_child(
         drop(busy);
         let _ = events.changed().await;
     }
+}
+
+/// `run-workflow`: a child's output, with a span for a call not answered
+/// from the journal.
+pub(super) async fn run_workflow(
+    inst: Arc<Instance>,
+    name: String,
+    workflow: String,
+    params: String,
+) -> Result<Result<String, crate::bindings::types::ErrorInfo>> {
+    // A replayed call is answered from the journal: no span for it.
+    let span = if inst.replaying() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            target: "weft::trace",
+            parent: &inst.span,
+            "child",
+        otel.name = %format!("child {workflow}"),
+        workflow = %workflow,
+        name = %name,
+            parent_instance = %inst.id,
+        )
+    };
+    use tracing::Instrument;
+    run_child(&inst, name, workflow, params)
+        .instrument(span)
+        .await
+        .map(|r| r.map(|v| v.to_string()).map_err(super::convert::to_wit))
 }

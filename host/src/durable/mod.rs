@@ -13,7 +13,7 @@
 //! with the runner's watchdog.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::Result;
 use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
@@ -23,7 +23,7 @@ use crate::bindings::types::{
     self as wit, StepConfig, StepOutcome, StepRun, StepStart, StepVerdict,
 };
 use crate::bindings::weft::workflow::durable;
-use crate::journal::{AttemptResult, Entry, ErrorInfo, MAX_PAYLOAD_BYTES, now_ms};
+use crate::journal::ErrorInfo;
 use crate::replay::{CallRecord, Kind};
 
 mod child;
@@ -35,6 +35,8 @@ mod instance;
 mod limits;
 mod output;
 pub mod policy;
+mod steps;
+mod sync;
 mod waits;
 mod wasi;
 mod wasi_http;
@@ -42,12 +44,14 @@ mod wasi_http;
 pub use child::child_id;
 pub use control::{BoxFuture, Children, Control, RunPermits};
 pub use convert::next_retry_ms;
-use convert::{from_wit, to_wit};
+use convert::to_wit;
 pub use cpu::Charged;
 use instance::StepHandle;
 pub use instance::{Instance, InstanceOptions, PendingWait, Progress, RunningStep, State, WaitFor};
 pub use limits::{MemoryLimiter, exceeded as memory_limit_exceeded, name_memory_error};
 use output::GuestOutput;
+pub(crate) use steps::check_result;
+use steps::start_attempt;
 use wasi::{InstanceRandom, JournaledClock, JournaledMonotonic};
 
 /// Default wait-for-event timeout: 24 hours.
@@ -76,7 +80,9 @@ impl HostState {
 impl HostState {
     /// Builds the store data for one run of `inst`: WASI with journaled
     /// clocks and randomness, guest output suppressed while replaying.
-    pub fn new(inst: Arc<Instance>, seed: u64) -> HostState {
+    /// With `live_monotonic`, the monotonic clock is not journaled: the
+    /// guest's runtime reads it for its own timers only.
+    pub fn new(inst: Arc<Instance>, seed: u64, live_monotonic: bool) -> HostState {
         let mut b = WasiCtx::builder();
         let memory_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let budget = output::Budget::new();
@@ -88,11 +94,13 @@ impl HostState {
             inst: inst.clone(),
             budget,
         })
-        .wall_clock(JournaledClock(inst.clone()))
-        .monotonic_clock(JournaledMonotonic(inst.clone()))
-        .secure_random(InstanceRandom(inst.clone()))
-        .insecure_random(InstanceRandom(inst.clone()))
-        .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
+        .wall_clock(JournaledClock(inst.clone()));
+        if !live_monotonic {
+            b.monotonic_clock(JournaledMonotonic(inst.clone()));
+        }
+        b.secure_random(InstanceRandom(inst.clone()))
+            .insecure_random(InstanceRandom(inst.clone()))
+            .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
         HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
@@ -106,6 +114,7 @@ impl HostState {
                 inst,
                 configs: Vec::new(),
                 memory_hit,
+                ops: sync::Ops::default(),
             },
         }
     }
@@ -137,6 +146,14 @@ pub struct DurableCtx {
     configs: Vec<StepConfig>,
     /// Whether the store's memory limiter refused memory.
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
+    /// Operations of `durable-sync` in flight.
+    ops: sync::Ops,
+}
+
+impl DurableCtx {
+    fn memory_hit(&self) -> bool {
+        self.memory_hit.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Most step configs one instance may keep (`register-step-config`).
@@ -159,6 +176,7 @@ impl HasData for Durable {
 /// Adds `weft:workflow/durable` to a linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     durable::add_to_linker::<HostState, Durable>(linker, |s| &mut s.durable)?;
+    sync::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -316,24 +334,7 @@ impl durable::Host for DurableCtx {
 
 impl<T> durable::HostWithStore<T> for Durable {
     async fn step_ready(accessor: &Accessor<T, Self>, handle: u64) -> Result<()> {
-        let inst = instance_of(accessor);
-        let busy = inst.busy();
-        let (name, n, not_before) = {
-            let st = inst.lock();
-            let h = st
-                .handles
-                .get(&handle)
-                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
-            (h.name.clone(), h.n, h.not_before)
-        };
-        inst.catch_up(Kind::Step, &name, n).await?;
-        drop(busy);
-        if let Some(at) = not_before {
-            inst.wait_until(at, WaitFor::Retry).await;
-        }
-        inst.may_run().await?;
-        start_attempt(&inst, handle);
-        Ok(())
+        steps::step_ready(instance_of(accessor), handle).await
     }
 
     async fn step_end(
@@ -343,134 +344,9 @@ impl<T> durable::HostWithStore<T> for Durable {
     ) -> Result<StepVerdict> {
         let (inst, memory_hit) = accessor.with(|mut a| {
             let d = a.get();
-            (
-                d.inst.clone(),
-                d.memory_hit.load(std::sync::atomic::Ordering::Relaxed),
-            )
+            (d.inst.clone(), d.memory_hit())
         });
-        let busy = inst.busy();
-        let (name, n, attempt, started_ms, retries, running) = {
-            let mut st = inst.lock();
-            let running = st.running.remove(&handle);
-            let h = st
-                .handles
-                .get(&handle)
-                .ok_or_else(|| wasmtime::format_err!("unknown step handle {handle}"))?;
-            (
-                h.name.clone(),
-                h.n,
-                h.attempt,
-                h.started_ms,
-                h.config.retries,
-                running,
-            )
-        };
-        inst.changed.notify_one();
-        let ended_ms = now_ms();
-        let policy = inst.policy.clone();
-        let max_bytes = policy.limits.memory_bytes;
-        let checked = |e| {
-            to_wit(limits::name_memory_error(
-                policy.redact_error(from_wit(e)),
-                memory_hit,
-                max_bytes,
-            ))
-        };
-        let outcome = match outcome {
-            StepOutcome::Ok(json) if policy.leaks(&json) => StepOutcome::Ok(policy.redact(&json)),
-            StepOutcome::Err(e) => StepOutcome::Err(checked(e)),
-            StepOutcome::NonRetryable(e) => StepOutcome::NonRetryable(checked(e)),
-            other => other,
-        };
-        let (result, retry_in) = match outcome {
-            StepOutcome::Ok(json) => match check_result(&name, json) {
-                Ok(value) => (AttemptResult::Ok { value }, None),
-                Err(error) => (
-                    AttemptResult::Err {
-                        error,
-                        retry_ms: None,
-                    },
-                    None,
-                ),
-            },
-            StepOutcome::NonRetryable(e) => (
-                AttemptResult::Err {
-                    error: from_wit(e),
-                    retry_ms: None,
-                },
-                None,
-            ),
-            StepOutcome::Err(e) => {
-                let retry_ms = next_retry_ms(&retries, attempt, ended_ms);
-                (
-                    AttemptResult::Err {
-                        error: from_wit(e),
-                        retry_ms,
-                    },
-                    retry_ms.map(|at| at - ended_ms),
-                )
-            }
-        };
-        let entry = Entry::Step {
-            name: name.clone(),
-            n,
-            attempt,
-            started_ms,
-            ended_ms,
-            result: result.clone(),
-        };
-        inst.journal
-            .append(&inst.id, vec![entry])
-            .await
-            .map_err(|e| inst.host_failure(e))?;
-        let (outcome, error) = match &result {
-            AttemptResult::Ok { .. } => (Some(true), None),
-            AttemptResult::Err { error, retry_ms } => (retry_ms.map(|_| false), Some(error)),
-        };
-        inst.attempt_ended(
-            running.as_ref(),
-            &name,
-            attempt,
-            outcome,
-            Duration::from_millis(ended_ms.saturating_sub(started_ms)),
-            error,
-        );
-        // The outcome is durable; a pause takes effect now.
-        inst.check_pause()?;
-        match result {
-            AttemptResult::Ok { value } => {
-                inst.report(Progress::StepDone {
-                    name,
-                    attempt,
-                    elapsed_ms: ended_ms.saturating_sub(started_ms),
-                });
-                inst.lock().handles.remove(&handle);
-                Ok(StepVerdict::Done(Ok(value.to_string())))
-            }
-            AttemptResult::Err { error, retry_ms } => {
-                inst.report(Progress::StepFailed {
-                    name,
-                    attempt,
-                    error: error.clone(),
-                    retry_in_ms: retry_in,
-                });
-                drop(busy);
-                match retry_ms {
-                    Some(at) => {
-                        inst.wait_until(at, WaitFor::Retry).await;
-                        if let Some(h) = inst.lock().handles.get_mut(&handle) {
-                            h.attempt += 1;
-                        }
-                        start_attempt(&inst, handle);
-                        Ok(StepVerdict::Retry(attempt + 1))
-                    }
-                    None => {
-                        inst.lock().handles.remove(&handle);
-                        Ok(StepVerdict::Done(Err(to_wit(error))))
-                    }
-                }
-            }
-        }
+        steps::step_end(inst, memory_hit, handle, outcome).await
     }
 
     async fn run_workflow(
@@ -479,26 +355,7 @@ impl<T> durable::HostWithStore<T> for Durable {
         workflow: String,
         params: String,
     ) -> Result<Result<String, wit::ErrorInfo>> {
-        let inst = instance_of(accessor);
-        // A replayed call is answered from the journal: no span for it.
-        let span = if inst.replaying() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                target: "weft::trace",
-                parent: &inst.span,
-                "child",
-            otel.name = %format!("child {workflow}"),
-            workflow = %workflow,
-            name = %name,
-                parent_instance = %inst.id,
-            )
-        };
-        use tracing::Instrument;
-        child::run_child(&inst, name, workflow, params)
-            .instrument(span)
-            .await
-            .map(|r| r.map(|v| v.to_string()).map_err(to_wit))
+        child::run_workflow(instance_of(accessor), name, workflow, params).await
     }
 
     async fn fetch(
@@ -539,57 +396,4 @@ impl<T> durable::HostWithStore<T> for Durable {
         let inst = instance_of(accessor);
         waits::wait_for_event(&inst, name, event_type, timeout_ms).await
     }
-}
-
-fn start_attempt(inst: &Instance, handle: u64) {
-    let mut st = inst.lock();
-    let now = now_ms();
-    let Some(h) = st.handles.get_mut(&handle) else {
-        return;
-    };
-    h.started_ms = now;
-    let running = RunningStep {
-        name: h.name.clone(),
-        n: h.n,
-        attempt: h.attempt,
-        started_ms: now,
-        deadline: Instant::now() + Duration::from_millis(h.config.timeout_ms),
-        retries: h.config.retries,
-        cpu: Duration::ZERO,
-        span: tracing::info_span!(
-            target: "weft::trace",
-            parent: &inst.span,
-            "step",
-            otel.name = %format!("step {}", h.name),
-            workflow = %inst.workflow,
-            instance = %inst.id,
-            step = %h.name,
-            attempt = h.attempt,
-            outcome = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        ),
-    };
-    st.running.insert(handle, running);
-    drop(st);
-    inst.changed.notify_one();
-}
-
-/// Validates a step's result: JSON, at most 1 MiB.
-pub(crate) fn check_result(name: &str, json: String) -> Result<serde_json::Value, ErrorInfo> {
-    if json.len() > MAX_PAYLOAD_BYTES {
-        return Err(ErrorInfo::new(
-            "StepResultTooLarge",
-            format!(
-                "step \"{name}\" returned {} bytes; a step result may be at most {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
-                json.len()
-            ),
-        ));
-    }
-    serde_json::from_str(&json).map_err(|e| {
-        ErrorInfo::new(
-            "InvalidStepResult",
-            format!("step \"{name}\" returned invalid JSON: {e}"),
-        )
-    })
 }

@@ -91,14 +91,9 @@ impl Runtime {
         });
         let _live = self.journal.live();
         let _resident = self.components.resident();
-        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
+        let mut store = self.new_store(&component, &inst, rec.seed);
         let event = workflow_event(rec);
-        let run = async {
-            let wf = component.pre.instantiate_async(&mut store).await?;
-            store
-                .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                .await?
-        };
+        let run = component.run(&mut store, event);
         let ended = tokio::select! {
             r = run => Ok(r),
             i = watchdog(&inst, control, self.evict_after) => Err(i),

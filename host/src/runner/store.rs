@@ -8,6 +8,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::Runtime;
 use crate::bindings::types::WorkflowEvent;
 use crate::durable::{Charged, HostState, Instance, cpu};
+use crate::engine::LoadedComponent;
 use crate::journal::{ErrorInfo, InstanceRecord};
 
 impl Runtime {
@@ -17,11 +18,12 @@ impl Runtime {
     /// CPU limit, and otherwise yields to the executor every tick.
     pub(super) fn new_store(
         &self,
-        engine: &wasmtime::Engine,
+        component: &LoadedComponent,
         inst: &Arc<Instance>,
         seed: u64,
     ) -> Store<HostState> {
-        let mut store = Store::new(engine, HostState::new(inst.clone(), seed));
+        let state = HostState::new(inst.clone(), seed, component.live_monotonic());
+        let mut store = Store::new(component.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {

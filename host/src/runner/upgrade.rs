@@ -41,14 +41,9 @@ impl Runtime {
             admission: None,
             dry_run: true,
         });
-        let mut store = self.new_store(component.pre.engine(), &inst, rec.seed);
+        let mut store = self.new_store(&component, &inst, rec.seed);
         let event = workflow_event(&rec);
-        let run = async {
-            let wf = component.pre.instantiate_async(&mut store).await?;
-            store
-                .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                .await?
-        };
+        let run = component.run(&mut store, event);
         // The replay is done when every journaled call was made again.
         let caught_up = async {
             loop {

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// Builds a JavaScript or TypeScript workflow into a weft component:
+//
+//   node build.mjs <app.js|app.ts> -o <out.wasm> [--class <Name>]
+//
+// esbuild strips the types and bundles the module with this SDK into one
+// ES module (`cloudflare:workers` and `cloudflare:workflows` resolve to the
+// SDK); componentize-js builds that into a component of the world
+// `weft:workflow/workflow-sync`. `weft build` runs this script.
+
+import { writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const sdk = dirname(fileURLToPath(import.meta.url));
+
+function usage(message) {
+  if (message) console.error(`weft-js-build: ${message}`);
+  console.error('usage: build.mjs <app.js|app.ts> -o <out.wasm> [--class <Name>] [--bundle-only]');
+  process.exit(2);
+}
+
+const args = process.argv.slice(2);
+let source, output, className, bundleOnly = false;
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (a === '-o' || a === '--output') output = args[++i];
+  else if (a === '--class') className = args[++i];
+  else if (a === '--bundle-only') bundleOnly = true;
+  else if (a.startsWith('-')) usage(`unknown option ${a}`);
+  else if (source === undefined) source = a;
+  else usage(`unexpected argument ${a}`);
+}
+if (source === undefined || output === undefined) usage();
+
+async function load(name) {
+  try {
+    return await import(name);
+  } catch (e) {
+    console.error(
+      `weft-js-build: cannot load ${name} (${e.code ?? e.message}); install the SDK's packages with \`npm ci\` in ${sdk}`,
+    );
+    process.exit(3);
+  }
+}
+
+const esbuild = await load('esbuild');
+const { componentize } = await load('@bytecodealliance/componentize-js');
+
+const path = resolve(source);
+const entry = [
+  `import * as workflow from ${JSON.stringify(path)};`,
+  `import { makeRun } from ${JSON.stringify(join(sdk, 'src/entry.js'))};`,
+  `export const run = makeRun(workflow, ${className === undefined ? 'undefined' : JSON.stringify(className)});`,
+].join('\n');
+
+const cloudflare = {
+  name: 'cloudflare-modules',
+  setup(build) {
+    build.onResolve({ filter: /^cloudflare:(workers|workflows)$/ }, (a) => ({
+      path: join(sdk, 'src', a.path === 'cloudflare:workers' ? 'workers.js' : 'workflows.js'),
+    }));
+    build.onResolve({ filter: /^@weft\/sdk$/ }, () => ({ path: join(sdk, 'src/index.js') }));
+    build.onResolve({ filter: /^weft:/ }, (a) => ({ path: a.path, external: true }));
+  },
+};
+
+let bundled;
+try {
+  bundled = await esbuild.build({
+    stdin: { contents: entry, resolveDir: dirname(path), sourcefile: 'weft-entry.js', loader: 'js' },
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    mainFields: ['module', 'main'],
+    conditions: ['workerd', 'worker', 'import'],
+    plugins: [cloudflare],
+    logLevel: 'silent',
+    charset: 'utf8',
+    legalComments: 'none',
+  });
+} catch (e) {
+  for (const m of e.errors ?? []) {
+    const where = m.location ? `${m.location.file}:${m.location.line}:${m.location.column}: ` : '';
+    console.error(`weft-js-build: ${where}${m.text}`);
+  }
+  if (!e.errors) console.error(`weft-js-build: ${e.message}`);
+  process.exit(1);
+}
+const js = bundled.outputFiles[0].text;
+if (bundleOnly) {
+  writeFileSync(output, js);
+  process.exit(0);
+}
+
+try {
+  const { component } = await componentize(js, {
+    sourceName: 'workflow.js',
+    witPath: join(sdk, 'wit'),
+    worldName: 'workflow-sync',
+    disableFeatures: ['http', 'fetch-event'],
+  });
+  writeFileSync(output, component);
+} catch (e) {
+  console.error(`weft-js-build: componentize-js failed: ${e.message ?? e}`);
+  process.exit(1);
+}
