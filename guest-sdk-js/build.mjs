@@ -8,7 +8,8 @@
 // SDK); componentize-js builds that into a component of the world
 // `weft:workflow/workflow-sync`. `weft build` runs this script.
 
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,16 +17,17 @@ const sdk = dirname(fileURLToPath(import.meta.url));
 
 function usage(message) {
   if (message) console.error(`weft-js-build: ${message}`);
-  console.error('usage: build.mjs <app.js|app.ts> -o <out.wasm> [--class <Name>] [--bundle-only]');
+  console.error('usage: build.mjs <app.js|app.ts> -o <out.wasm> [--class <Name>] [--wizer <weft>] [--bundle-only]');
   process.exit(2);
 }
 
 const args = process.argv.slice(2);
-let source, output, className, bundleOnly = false;
+let source, output, className, wizer, bundleOnly = false;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '-o' || a === '--output') output = args[++i];
   else if (a === '--class') className = args[++i];
+  else if (a === '--wizer') wizer = args[++i];
   else if (a === '--bundle-only') bundleOnly = true;
   else if (a.startsWith('-')) usage(`unknown option ${a}`);
   else if (source === undefined) source = a;
@@ -95,15 +97,33 @@ if (bundleOnly) {
   process.exit(0);
 }
 
+// A reproducible build: componentize-js works in `<tmp>/<12 hex digits>`
+// from Math.random, and that path ends up in the component (in stack
+// traces); `weft` pre-initializes the engine with fixed randomness and
+// clocks (`--wizer`, which `weft build` passes). So the work directory is
+// named after the bundle instead, in /tmp.
+const digest = createHash('sha256').update(js).update(className ?? '').digest();
+let draw = 0;
+const realRandom = Math.random;
+Math.random = () => digest[draw++ % digest.length] / 256 + digest[(draw + 7) % digest.length] / 65536;
+process.env.TMPDIR = '/tmp';
+const workDir = `/tmp/${createHash('sha256').update(Math.random().toString()).digest('hex').slice(0, 12)}`;
+draw = 0;
+rmSync(workDir, { recursive: true, force: true });
+
 try {
   const { component } = await componentize(js, {
     sourceName: 'workflow.js',
     witPath: join(sdk, 'wit'),
     worldName: 'workflow-sync',
     disableFeatures: ['http', 'fetch-event'],
+    ...(wizer === undefined ? {} : { wizerBin: wizer, env: { WEFT_WIZER: '1' } }),
   });
+  Math.random = realRandom;
   writeFileSync(output, component);
 } catch (e) {
   console.error(`weft-js-build: componentize-js failed: ${e.message ?? e}`);
   process.exit(1);
+} finally {
+  rmSync(workDir, { recursive: true, force: true });
 }

@@ -8,6 +8,7 @@ mod open;
 mod run;
 pub mod serve;
 pub mod term;
+mod wizer;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -222,6 +223,10 @@ fn report_damage_on_redb_panics() {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    if wizer::requested() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        return wizer::main(&args);
+    }
     report_damage_on_redb_panics();
     let cli = Cli::parse();
     crate::logs::init(cli.log_format);

@@ -1,5 +1,5 @@
-//! `weft build`: turn a Python module, a Python project or a Rust crate into
-//! a workflow component.
+//! `weft build`: turn a Python module, a JavaScript or TypeScript module, a
+//! project holding one, or a Rust crate into a workflow component.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,16 +9,19 @@ use anyhow::{Context, Result, bail};
 use super::term;
 
 mod fresh;
+mod js;
 
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
-    /// A Python module (`app.py`), a directory holding one (`app.py`,
-    /// `main.py` or `workflow.py`), or a Rust crate directory (`Cargo.toml`).
+    /// A Python module (`app.py`), a JavaScript or TypeScript module
+    /// (`app.js`, `app.ts`), a directory holding one (`app`, `main`,
+    /// `workflow` or `index` with either suffix, or under `src/`), or a Rust
+    /// crate directory (`Cargo.toml`).
     pub source: PathBuf,
     /// Where to write the component (default: `<name>.wasm` here).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// The workflow class, when a Python module defines several.
+    /// The workflow class, when the module defines several.
     #[arg(long = "class")]
     pub class_name: Option<String>,
 }
@@ -32,28 +35,52 @@ pub fn build(a: BuildArgs) -> Result<i32> {
         return build_rust(source, a.output);
     }
     let module = if source.is_dir() {
-        ["app.py", "main.py", "workflow.py"]
-            .iter()
-            .map(|f| source.join(f))
-            .find(|p| p.exists())
-            .with_context(|| {
-                format!(
-                    "{} holds neither Cargo.toml nor app.py, main.py or workflow.py; name the module file",
-                    source.display()
-                )
-            })?
-    } else if source.extension().is_some_and(|e| e == "py") {
-        source.clone()
+        module_in(source)?
     } else {
-        bail!(
-            "{} is neither a Python module (.py) nor a directory with one or with Cargo.toml",
-            source.display()
-        );
+        source.clone()
     };
-    build_python(&module, a.output, a.class_name.as_deref())
+    match module.extension().and_then(|e| e.to_str()) {
+        Some("py") => build_python(&module, a.output, a.class_name.as_deref()),
+        Some(ext) if js::EXTENSIONS.contains(&ext) => {
+            js::build(&module, a.output, a.class_name.as_deref())
+        }
+        _ => bail!(
+            "{} is neither a Python module (.py), a JavaScript or TypeScript module ({}) nor a directory holding one or Cargo.toml",
+            source.display(),
+            js::EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+        ),
+    }
 }
 
-fn tool_missing(tool: &str, install: &str) -> anyhow::Error {
+/// The workflow module of a project directory.
+fn module_in(dir: &Path) -> Result<PathBuf> {
+    let mut names = vec!["app.py".to_owned(), "main.py".into(), "workflow.py".into()];
+    for stem in [
+        "app",
+        "main",
+        "workflow",
+        "index",
+        "src/index",
+        "src/app",
+        "src/workflow",
+    ] {
+        for ext in js::EXTENSIONS {
+            names.push(format!("{stem}.{ext}"));
+        }
+    }
+    names
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .with_context(|| {
+            format!(
+                "{} holds no Cargo.toml and no workflow module (app.py, main.py, workflow.py, or app, main, workflow or index .ts/.js); name the module file",
+                dir.display()
+            )
+        })
+}
+
+pub(super) fn tool_missing(tool: &str, install: &str) -> anyhow::Error {
     anyhow::anyhow!("`{tool}` is not installed or not on PATH; install it with `{install}`")
 }
 
@@ -222,7 +249,7 @@ fn build_rust(dir: &Path, output: Option<PathBuf>) -> Result<i32> {
     Ok(0)
 }
 
-fn which(tool: &str) -> bool {
+pub(super) fn which(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
 }
