@@ -2,7 +2,7 @@
 // exports `run = makeRun(module, className)`, the `run` export of the
 // `workflow-sync` world.
 
-import { durable, inFlight, reset } from './ops.js';
+import { durable, reset } from './ops.js';
 import { WorkflowEntrypoint, WorkflowStep, errorInfo, makeEnv, toJson } from './index.js';
 import { installGlobals } from './globals.js';
 
@@ -67,9 +67,9 @@ export function makeRun(module, className) {
       }
       throw failure(errorInfo(e));
     } finally {
-      // Siblings of a failure may still be in flight: the host drops them
-      // with the run.
-      if (inFlight() > 0) reset();
+      // Operations still in flight (the loser of a race, siblings of a
+      // failure) are dropped with the run: the pump must not wait for them.
+      reset();
     }
   };
 }

@@ -20,7 +20,7 @@ pub mod sync {
             "weft:workflow/durable-sync.wait": async | trappable,
             default: trappable,
         },
-        exports: { default: async },
+        exports: { default: async | store },
         with: { "weft:workflow/types": super::weft::workflow::types },
     });
 }

@@ -77,7 +77,9 @@ impl LoadedComponent {
             }
             GuestPre::Sync(pre) => {
                 let wf = pre.instantiate_async(&mut *store).await?;
-                wf.call_run(&mut *store, &event).await
+                store
+                    .run_concurrent(async |acc| wf.call_run(acc, event).await)
+                    .await?
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use crate::common::js::{counter, js_component_at};
 use crate::common::python::py_component_at;
 use crate::common::*;
 use serde_json::json;
@@ -211,6 +212,68 @@ fn a_python_parent_fans_out_to_rust_children() {
         .count();
     assert_eq!(children, 4, "one child per part");
     s.run.kill9();
+}
+
+#[test]
+fn the_typescript_signup_activates_a_verified_account_across_a_crash() {
+    let c = js_component_at(&repo_root().join("examples/signup-ts/app.ts"), None);
+    let (url, counts) = counter();
+    let w = Weft::new();
+    let input = json!({"email": "alice@example.com", "name": "Alice",
+        "emailApi": format!("{url}/hit"), "tipsAfter": "300 milliseconds"})
+    .to_string();
+    let args = [
+        "run",
+        &c,
+        "--id",
+        "alice",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+        "--secret",
+        "EMAIL_API_KEY=SIGNUP_KEY",
+    ];
+    let mut run = w.spawn_env("run-1", &args, &[("SIGNUP_KEY", "k-123")]);
+    run.wait_stderr("the wait", |t| {
+        t.contains("Waiting for event `email-verified`")
+    });
+    run.kill9();
+    let token = steps_named(&w.history("alice"), "make verification token")[0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        w.exec(&[
+            "send-event",
+            "alice",
+            "email-verified",
+            &json!({"token": token}).to_string()
+        ])
+        .ok()
+    );
+    let resume = [
+        "resume",
+        "alice",
+        "--allow-host",
+        "127.0.0.1",
+        "--secret",
+        "EMAIL_API_KEY=SIGNUP_KEY",
+    ];
+    let d = Done::from(w.cmd(&resume).env("SIGNUP_KEY", "k-123").output().unwrap());
+    assert_eq!(
+        d.json(),
+        json!({"user": "user-alice", "status": "active"}),
+        "{}",
+        d.stderr
+    );
+    let counts = counts.lock().unwrap();
+    assert_eq!(
+        counts.get("verify"),
+        Some(&1),
+        "the email was sent once: {counts:?}"
+    );
+    assert_eq!(counts.get("tips"), Some(&1));
 }
 
 #[test]

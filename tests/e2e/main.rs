@@ -12,6 +12,7 @@ mod crash;
 mod cron;
 mod examples;
 mod http_edges;
+mod javascript;
 mod limits;
 mod observe;
 mod postgres;

@@ -28,6 +28,34 @@ const MAX_OPS: usize = 100_000;
 pub(super) struct Ops {
     next: Op,
     pending: Vec<(Op, BoxFuture<'static, Result<OpResult>>)>,
+    /// Set while the guest runs on results `wait` gave it: the instance
+    /// counts as busy until the guest waits again, so that the watchdog
+    /// does not evict it in between (with async calls the guest is resumed
+    /// in the same poll that finishes the call; here it runs after `wait`
+    /// returns).
+    running: Option<Arc<Instance>>,
+}
+
+impl Ops {
+    fn run(&mut self, inst: &Arc<Instance>) {
+        if self.running.is_none() {
+            inst.lock().busy += 1;
+            self.running = Some(inst.clone());
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(inst) = self.running.take() {
+            inst.lock().busy -= 1;
+            inst.changed.notify_one();
+        }
+    }
+}
+
+impl Drop for Ops {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Adds `weft:workflow/durable-sync` to a linker.
@@ -173,8 +201,9 @@ impl durable_sync::Host for DurableCtx {
                 "the guest waited with no durable call in flight (an SDK bug)",
             )));
         }
+        self.ops.stop();
         let pending = &mut self.ops.pending;
-        std::future::poll_fn(|cx| {
+        let done = std::future::poll_fn(|cx| {
             let mut done = Vec::new();
             let mut failed = None;
             pending.retain_mut(|(id, op)| match op.as_mut().poll(cx) {
@@ -194,6 +223,8 @@ impl durable_sync::Host for DurableCtx {
                 None => Poll::Ready(Ok(done)),
             }
         })
-        .await
+        .await?;
+        self.ops.run(&self.inst);
+        Ok(done)
     }
 }

@@ -1,0 +1,288 @@
+//! JavaScript and TypeScript workflows built with `weft build`
+//! (componentize-js), with Cloudflare's Workflows API: the order shape in
+//! TypeScript, crashes and resumes checked by a loopback counter, a
+//! non-determinism error, children across languages.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use weft_test_artifacts::SCENARIOS;
+
+use crate::common::js::{counter, js_component};
+use crate::common::python::py_component;
+use crate::common::*;
+
+fn count(counts: &Arc<Mutex<BTreeMap<String, u32>>>, name: &str) -> u32 {
+    counts.lock().unwrap().get(name).copied().unwrap_or(0)
+}
+
+fn order_input(counter: &str, within: Value) -> String {
+    json!({
+        "orderId": "o-42",
+        "items": [{"sku": "tea", "qty": 2}, {"sku": "cup", "qty": 1}],
+        "counter": counter,
+        "approveWithin": within,
+        "napMs": 100,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_typescript_order_ships_on_approval_and_rolls_back_on_timeout() {
+    let order = js_component("order.ts", None);
+    let (url, counts) = counter();
+    let w = Weft::new();
+
+    // Approved: retries, reservations at once, a sleep, the event.
+    let input = order_input(&url, json!("1 minute"));
+    let args = [
+        "run",
+        &order,
+        "--id",
+        "approved",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+    ];
+    let mut run = w.spawn("approved", &args);
+    run.wait_stderr("the wait", |t| t.contains("Waiting for event `approved`"));
+    assert!(
+        w.exec(&["send-event", "approved", "approved", r#"{"by":"ann"}"#])
+            .ok()
+    );
+    let d = run.finish();
+    let out = d.json();
+    assert_eq!(out["status"], "shipped", "{}", d.stderr);
+    assert_eq!(out["total"], 3);
+    assert_eq!(out["by"], "ann");
+    assert_eq!(out["payment"], json!({"charged": 30, "attempt": 2}));
+    assert_eq!(
+        out["reservations"],
+        json!([{"sku": "tea", "id": "r-tea-2"}, {"sku": "cup", "id": "r-cup-1"}])
+    );
+    assert!(
+        d.stderr
+            .contains("Retry charge attempt 1 failed: Error: card network busy")
+    );
+    for (name, n) in [
+        ("validate", 1),
+        ("reserve-tea", 1),
+        ("reserve-cup", 1),
+        ("charge", 2),
+        ("ship", 1),
+        ("refund", 0),
+    ] {
+        assert_eq!(count(&counts, name), n, "{name}");
+    }
+    let h = w.history("approved");
+    let (tea, cup) = (
+        steps_named(&h, "reserve-tea")[0],
+        steps_named(&h, "reserve-cup")[0],
+    );
+    assert!(
+        u(&tea["startedMs"]) <= u(&cup["endedMs"]) && u(&cup["startedMs"]) <= u(&tea["endedMs"]),
+        "Promise.all ran both reservations at once"
+    );
+
+    // No approval in time: rolled back by hand, newest first.
+    let input = order_input(&url, json!(300));
+    let d = w.exec(&[
+        "run",
+        &order,
+        "--id",
+        "timeout",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+    ]);
+    assert_eq!(
+        d.json(),
+        json!({"status": "cancelled", "reason": "WaitTimeoutError", "released": ["r-cup-1", "r-tea-2"]}),
+        "{}",
+        d.stderr
+    );
+    assert_eq!(count(&counts, "refund"), 1);
+    assert_eq!(count(&counts, "release-tea"), 1);
+    assert_eq!(count(&counts, "ship"), 1, "not shipped");
+
+    // NonRetryableError ends the step and the instance at once.
+    let input = json!({"orderId": "empty", "items": [], "counter": url}).to_string();
+    let d = w.exec(&[
+        "run",
+        &order,
+        "--id",
+        "empty",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+    ]);
+    assert_eq!(d.code, Some(1));
+    let s = w.status("empty");
+    assert_eq!(s["status"], "errored");
+    assert_eq!(
+        s["error"],
+        json!({"name": "NonRetryableError", "message": "order empty has no items"})
+    );
+    assert_eq!(count(&counts, "validate"), 4, "validated once per order");
+}
+
+/// Kills `weft run` three times during a long JavaScript workflow and
+/// resumes it: every completed step ran once, only a step in flight at a
+/// kill may run again, and clocks and randomness read outside steps are
+/// the same after each replay.
+#[test]
+fn kill_9_and_resume_never_run_a_completed_javascript_step_again() {
+    let js = js_component("scenarios.js", Some("Scenarios"));
+    let (url, counts) = counter();
+    let w = Weft::new();
+    let n = 12;
+    let input = json!({"scenario": "long", "n": n, "ms": 60, "counter": url}).to_string();
+    let completed = |t: &str| t.lines().filter(|l| l.contains("Step work-")).count();
+    let args = [
+        "run",
+        &js,
+        "--id",
+        "long",
+        "--input",
+        &input,
+        "--allow-host",
+        "127.0.0.1",
+    ];
+    let mut run = w.spawn("run-0", &args);
+    run.wait_stderr("3 steps", |t| completed(t) >= 3);
+    run.kill9();
+    for (i, more) in [3, 3].into_iter().enumerate() {
+        let resume = ["resume", "long", "--allow-host", "127.0.0.1"];
+        let mut run = w.spawn(&format!("run-{}", i + 1), &resume);
+        run.wait_stderr("more steps", |t| completed(t) >= more);
+        run.kill9();
+    }
+    let d = w
+        .spawn(
+            "run-final",
+            &["resume", "long", "--allow-host", "127.0.0.1"],
+        )
+        .finish();
+    let out = d.json();
+    assert_eq!(
+        out["sum"],
+        (0..n).map(|i| i * i).sum::<u64>(),
+        "{}",
+        d.stderr
+    );
+    let mut reruns = 0;
+    for i in 0..n {
+        let c = count(&counts, &format!("work-{i}"));
+        assert!((1..=2).contains(&c), "work-{i} ran {c} times");
+        reruns += c - 1;
+    }
+    assert!(
+        reruns <= 3,
+        "at most the step in flight at each kill ran again"
+    );
+    // The first step journaled what the body read before it; each replay
+    // read the same.
+    assert_eq!(out["first"], json!([out["r"], out["t"]]), "{out}");
+}
+
+#[test]
+fn changed_javascript_is_stopped_with_a_non_determinism_error() {
+    let v1 = js_component("scenarios.js", Some("Scenarios"));
+    let v2 = js_component("scenarios.js", Some("Changed"));
+    let w = Weft::new();
+    let args = [
+        "run",
+        &v1,
+        "--id",
+        "nd",
+        "--input",
+        r#"{"scenario":"events"}"#,
+    ];
+    let mut run = w.spawn("run", &args);
+    run.wait_stderr("the first wait", |t| {
+        t.contains("Waiting for event `first`")
+    });
+    assert!(w.exec(&["send-event", "nd", "first", "1"]).ok());
+    run.wait_stderr("the second wait", |t| {
+        t.contains("Waiting for event `second`")
+    });
+    run.kill9();
+    let d = w.exec(&["resume", "nd", "--component", &v2]);
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    let s = w.status("nd");
+    assert_eq!(s["error"]["name"], "NonDeterminismError");
+    let msg = s["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(r#"wait-for-event "wait-second""#), "{msg}");
+    assert!(msg.contains(r#"wait-for-event "wait-renamed""#), "{msg}");
+}
+
+#[test]
+fn javascript_parents_and_children_across_languages() {
+    let js = js_component("scenarios.js", Some("Scenarios"));
+    let py = py_component("scenarios", None);
+    let w = Weft::new();
+    let toml = format!(
+        "[workflows.js]\ncomponent = {js:?}\n\n[workflows.py]\ncomponent = {py:?}\n\n[workflows.rs]\ncomponent = {SCENARIOS:?}\n"
+    );
+    let s = w.serve("serve", &toml, &[]);
+    let create = |wf: &str, id: &str, params: Value| {
+        let body = json!({"id": id, "params": params}).to_string();
+        let (code, _) = s.post(&format!("/v1/workflows/{wf}/instances"), &body);
+        assert_eq!(code, 201, "create {id}");
+    };
+    create("js", "js-py", json!({"scenario": "parent", "child": "py"}));
+    create("js", "js-rs", json!({"scenario": "parent", "child": "rs"}));
+    create("rs", "rs-js", json!({"scenario": "parent", "child": "js"}));
+    create("py", "py-js", json!({"scenario": "parent", "child": "js"}));
+    let a = s.wait_status("js", "js-py", "complete");
+    assert_eq!(a["output"]["child"]["b"], 42);
+    assert_eq!(
+        a["output"]["error"],
+        json!(["ValueError", "order 42 has no items"])
+    );
+    let b = s.wait_status("js", "js-rs", "complete");
+    assert_eq!(b["output"]["child"]["a"], 20);
+    assert_eq!(
+        b["output"]["error"],
+        json!(["InvalidOrder", "order 42 has no items"])
+    );
+    for (wf, id) in [("rs", "rs-js"), ("py", "py-js")] {
+        let c = s.wait_status(wf, id, "complete");
+        assert_eq!(c["output"]["child"]["b"], 42, "{c}");
+        let child = entries(&w.history(id), "childStart")[0]["childId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            c["output"]["child"]["greeting"],
+            json!(format!("hello {child}"))
+        );
+        assert_eq!(
+            c["output"]["error"],
+            json!(["InvalidOrder", "order 42 has no items"])
+        );
+    }
+    s.run.kill9();
+}
+
+#[test]
+fn javascript_races_and_refuses_io_outside_steps() {
+    let js = js_component("scenarios.js", Some("Scenarios"));
+    let w = Weft::new();
+    let d = w.exec(&["run", &js, "--input", r#"{"scenario":"race"}"#]);
+    assert_eq!(d.json(), json!({"winner": "sleep"}), "{}", d.stderr);
+    let d = w.exec(&["run", &js, "--input", r#"{"scenario":"io_outside"}"#]);
+    let out = d.json();
+    assert_eq!(out["name"], "FetchNotInStep", "{out}");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside a step body"),
+        "{out}"
+    );
+}

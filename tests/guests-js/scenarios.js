@@ -1,0 +1,88 @@
+// A JavaScript test workflow whose behaviour is chosen by
+// payload.scenario; tests/e2e/javascript.rs drives it. `Changed` is the
+// same workflow with one wait renamed, for the non-determinism test.
+import { WorkflowEntrypoint } from 'cloudflare:workers';
+import { NonRetryableError } from 'cloudflare:workflows';
+
+async function hit(counter, what) {
+  const res = await fetch(`${counter}/hit/${what}`, { method: 'POST' });
+  return Number(await res.text());
+}
+
+export class Scenarios extends WorkflowEntrypoint {
+  waitName = 'wait-second';
+
+  async run(event, step) {
+    const p = event.payload;
+    return await this[`s_${p.scenario}`](event, step, p);
+  }
+
+  async s_basic(event, step) {
+    const a = await step.do('a', async () => 20);
+    const b = a + (await step.do('b', async () => 22));
+    const greeting = await step.do('greet', async () => `hello ${event.instanceId}`);
+    return { a, b, greeting };
+  }
+
+  // Many steps, each reporting to the counter, with a sleep between.
+  async s_long(event, step, p) {
+    // Clocks and randomness outside steps are journaled: a replay reads
+    // what the first run read, which this step kept.
+    const r = Math.random();
+    const t = Date.now();
+    const first = await step.do('first', async () => [r, t]);
+    const seen = [];
+    for (let i = 0; i < p.n; i++) {
+      seen.push(await step.do(`work-${i}`, async () => {
+        await hit(p.counter, `work-${i}`);
+        return i * i;
+      }));
+      await step.sleep(`gap-${i}`, p.ms);
+    }
+    return { sum: seen.reduce((a, b) => a + b, 0), r, t, first };
+  }
+
+  async s_events(event, step) {
+    const first = await step.waitForEvent('wait-first', { type: 'first' });
+    const second = await step.waitForEvent(this.waitName, { type: 'second', timeout: '1 hour' });
+    return { first: first.payload, second: second.payload, type: second.type };
+  }
+
+  async s_fail(event, step) {
+    await step.do('boom', { retries: { limit: 0, delay: 0 } }, async () => {
+      throw new NonRetryableError('order 42 has no items', 'InvalidOrder');
+    });
+  }
+
+  async s_parent(event, step, p) {
+    const child = p.child;
+    const ok = await step.runWorkflow(child, { scenario: 'basic' });
+    try {
+      await step.runWorkflow(child, { scenario: 'fail' });
+    } catch (e) {
+      return { child: ok, error: [e.name, e.message] };
+    }
+    return { child: ok, error: null };
+  }
+
+  async s_race(event, step) {
+    const winner = await Promise.race([
+      step.sleep('short', 50).then(() => 'sleep'),
+      step.waitForEvent('never', { type: 'never', timeout: '1 hour' }).then(() => 'event'),
+    ]);
+    return { winner };
+  }
+
+  async s_io_outside(event, step) {
+    try {
+      await fetch('http://127.0.0.1:9/x');
+      return 'fetched';
+    } catch (e) {
+      return { name: e.name, message: e.message };
+    }
+  }
+}
+
+export class Changed extends Scenarios {
+  waitName = 'wait-renamed';
+}
