@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds weft and the benchmark in release mode, builds the Python guest
-# when componentize-py is installed, and runs every workload.
+# when componentize-py is installed and the JavaScript guest when the
+# JavaScript SDK's packages are, and runs every workload.
 #   bash bench/run.sh            # full sizes (about 10 minutes after the build;
 #                                # --repeat 3: about 20)
 #   bash bench/run.sh --quick    # smaller sizes
@@ -18,5 +19,12 @@ if command -v componentize-py >/dev/null && python3 -c "import importlib.util as
     args+=(--python target/bench/scenarios-py.wasm)
 else
     echo "componentize-py or the weft Python SDK is missing: Python workloads skipped" >&2
+fi
+if command -v node >/dev/null && [ -d guest-sdk-js/node_modules/@bytecodealliance/componentize-js ]; then
+    mkdir -p target/bench
+    target/release/weft build tests/guests-js/scenarios.js --class Scenarios -o target/bench/scenarios-js.wasm
+    args+=(--js target/bench/scenarios-js.wasm)
+else
+    echo "Node.js or the JavaScript SDK's packages (npm ci in guest-sdk-js) are missing: JavaScript workloads skipped" >&2
 fi
 exec target/release/weft-bench --weft target/release/weft "${args[@]}"

@@ -87,6 +87,10 @@ fn store() -> Option<&'static str> {
     STORE.get().and_then(|s| s.as_deref())
 }
 
+/// The JavaScript guest (`--js PATH`), deployed as `js` beside `rs` and
+/// `py` when given.
+pub static JS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 pub async fn setup(
     evict_after: Duration,
     max_running: usize,
@@ -114,6 +118,12 @@ pub async fn setup(
         let d = rt.store_component(&py).await?;
         rt.components.load(&d)?;
         workflows.push(("py".to_owned(), d, None));
+    }
+    if let Some(p) = JS.get().and_then(|p| p.as_deref()) {
+        let js = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+        let d = rt.store_component(&js).await?;
+        rt.components.load(&d)?;
+        workflows.push(("js".to_owned(), d, None));
     }
     let sched = Scheduler::new(rt.clone(), workflows, max_running);
     sched.install_children();
@@ -296,11 +306,12 @@ impl Bench {
     }
 }
 
-/// The Python guest's name for a scenario.
+/// The Python and JavaScript guests' name for a scenario.
 pub fn scenario(guest: &str, name: &str) -> String {
     match (guest, name) {
-        ("py", "loop-names") => "loop".into(),
-        ("py", "steps-then-wait") => "steps_then_wait".into(),
+        ("py" | "js", "loop-names") => "loop".into(),
+        ("py" | "js", "steps-then-wait") => "steps_then_wait".into(),
+        ("js", "event-timeout") => "event_timeout".into(),
         ("py", "event-timeout") => "events".into(),
         _ => name.into(),
     }

@@ -3,7 +3,8 @@
 //! prints one JSON object per figure, then a markdown table.
 //!
 //! Run with `bash bench/run.sh` (release build). `--quick` runs smaller
-//! sizes; `--python PATH` adds the Python guest (built by run.sh).
+//! sizes; `--python PATH` and `--js PATH` add the Python and JavaScript
+//! guests (built by run.sh).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -460,6 +461,12 @@ async fn main() -> Result<()> {
         .position(|a| a == "--python")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let js = args
+        .iter()
+        .position(|a| a == "--js")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    harness::JS.set(js.clone()).expect("set once");
     let weft = args
         .iter()
         .position(|a| a == "--weft")
@@ -500,7 +507,10 @@ async fn main() -> Result<()> {
     if python.is_some() {
         guests.push("py");
     }
-    // `--guest py` (or `rs`) runs one guest language only.
+    if js.is_some() {
+        guests.push("js");
+    }
+    // `--guest py` (or `rs`, `js`) runs one guest language only.
     if let Some(i) = args.iter().position(|a| a == "--guest") {
         let g = args.get(i + 1).map(String::as_str).unwrap_or("");
         guests.retain(|x| *x == g);

@@ -73,6 +73,43 @@ export class Scenarios extends WorkflowEntrypoint {
     return { winner };
   }
 
+  // The benchmark's workloads (bench/src), as the Rust and Python guests
+  // have them.
+  async s_noop() {
+    return null;
+  }
+
+  async s_loop(event, step, p) {
+    const out = [];
+    for (let i = 0; i < p.n; i++) out.push(await step.do('tick', async () => i * 10));
+    return out;
+  }
+
+  async s_sleep(event, step, p) {
+    const before = await step.do('before', async () => 1);
+    await step.sleep('nap', p.ms);
+    await step.sleepUntil('until', Date.now() + 200);
+    const after = await step.do('after', async () => before + 1);
+    return { before, after };
+  }
+
+  async s_event_timeout(event, step, p) {
+    try {
+      await step.waitForEvent('approval', { type: 'approve', timeout: p.ms ?? 300 });
+    } catch (e) {
+      return { timedOut: true, error: e.name };
+    }
+    return { timedOut: false };
+  }
+
+  async s_steps_then_wait(event, step, p) {
+    const done = await this.s_loop(event, step, p);
+    const ev = await step.waitForEvent('go', { type: 'go' });
+    // When the step after the replay started (µs), for the benchmark.
+    const last = await step.do('last', async () => Date.now() * 1000);
+    return { steps: done.length, event: ev.payload, last };
+  }
+
   async s_io_outside(event, step) {
     try {
       await fetch('http://127.0.0.1:9/x');
