@@ -1,10 +1,11 @@
 //! CPU limits count CPU: a step is charged the CPU time its body spends,
 //! not the time it waits, and a limit (like a trap) fails the attempt of
-//! the step that caused it, not its siblings in flight. In Rust and in
-//! Python.
+//! the step that caused it, not its siblings in flight. In Rust, Python
+//! and JavaScript.
 
 use serde_json::json;
 
+use crate::common::js::js_component;
 use crate::common::python::py_component;
 use crate::common::*;
 use crate::sandbox::counting_server;
@@ -16,7 +17,8 @@ use crate::sandbox::counting_server;
 fn a_step_is_charged_its_cpu_not_its_waiting() {
     let w = Weft::new();
     let py = py_component("scenarios", None);
-    for (id, component) in [("rs", SCENARIOS), ("py", py.as_str())] {
+    let js = js_component("scenarios.js", Some("Scenarios"));
+    for (id, component) in [("rs", SCENARIOS), ("py", py.as_str()), ("js", js.as_str())] {
         let (url, count) = counting_server(1500);
         let input = json!({"scenario": "step-cpu", "url": url}).to_string();
         let d = w.exec(&[

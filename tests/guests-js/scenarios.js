@@ -14,7 +14,7 @@ export class Scenarios extends WorkflowEntrypoint {
 
   async run(event, step) {
     const p = event.payload;
-    return await this[`s_${p.scenario}`](event, step, p);
+    return await this[`s_${p.scenario.replaceAll('-', '_')}`](event, step, p);
   }
 
   async s_basic(event, step) {
@@ -71,6 +71,23 @@ export class Scenarios extends WorkflowEntrypoint {
       step.waitForEvent('never', { type: 'never', timeout: '1 hour' }).then(() => 'event'),
     ]);
     return { winner };
+  }
+
+  // As the Rust scenario "step-cpu": one step waits on a slow server past
+  // the CPU limit, one spins beside it.
+  async s_step_cpu(event, step, p) {
+    const waitSlow = step.do('wait-slow', { retries: { limit: 0, delay: 0 } }, async () => {
+      const r = await fetch(p.url);
+      return r.status;
+    });
+    const spin = step
+      .do('spin', { retries: { limit: 1, delay: 10 } }, async () => {
+        await new Promise((r) => setTimeout(r, 50));
+        for (;;) {}
+      })
+      .catch((e) => [e.name, e.message]);
+    const [waited, [name, message]] = await Promise.all([waitSlow, spin]);
+    return { waited, spun: name, message };
   }
 
   // The benchmark's workloads (bench/src), as the Rust and Python guests
