@@ -291,3 +291,51 @@ fn javascript_races_and_refuses_io_outside_steps() {
         "{out}"
     );
 }
+
+/// An instance of a JavaScript workflow moves to a new version whose replay
+/// matches, and an upgrade to code that replays differently is refused.
+#[test]
+fn javascript_upgrades_are_checked_by_replay() {
+    let versions = [
+        js_component("scenarios.js", Some("Scenarios")),
+        js_component("scenarios.js", Some("Compatible")),
+        js_component("scenarios.js", Some("Changed")),
+    ];
+    let toml = |i: usize| format!("[workflows.js]\ncomponent = {:?}\n", versions[i]);
+    let w = Weft::new();
+    let s = w.serve("serve-1", &toml(0), &[]);
+    let body = json!({"id": "ev", "params": {"scenario": "events"}}).to_string();
+    assert_eq!(s.post("/v1/workflows/js/instances", &body).0, 201);
+    s.wait_status("js", "ev", "waiting");
+    s.post("/v1/workflows/js/instances/ev/events/first", r#""one""#);
+    let v1 = s.wait_instance("js", "ev", "waiting on second", |v| {
+        v["status"] == "waiting" && w.history("ev").iter().any(|e| e["name"] == "wait-second")
+    })["version"]
+        .clone();
+    s.run.kill9();
+
+    let s = w.serve("serve-2", &toml(1), &[]);
+    let (code, up) = s.post("/v1/workflows/js/upgrade", r#"{"id":"ev"}"#);
+    assert_eq!((code, up["upgraded"].clone()), (200, json!(["ev"])), "{up}");
+    let v2 = s.get("/v1/workflows/js/instances/ev").1["version"].clone();
+    assert_ne!(v2, v1);
+    s.run.kill9();
+
+    let s = w.serve("serve-3", &toml(2), &[]);
+    let d = w.exec(&["upgrade", "js", "ev"]);
+    assert_eq!(d.code, Some(1));
+    assert!(
+        d.stderr.contains("Refused") && d.stderr.contains("NonDeterminismError"),
+        "{}",
+        d.stderr
+    );
+    assert_eq!(s.wait_status("js", "ev", "waiting")["version"], v2);
+    s.post("/v1/workflows/js/instances/ev/events/second", "2");
+    let done = s.wait_status("js", "ev", "complete");
+    assert_eq!(
+        done["output"],
+        json!({"first": "one", "second": 2, "type": "second"})
+    );
+    assert_eq!(done["version"], v2);
+    s.run.kill9();
+}

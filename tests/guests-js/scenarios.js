@@ -1,6 +1,6 @@
 // A JavaScript test workflow whose behaviour is chosen by
 // payload.scenario; tests/e2e/javascript.rs drives it. `Changed` is the
-// same workflow with one wait renamed, for the non-determinism test.
+// same workflow with one wait renamed, for the non-determinism tests.
 import { WorkflowEntrypoint } from 'cloudflare:workers';
 import { NonRetryableError } from 'cloudflare:workflows';
 
@@ -136,6 +136,10 @@ export class Scenarios extends WorkflowEntrypoint {
     }
   }
 }
+
+// The same workflow under another name: another component whose replay
+// matches, for the upgrade test.
+export class Compatible extends Scenarios {}
 
 export class Changed extends Scenarios {
   waitName = 'wait-renamed';
