@@ -191,10 +191,7 @@ fn run(args: &[String]) -> Result<()> {
         .build()?;
     let snapshot = rt.block_on(async {
         let instance = linker.instantiate_async(&mut store, &module).await?;
-        if let Some(init) = instance
-            .get_typed_func::<(), ()>(&mut store, "_initialize")
-            .ok()
-        {
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
             init.call_async(&mut store, ())
                 .await
                 .context("calling _initialize")?;
@@ -209,7 +206,7 @@ fn run(args: &[String]) -> Result<()> {
             store: &mut store,
             instance,
         };
-        Ok::<_, wasmtime::Error>(wizer.snapshot(&cx, &mut state).await?)
+        wizer.snapshot(&cx, &mut state).await
     })?;
     std::fs::write(&output, snapshot).with_context(|| format!("writing {}", output.display()))?;
     Ok(())
