@@ -339,3 +339,32 @@ fn javascript_upgrades_are_checked_by_replay() {
     assert_eq!(done["version"], v2);
     s.run.kill9();
 }
+
+/// `weft build` says what is missing: Node.js, or a module it can build.
+#[test]
+fn building_javascript_without_node_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.ts");
+    std::fs::write(&app, "export {};\n").unwrap();
+    let weft = env!("CARGO_BIN_EXE_weft");
+    let o = std::process::Command::new(weft)
+        .arg("build")
+        .arg(&app)
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`node` is not installed") && err.contains("Node.js 20"),
+        "{err}"
+    );
+    // A module with no workflow: the build script's own error.
+    let d = Weft::new().exec(&["build", app.to_str().unwrap(), "-o", "/dev/null"]);
+    assert_eq!(d.code, Some(1));
+    assert!(
+        d.stderr.contains("exports no WorkflowEntrypoint subclass"),
+        "{}",
+        d.stderr
+    );
+}
