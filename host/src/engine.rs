@@ -443,16 +443,24 @@ impl Components {
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component imports something weft does not provide")?;
-        let pre = match WorkflowPre::new(pre.clone()) {
-            Ok(p) => GuestPre::Async(p),
-            Err(e) => match WorkflowSyncPre::new(pre) {
-                Ok(p) => GuestPre::Sync(p),
-                Err(_) => {
-                    return Err(anyhow::anyhow!("{e:#}").context(
-                        "the component is not a weft workflow (it must export `run` from weft:workflow/workflow)",
-                    ));
-                }
-            },
+        // A component that imports `durable-sync` is of the `workflow-sync`
+        // world (its `run` type-checks against either world's).
+        let sync = component
+            .component_type()
+            .imports(&pool.engine)
+            .any(|(name, _)| name.starts_with("weft:workflow/durable-sync@"));
+        let pre = if sync {
+            GuestPre::Sync(WorkflowSyncPre::new(pre).map_err(|e| {
+                anyhow::anyhow!("{e:#}").context(
+                    "the component is not a weft workflow (it must export `run` of weft:workflow/workflow-sync)",
+                )
+            })?)
+        } else {
+            GuestPre::Async(WorkflowPre::new(pre).map_err(|e| {
+                anyhow::anyhow!("{e:#}").context(
+                    "the component is not a weft workflow (it must export `run` from weft:workflow/workflow)",
+                )
+            })?)
         };
         let loaded = Arc::new(LoadedComponent {
             digest: digest.to_owned(),

@@ -2,31 +2,15 @@
 //! once per test run (and again only when their inputs change).
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{repo_root, test_cache_dir};
+use super::build::{build_guest, files_under};
+use super::repo_root;
 
 static BUILT: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
-
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            files_under(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
 
 /// Builds `tests/guests-js/<file>` (for `class`, if given) into
 /// `target/js-guests` unless an identical build exists, and precompiles it
@@ -56,49 +40,11 @@ pub fn js_component_at(source: &Path, class: Option<&str>) -> String {
         sdk.join("build.mjs"),
         sdk.join("package-lock.json"),
     ];
-    files_under(&sdk.join("src"), &mut inputs);
-    files_under(&sdk.join("wit"), &mut inputs);
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    class.hash(&mut h);
-    for f in &inputs {
-        std::fs::read(f).unwrap().hash(&mut h);
-    }
-    let weft = env!("CARGO_BIN_EXE_weft");
-    std::fs::read(weft).unwrap().len().hash(&mut h);
-    let dir = root.join("target/js-guests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{key}-{:016x}.wasm", h.finish()));
-    if !out.exists() {
-        let tmp = out.with_extension("tmp.wasm");
-        let mut cmd = Command::new(weft);
-        cmd.arg("build").arg(source).arg("-o").arg(&tmp);
-        if let Some(c) = class {
-            cmd.args(["--class", c]);
-        }
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "weft build {} failed:\n{}{}",
-            source.display(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    let data = tempfile::tempdir().unwrap();
-    let o = Command::new(weft)
-        .arg("compile")
-        .arg(&out)
-        .env("WEFT_DATA_DIR", data.path())
-        .env("WEFT_CACHE_DIR", test_cache_dir())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "weft compile failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let path = out.display().to_string();
+    files_under(&sdk.join("src"), &[], &mut inputs);
+    files_under(&sdk.join("wit"), &[], &mut inputs);
+    // The build pre-initializes the engine with weft's own Wizer.
+    inputs.push(root.join("host/src/cli/wizer.rs"));
+    let path = build_guest(source, class, &inputs, "js-guests", &key);
     built.insert(key, path.clone());
     path
 }

@@ -1,5 +1,6 @@
 //! Helpers for end-to-end tests that drive the real `weft` binary.
 
+pub mod build;
 pub mod js;
 pub mod pg;
 pub mod python;
