@@ -368,3 +368,28 @@ fn building_javascript_without_node_says_what_to_install() {
         d.stderr
     );
 }
+
+/// The same sources build the same component, byte for byte (so the same
+/// version), in another directory and at another time.
+#[test]
+fn javascript_builds_are_reproducible() {
+    let weft = env!("CARGO_BIN_EXE_weft");
+    let source = repo_root().join("tests/guests-js/order.ts");
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("order.wasm");
+        let o = std::process::Command::new(weft)
+            .arg("build")
+            .arg(&source)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(&out).unwrap();
+        use sha2::Digest;
+        digests.push(format!("{:x}", sha2::Sha256::digest(&bytes)));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
