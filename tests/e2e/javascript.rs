@@ -393,3 +393,17 @@ fn javascript_builds_are_reproducible() {
     }
     assert_eq!(digests[0], digests[1]);
 }
+
+/// The JavaScript SDK builds against copies of the WIT files (an npm
+/// package carries its own); they must be the host's.
+#[test]
+fn the_javascript_sdk_carries_the_hosts_wit() {
+    let root = repo_root();
+    for f in ["workflow.wit", "workflow-sync.wit"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join("wit").join(f)).unwrap(),
+            std::fs::read_to_string(root.join("guest-sdk-js/wit").join(f)).unwrap(),
+            "copy wit/{f} to guest-sdk-js/wit/"
+        );
+    }
+}
