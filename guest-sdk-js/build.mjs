@@ -71,6 +71,9 @@ let bundled;
 try {
   bundled = await esbuild.build({
     stdin: { contents: entry, resolveDir: dirname(path), sourcefile: 'weft-entry.js', loader: 'js' },
+    // The bundle names its files relative to this (in comments): the
+    // module's directory, not wherever `weft build` was run.
+    absWorkingDir: dirname(path),
     bundle: true,
     write: false,
     format: 'esm',
@@ -108,6 +111,10 @@ const realRandom = Math.random;
 Math.random = () => digest[draw++ % digest.length] / 256 + digest[(draw + 7) % digest.length] / 65536;
 process.env.TMPDIR = '/tmp';
 const workDir = `/tmp/${createHash('sha256').update(Math.random().toString()).digest('hex').slice(0, 12)}`;
+// componentize-js strips the working directory from the source's path when
+// it is a prefix of it, and mangles the path when that directory is `/tmp`
+// or `/`: work from the SDK's directory.
+process.chdir(sdk);
 draw = 0;
 rmSync(workDir, { recursive: true, force: true });
 
