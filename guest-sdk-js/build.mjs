@@ -50,6 +50,7 @@ const esbuild = await load('esbuild');
 const { componentize } = await load('@bytecodealliance/componentize-js');
 
 const path = resolve(source);
+output = resolve(output);
 const entry = [
   `import * as workflow from ${JSON.stringify(path)};`,
   `import { makeRun } from ${JSON.stringify(join(sdk, 'src/entry.js'))};`,

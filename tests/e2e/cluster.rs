@@ -294,27 +294,35 @@ fn hosts_killed_under_load_lose_nothing_and_run_no_completed_step_again() {
     let mut rng = Lcg(0x5eed);
     create_all(&c, &mut rng, total, &params(&counter, steps, 300));
 
-    // Events to random hosts while hosts die and come back.
-    let mut kills = 0;
+    // Events to random hosts while hosts die and come back; at least 3
+    // kills, also when the events are all sent before the third.
+    let mut kills: u64 = 0;
     let mut next_kill = Instant::now() + Duration::from_millis(500);
+    let kill_one = |c: &mut Cluster, rng: &mut Lcg, kills: &mut u64| {
+        let h = rng.below(3) as usize;
+        if let Some(s) = c.hosts[h].take() {
+            s.run.kill9();
+            *kills += 1;
+            // Back after a while, or at once.
+            if rng.below(2) == 0 {
+                std::thread::sleep(Duration::from_millis(rng.below(1500)));
+            }
+            let s = c.boot(h);
+            c.hosts[h] = Some(s);
+        }
+        Instant::now() + Duration::from_millis(300 + rng.below(1500))
+    };
     for i in 0..total {
         if Instant::now() >= next_kill && kills < 6 {
-            let h = rng.below(3) as usize;
-            if let Some(s) = c.hosts[h].take() {
-                s.run.kill9();
-                kills += 1;
-                // Back after a while, or at once.
-                if rng.below(2) == 0 {
-                    std::thread::sleep(Duration::from_millis(rng.below(1500)));
-                }
-                let s = c.boot(h);
-                c.hosts[h] = Some(s);
-            }
-            next_kill = Instant::now() + Duration::from_millis(300 + rng.below(1500));
+            next_kill = kill_one(&mut c, &mut rng, &mut kills);
         }
         let path = format!("/v1/instances/c{i:04}/events/go");
         let (code, v) = c.send(&mut rng, "POST", &path, &json!({"i": i}).to_string());
         assert_eq!(code, 202, "{v}");
+    }
+    while kills < 3 {
+        std::thread::sleep(next_kill.saturating_duration_since(Instant::now()));
+        next_kill = kill_one(&mut c, &mut rng, &mut kills);
     }
     assert!(kills >= 3, "only {kills} hosts were killed");
     c.wait_complete(total as u64);

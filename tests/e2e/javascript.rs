@@ -377,23 +377,28 @@ fn javascript_builds_are_reproducible() {
     let weft = env!("CARGO_BIN_EXE_weft");
     let source = repo_root().join("tests/guests-js/order.ts");
     let mut digests = Vec::new();
-    for cwd in [repo_root(), std::path::PathBuf::from("/tmp")] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("order.wasm");
+    let here = tempfile::tempdir().unwrap();
+    // From the checkout, from /tmp, and to a relative output path.
+    let builds = [
+        (repo_root(), here.path().join("a.wasm")),
+        (std::path::PathBuf::from("/tmp"), here.path().join("b.wasm")),
+        (here.path().to_owned(), std::path::PathBuf::from("c.wasm")),
+    ];
+    for (cwd, out) in &builds {
         let o = std::process::Command::new(weft)
             .arg("build")
             .arg(&source)
             .arg("-o")
-            .arg(&out)
+            .arg(out)
             .current_dir(cwd)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let bytes = std::fs::read(&out).unwrap();
+        let bytes = std::fs::read(cwd.join(out)).unwrap();
         use sha2::Digest;
         digests.push(format!("{:x}", sha2::Sha256::digest(&bytes)));
     }
-    assert_eq!(digests[0], digests[1]);
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
 }
 
 /// The JavaScript SDK builds against copies of the WIT files (an npm
