@@ -215,6 +215,18 @@ fn a_python_parent_fans_out_to_rust_children() {
 }
 
 #[test]
+fn the_typescript_hello_runs_as_its_readme_says() {
+    let c = js_component_at(&repo_root().join("examples/hello-ts/app.ts"), None);
+    let d = Weft::new().exec(&["run", &c, "--input", r#"{"name": "world"}"#]);
+    assert_eq!(
+        d.json(),
+        json!({"greeting": "Hello, world!", "letters": 10}),
+        "{}",
+        d.stderr
+    );
+}
+
+#[test]
 fn the_typescript_signup_activates_a_verified_account_across_a_crash() {
     let c = js_component_at(&repo_root().join("examples/signup-ts/app.ts"), None);
     let (url, counts) = counter();
