@@ -113,17 +113,14 @@ pub async fn setup(
     let d = rt.store_component(&rs).await?;
     rt.components.load(&d)?;
     workflows.push(("rs".to_owned(), d, None));
-    if let Some(p) = python {
-        let py = std::fs::read(p).with_context(|| format!("reading {p}"))?;
-        let d = rt.store_component(&py).await?;
-        rt.components.load(&d)?;
-        workflows.push(("py".to_owned(), d, None));
-    }
-    if let Some(p) = JS.get().and_then(|p| p.as_deref()) {
-        let js = std::fs::read(p).with_context(|| format!("reading {p}"))?;
-        let d = rt.store_component(&js).await?;
-        rt.components.load(&d)?;
-        workflows.push(("js".to_owned(), d, None));
+    let js = JS.get().and_then(|p| p.as_deref());
+    for (name, path) in [("py", python), ("js", js)] {
+        if let Some(p) = path {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
+            let d = rt.store_component(&bytes).await?;
+            rt.components.load(&d)?;
+            workflows.push((name.to_owned(), d, None));
+        }
     }
     let sched = Scheduler::new(rt.clone(), workflows, max_running);
     sched.install_children();

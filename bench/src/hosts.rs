@@ -27,17 +27,7 @@ impl Hosts {
     pub async fn start(weft: &Path, server: &str, n: usize, extra: &[&str]) -> Result<Hosts> {
         let db = TestDb::create(server).await?;
         let dir = tempfile::tempdir()?;
-        let toml = dir.path().join("weft.toml");
-        std::fs::write(
-            &toml,
-            format!(
-                "[workflows.rs]\ncomponent = {:?}\n",
-                weft_test_artifacts::SCENARIOS
-            ),
-        )?;
-        let cache = std::env::var_os("WEFT_CACHE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.path().join("cache"));
+        let (toml, cache) = rust_config(dir.path())?;
         let mut procs = Vec::new();
         let mut urls = Vec::new();
         for i in 0..n {
@@ -314,6 +304,24 @@ fn p50_p99(r: &mut Report, w: &str, what: &str, lat: &mut [f64], note: &str) {
     r.add(w, "rs", &format!("{what} p50"), p50, "ms", note);
     let p99 = percentile(lat, 0.99);
     r.add(w, "rs", &format!("{what} p99"), p99, "ms", "");
+}
+
+/// Writes `dir/weft.toml`, deploying the Rust test guest as `rs`, for the
+/// `weft serve` processes of a workload; returns its path and the compiled
+/// component cache they share (`WEFT_CACHE_DIR`, else one in `dir`).
+pub fn rust_config(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let toml = dir.join("weft.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[workflows.rs]\ncomponent = {:?}\n",
+            weft_test_artifacts::SCENARIOS
+        ),
+    )?;
+    let cache = std::env::var_os("WEFT_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.join("cache"));
+    Ok((toml, cache))
 }
 
 /// The URL a `weft serve` whose stderr goes to `err` says it serves, once

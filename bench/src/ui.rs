@@ -6,7 +6,7 @@
 //! the instance list (all, and filtered by status), one instance with its
 //! history (its page and timeline), and `/metrics`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,18 +19,8 @@ const SAMPLES: usize = 50;
 
 pub fn ui(weft: &Path, n: usize, r: &mut Report) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let toml = dir.path().join("weft.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "[workflows.rs]\ncomponent = {:?}\n",
-            weft_test_artifacts::SCENARIOS
-        ),
-    )?;
+    let (toml, cache) = crate::hosts::rust_config(dir.path())?;
     let err = dir.path().join("serve.err");
-    let cache = std::env::var_os("WEFT_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dir.path().join("cache"));
     let mut child = Command::new(weft)
         .args(["serve", "--config", toml.to_str().unwrap()])
         .args(["--addr", "127.0.0.1:0"])

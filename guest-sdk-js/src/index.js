@@ -140,17 +140,13 @@ class RunState {
   }
 }
 
-function parseJson(text) {
-  return JSON.parse(text);
-}
-
 /** Runs one durable step: journaled result, retries, replay. */
 async function runStep(run, name, config, callback) {
   const count = run.count(name);
   const [start, effective] = run.begin(name, config);
   if (start.tag === 'cached') {
     const r = start.val;
-    if (r.tag === 'ok') return parseJson(r.val);
+    if (r.tag === 'ok') return JSON.parse(r.val);
     throw rebuild(r.val);
   }
   const handle = start.val.handle;
@@ -176,7 +172,7 @@ async function runStep(run, name, config, callback) {
       continue;
     }
     const r = verdict.val;
-    if (r.tag === 'ok') return parseJson(r.val);
+    if (r.tag === 'ok') return JSON.parse(r.val);
     throw rebuild(r.val);
   }
 }
@@ -254,7 +250,7 @@ export class WorkflowStep {
       throw new WaitTimeoutError(`no event of type ${JSON.stringify(type)} arrived for ${JSON.stringify(name)} within its timeout`);
     }
     const e = r.val;
-    return { payload: parseJson(e.payload), timestamp: new Date(Number(e.timestampMs)), type: e.eventType };
+    return { payload: JSON.parse(e.payload), timestamp: new Date(Number(e.timestampMs)), type: e.eventType };
   }
 
   /**
@@ -266,7 +262,7 @@ export class WorkflowStep {
     const name = options.name ?? workflow;
     const r = await op(durable.runWorkflow(name, workflow, toJson(params, `the params of workflow ${JSON.stringify(workflow)}`)));
     if (r.tag === 'err') throw rebuild(r.val);
-    return parseJson(r.val);
+    return JSON.parse(r.val);
   }
 
   /**

@@ -79,11 +79,6 @@ export function op(id) {
   });
 }
 
-/** Whether operations are still in flight (siblings of a failure). */
-export function inFlight() {
-  return pending.size;
-}
-
 /** Forgets the operations in flight: the host drops them with the run. */
 export function reset() {
   pending.clear();

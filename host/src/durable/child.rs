@@ -168,9 +168,9 @@ pub(super) async fn run_workflow(
             target: "weft::trace",
             parent: &inst.span,
             "child",
-        otel.name = %format!("child {workflow}"),
-        workflow = %workflow,
-        name = %name,
+            otel.name = %format!("child {workflow}"),
+            workflow = %workflow,
+            name = %name,
             parent_instance = %inst.id,
         )
     };

@@ -13,7 +13,6 @@
 //! with the runner's watchdog.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::Result;
 use wasmtime::component::{Accessor, HasData, Linker, ResourceTable};
@@ -148,6 +147,12 @@ pub struct DurableCtx {
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
     /// Operations of `durable-sync` in flight.
     ops: sync::Ops,
+}
+
+impl Drop for DurableCtx {
+    fn drop(&mut self) {
+        self.ops_done();
+    }
 }
 
 impl DurableCtx {
@@ -367,24 +372,16 @@ impl<T> durable::HostWithStore<T> for Durable {
     }
 
     async fn delay(_accessor: &Accessor<T, Self>, duration_ms: u64) -> Result<()> {
-        tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
+        waits::delay(duration_ms).await;
         Ok(())
     }
 
     async fn sleep(accessor: &Accessor<T, Self>, name: String, duration_ms: u64) -> Result<()> {
-        let inst = instance_of(accessor);
-        waits::durable_sleep(&inst, name, |now| {
-            now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
-        })
-        .await
+        waits::sleep_for(&instance_of(accessor), name, duration_ms).await
     }
 
     async fn sleep_until(accessor: &Accessor<T, Self>, name: String, unix_ms: u64) -> Result<()> {
-        let inst = instance_of(accessor);
-        waits::durable_sleep(&inst, name, |now| {
-            unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
-        })
-        .await
+        waits::sleep_until(&instance_of(accessor), name, unix_ms).await
     }
 
     async fn wait_for_event(

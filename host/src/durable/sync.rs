@@ -10,12 +10,11 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use wasmtime::Result;
 use wasmtime::component::Linker;
 
-use super::{BoxFuture, DurableCtx, HostState, Instance, MAX_SLEEP_MS, child, fetch, steps, waits};
+use super::{BoxFuture, DurableCtx, HostState, Instance, child, fetch, steps, waits};
 use crate::bindings::sync::weft::workflow::durable_sync::{self, Op, OpResult};
 use crate::bindings::types::{self as wit, StepConfig, StepOutcome, StepStart};
 use crate::journal::ErrorInfo;
@@ -33,29 +32,7 @@ pub(super) struct Ops {
     /// does not evict it in between (with async calls the guest is resumed
     /// in the same poll that finishes the call; here it runs after `wait`
     /// returns).
-    running: Option<Arc<Instance>>,
-}
-
-impl Ops {
-    fn run(&mut self, inst: &Arc<Instance>) {
-        if self.running.is_none() {
-            inst.lock().busy += 1;
-            self.running = Some(inst.clone());
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(inst) = self.running.take() {
-            inst.lock().busy -= 1;
-            inst.changed.notify_one();
-        }
-    }
-}
-
-impl Drop for Ops {
-    fn drop(&mut self) {
-        self.stop();
-    }
+    running: bool,
 }
 
 /// Adds `weft:workflow/durable-sync` to a linker.
@@ -88,6 +65,23 @@ impl DurableCtx {
 
     fn inst(&self) -> Arc<Instance> {
         self.inst.clone()
+    }
+
+    /// The guest runs on what `wait` returned: busy until it waits again.
+    fn ops_running(&mut self) {
+        if !self.ops.running {
+            self.ops.running = true;
+            self.inst.lock().busy += 1;
+        }
+    }
+
+    /// The guest waits again, or its run ended.
+    pub(super) fn ops_done(&mut self) {
+        if self.ops.running {
+            self.ops.running = false;
+            self.inst.lock().busy -= 1;
+            self.inst.changed.notify_one();
+        }
     }
 }
 
@@ -140,10 +134,7 @@ impl durable_sync::Host for DurableCtx {
     fn sleep(&mut self, name: String, duration_ms: u64) -> Result<Op> {
         let inst = self.inst();
         self.start(async move {
-            waits::durable_sleep(&inst, name, |now| {
-                now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
-            })
-            .await?;
+            waits::sleep_for(&inst, name, duration_ms).await?;
             Ok(OpResult::Done)
         })
     }
@@ -151,10 +142,7 @@ impl durable_sync::Host for DurableCtx {
     fn sleep_until(&mut self, name: String, unix_ms: u64) -> Result<Op> {
         let inst = self.inst();
         self.start(async move {
-            waits::durable_sleep(&inst, name, |now| {
-                unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
-            })
-            .await?;
+            waits::sleep_until(&inst, name, unix_ms).await?;
             Ok(OpResult::Done)
         })
     }
@@ -189,7 +177,7 @@ impl durable_sync::Host for DurableCtx {
 
     fn delay(&mut self, duration_ms: u64) -> Result<Op> {
         self.start(async move {
-            tokio::time::sleep(Duration::from_millis(duration_ms.min(MAX_SLEEP_MS))).await;
+            waits::delay(duration_ms).await;
             Ok(OpResult::Done)
         })
     }
@@ -201,7 +189,7 @@ impl durable_sync::Host for DurableCtx {
                 "the guest waited with no durable call in flight (an SDK bug)",
             )));
         }
-        self.ops.stop();
+        self.ops_done();
         let pending = &mut self.ops.pending;
         let done = std::future::poll_fn(|cx| {
             let mut done = Vec::new();
@@ -224,7 +212,7 @@ impl durable_sync::Host for DurableCtx {
             }
         })
         .await?;
-        self.ops.run(&self.inst);
+        self.ops_running();
         Ok(done)
     }
 }

@@ -6,13 +6,37 @@
 use wasmtime::Result;
 
 use super::convert::wait_result;
-use super::{DEFAULT_EVENT_TIMEOUT_MS, Instance, Progress, WaitFor};
+use super::{DEFAULT_EVENT_TIMEOUT_MS, Instance, MAX_SLEEP_MS, Progress, WaitFor};
 use crate::bindings::types as wit;
 use crate::journal::{Entry, UnixMs, WaitResult, now_ms, until_ms};
 use crate::replay::{CallRecord, Kind};
 
+/// `sleep`: a durable sleep of `duration_ms` (at most a year).
+pub(super) async fn sleep_for(inst: &Instance, name: String, duration_ms: u64) -> Result<()> {
+    durable_sleep(inst, name, |now| {
+        now.saturating_add(duration_ms.min(MAX_SLEEP_MS))
+    })
+    .await
+}
+
+/// `sleep-until`: a durable sleep until `unix_ms` (at most a year away).
+pub(super) async fn sleep_until(inst: &Instance, name: String, unix_ms: u64) -> Result<()> {
+    durable_sleep(inst, name, |now| {
+        unix_ms.min(now.saturating_add(MAX_SLEEP_MS))
+    })
+    .await
+}
+
+/// `delay`: a plain timer, not journaled (at most a year).
+pub(super) async fn delay(duration_ms: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(
+        duration_ms.min(MAX_SLEEP_MS),
+    ))
+    .await;
+}
+
 /// A durable sleep until `wake(now)`, `now` being when it first started.
-pub(super) async fn durable_sleep(
+async fn durable_sleep(
     inst: &Instance,
     name: String,
     wake: impl FnOnce(UnixMs) -> UnixMs,

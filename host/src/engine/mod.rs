@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,71 +18,18 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::WorkflowPre;
-use crate::bindings::sync::WorkflowSyncPre;
-use crate::bindings::types::{ErrorInfo, WorkflowEvent};
 use crate::durable::HostState;
+
+mod guest;
+mod residency;
+
+pub use guest::{GuestPre, LoadedComponent};
+use residency::{Residency, TRIM_CHECK};
+pub use residency::{Resident, trim_heap};
 
 /// How often the epoch ticks; guests yield to the host at each tick so that
 /// timeouts and shutdown can interrupt long computations.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// A loaded, linked component.
-pub struct LoadedComponent {
-    pub digest: String,
-    /// Linked on the engine (and so the pool) its instances run on.
-    pub pre: GuestPre,
-}
-
-/// A linked component of one of the two worlds.
-pub enum GuestPre {
-    /// `workflow`: an async `run` (Rust, Python).
-    Async(WorkflowPre<HostState>),
-    /// `workflow-sync`: a blocking `run` that drives its own event loop
-    /// over `durable-sync` (JavaScript).
-    Sync(WorkflowSyncPre<HostState>),
-}
-
-impl LoadedComponent {
-    /// The engine its instances run on.
-    pub fn engine(&self) -> &Engine {
-        match &self.pre {
-            GuestPre::Async(p) => p.engine(),
-            GuestPre::Sync(p) => p.engine(),
-        }
-    }
-
-    /// Whether the guest reads the monotonic clock for its own timers
-    /// (its event loop), not for the workflow's logic: such reads are not
-    /// journaled. JavaScript's `performance.now()` reads the journaled
-    /// wall clock instead (the SDK sees to it).
-    pub fn live_monotonic(&self) -> bool {
-        matches!(self.pre, GuestPre::Sync(_))
-    }
-
-    /// Instantiates the component in `store` and runs its `run` export to
-    /// its end.
-    pub async fn run(
-        &self,
-        store: &mut wasmtime::Store<HostState>,
-        event: WorkflowEvent,
-    ) -> wasmtime::Result<Result<String, ErrorInfo>> {
-        match &self.pre {
-            GuestPre::Async(pre) => {
-                let wf = pre.instantiate_async(&mut *store).await?;
-                store
-                    .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                    .await?
-            }
-            GuestPre::Sync(pre) => {
-                let wf = pre.instantiate_async(&mut *store).await?;
-                store
-                    .run_concurrent(async |acc| wf.call_run(acc, event).await)
-                    .await?
-            }
-        }
-    }
-}
 
 /// An engine, its pool of instance slots and its linker.
 struct Pool {
@@ -324,10 +270,7 @@ impl Components {
 
     /// Counts an instance in memory until the guard is dropped.
     pub fn resident(&self) -> Resident {
-        let r = &self.residency;
-        let live = r.live.fetch_add(1, Ordering::Relaxed) + 1;
-        r.peak.fetch_max(live, Ordering::Relaxed);
-        Resident(r.clone())
+        self.residency.enter()
     }
 
     /// Stores a component's bytes under their digest and returns the digest.
@@ -443,25 +386,7 @@ impl Components {
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .context("the component imports something weft does not provide")?;
-        // A component that imports `durable-sync` is of the `workflow-sync`
-        // world (its `run` type-checks against either world's).
-        let sync = component
-            .component_type()
-            .imports(&pool.engine)
-            .any(|(name, _)| name.starts_with("weft:workflow/durable-sync@"));
-        let pre = if sync {
-            GuestPre::Sync(WorkflowSyncPre::new(pre).map_err(|e| {
-                anyhow::anyhow!("{e:#}").context(
-                    "the component is not a weft workflow (it must export `run` of weft:workflow/workflow-sync)",
-                )
-            })?)
-        } else {
-            GuestPre::Async(WorkflowPre::new(pre).map_err(|e| {
-                anyhow::anyhow!("{e:#}").context(
-                    "the component is not a weft workflow (it must export `run` from weft:workflow/workflow)",
-                )
-            })?)
-        };
+        let pre = GuestPre::link(&component, pre)?;
         let loaded = Arc::new(LoadedComponent {
             digest: digest.to_owned(),
             pre,
@@ -487,70 +412,6 @@ impl Components {
         })
     }
 }
-
-/// How often the heap is looked at (`Residency::trim_after_burst`).
-const TRIM_CHECK: Duration = Duration::from_secs(1);
-/// The least number of instances in memory at once that counts as a burst.
-const BURST: usize = 64;
-
-/// Instances in memory now, and the most there were since the heap was last
-/// trimmed.
-#[derive(Default)]
-struct Residency {
-    live: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-/// An instance in memory (`Components::resident`).
-pub struct Resident(Arc<Residency>);
-
-impl Drop for Resident {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Residency {
-    /// After a burst of instances has mostly left memory, gives the heap
-    /// pages they freed back to the system. The allocator keeps freed pages
-    /// for reuse, so a process that once held 1000 Python instances (~0.2
-    /// MiB of host heap each: wasmtime's per-instance context) otherwise
-    /// stays that big. Trimming walks the allocator's arenas (1-20 ms
-    /// here), so it runs on its own thread and only after a burst.
-    fn trim_after_burst(&self) {
-        let live = self.live.load(Ordering::Relaxed);
-        let peak = self.peak.load(Ordering::Relaxed);
-        if !should_trim(live, peak) {
-            return;
-        }
-        self.peak.store(live, Ordering::Relaxed);
-        let t = std::time::Instant::now();
-        trim_heap();
-        tracing::debug!(
-            "trimmed the heap after {peak} instances in memory fell to {live} ({:?})",
-            t.elapsed()
-        );
-    }
-}
-
-/// Whether `live` instances in memory, down from `peak`, ends a burst.
-fn should_trim(live: usize, peak: usize) -> bool {
-    peak >= BURST && live <= peak / 2
-}
-
-/// Gives the heap pages the allocator holds free back to the system (with
-/// glibc; elsewhere it does nothing). The host calls it after a burst; a
-/// benchmark calls it to measure memory from a settled start.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn trim_heap() {
-    // SAFETY: malloc_trim only returns free memory of the allocator's own.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn trim_heap() {}
 
 /// Writes a file under a temporary name of its own, then renames it, so
 /// that readers never see a partial file and writers racing to write the
@@ -587,7 +448,9 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
 
 #[cfg(test)]
 mod tests {
+    use super::residency::{BURST, should_trim};
     use super::*;
+    use std::sync::atomic::Ordering;
     use weft_test_artifacts::with_custom_section;
 
     /// The heap is trimmed once a burst of at least `BURST` instances has
