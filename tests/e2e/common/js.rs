@@ -23,7 +23,13 @@ pub fn js_component(file: &str, class: Option<&str>) -> String {
 pub fn js_component_at(source: &Path, class: Option<&str>) -> String {
     let stem = source.file_stem().unwrap().to_string_lossy();
     let ext = source.extension().unwrap().to_string_lossy();
-    let key = format!("{stem}-{ext}-{}", class.unwrap_or("default"));
+    // Named by its directory too: examples are all `app.ts`.
+    let parent = source
+        .parent()
+        .and_then(|p| p.file_name())
+        .unwrap_or_default()
+        .to_string_lossy();
+    let key = format!("{parent}-{stem}-{ext}-{}", class.unwrap_or("default"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get(&key) {
         return p.clone();
