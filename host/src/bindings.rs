@@ -24,3 +24,19 @@ pub mod sync {
         with: { "weft:workflow/types": super::weft::workflow::types },
     });
 }
+
+/// The `workflow-shared` world (`isolation = "shared"`): a `run` resource
+/// per run, whose methods are the durable calls of that run.
+pub mod shared {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weft:workflow/workflow-shared",
+        imports: { default: trappable },
+        exports: { default: async | store },
+        with: {
+            "weft:workflow/types": super::weft::workflow::types,
+            "weft:workflow/durable": super::weft::workflow::durable,
+            "weft:workflow/shared.run": crate::durable::shared::SharedRun,
+        },
+    });
+}

@@ -82,6 +82,11 @@ pub struct WorkflowConfig {
     pub cpu_ms: Option<u64>,
     /// CPU time of one step attempt's body, in ms (default 600,000).
     pub step_cpu_ms: Option<u64>,
+    /// `"instance"` (default): a component instance per workflow instance.
+    /// `"shared"`: runs share a few warm instances (Python; see
+    /// docs/python.md).
+    #[serde(default)]
+    pub isolation: crate::durable::policy::Isolation,
     /// Cron schedules: one instance per tick (`weft serve`).
     #[serde(default)]
     pub schedules: Vec<crate::scheduler::cron::ScheduleSpec>,
@@ -116,6 +121,7 @@ impl WorkflowConfig {
                 self.cpu_ms,
                 self.step_cpu_ms,
             ),
+            isolation: self.isolation,
         })
     }
 }

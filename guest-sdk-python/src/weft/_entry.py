@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from componentize_py_types import Err
-from wit_world.imports import durable
 from wit_world.imports import weft_workflow_types as types
 
+from ._shared import RunStopped, api, check, current, enter
+from ._shared import _current as _RUN_VAR
 from ._workflow import WorkflowEntrypoint, WorkflowStep, _check_json, _info, _report
 
 
@@ -43,21 +44,50 @@ async def run_workflow(cls: type[WorkflowEntrypoint], event: types.WorkflowEvent
     return json.dumps(result)
 
 
+async def run_shared(cls: type[WorkflowEntrypoint], run: Any, event: types.WorkflowEvent) -> str:
+    """Runs a workflow class for one `run-shared` export call: one run in
+    a shared instance, with `run`'s durable calls."""
+    enter(run)
+    try:
+        return await run_workflow(cls, event)
+    except RunStopped:
+        raise Err(types.ErrorInfo("RunStopped", "the host stopped this run")) from None
+
+
 def _drain_other_tasks() -> None:
     """Keeps the component task alive until durable calls still in flight
     (e.g. siblings of a failed `gather`) finish: the component model does
     not let a task exit while it has pending calls. The host has the result
-    already and drops the instance."""
+    already and drops the instance (or, in a shared one, stops the run, so
+    they return at once). A shared run's `run` resource is dropped once
+    none of its calls is in flight."""
     import componentize_py_async_support
 
-    current = asyncio.current_task()
-    others = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    if others:
+    run = current()
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me and not t.done() and _run_of(t) is run]
 
-        async def drain() -> None:
-            await asyncio.gather(*others, return_exceptions=True)
+    def release() -> None:
+        if run.shared:
+            run.api.__exit__(None, None, None)
 
-        componentize_py_async_support.spawn(drain())
+    if not others:
+        release()
+        return
+
+    async def drain() -> None:
+        await asyncio.gather(*others, return_exceptions=True)
+        release()
+
+    componentize_py_async_support.spawn(drain())
+
+
+def _run_of(task: asyncio.Task[Any]) -> Any:
+    """The run a task belongs to (tasks inherit their creator's context)."""
+    get_context = getattr(task, "get_context", None)
+    if get_context is None:
+        return current()
+    return get_context().get(_RUN_VAR, None)
 
 
 def find_workflow(module: Any, class_name: str | None = None) -> type[WorkflowEntrypoint]:
@@ -95,8 +125,14 @@ def _install_timers() -> None:
         when = time.monotonic() + max(delay, 0.0)
         handle = asyncio.TimerHandle(when, callback, args, loop, context)
 
+        run = api()
+
         async def fire() -> None:
-            await durable.delay(max(int(delay * 1000), 0))
+            await run.delay(max(int(delay * 1000), 0))
+            try:
+                check()
+            except RunStopped:
+                return
             if not handle.cancelled():
                 handle._run()
 
@@ -127,5 +163,9 @@ def make_world(module_name: str, class_name: str | None = None) -> type:
         async def run(self, event: types.WorkflowEvent) -> str:
             _install_timers()
             return await run_workflow(cls, event)
+
+        async def run_shared(self, run: Any, event: types.WorkflowEvent) -> str:
+            _install_timers()
+            return await run_shared(cls, run, event)
 
     return WitWorld

@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from componentize_py_types import Err
-from wit_world.imports import durable
 from wit_world.imports import weft_workflow_types as types
 
 from ._duration import Duration, to_ms
 from ._errors import NonRetryableError
+from ._shared import api as _api, check as _check, stopped_filler as _stopped_filler
 
 
 class FetchError(Exception):
@@ -81,8 +81,9 @@ async def fetch(
         None if timeout is None else to_ms(timeout, number_unit_ms=1000, what="fetch timeout"),
     )
     try:
-        resp = await durable.fetch(req)
+        resp = await _api().fetch(req)
     except Err as e:
+        _check()
         err = e.value
         cls: type[FetchError] = {
             "FetchError_NotInStep": FetchNotInStep,
@@ -97,9 +98,10 @@ async def fetch(
 def secret(name: str) -> str:
     """Reads a secret or config value of the workflow; only in step bodies."""
     try:
-        return durable.secret(name)
+        return str(_api().secret(name))
     except Err as e:
         info: types.ErrorInfo = e.value
+        _stopped_filler(info.name)
         if info.name == "NotInStep":
             raise RuntimeError(info.message) from None
         raise KeyError(info.message) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Generator
 from typing import Any
 
-from wit_world.imports import durable
+from ._shared import api
 
 
 class InStep:
@@ -15,24 +15,26 @@ class InStep:
     the host charges CPU time, and an interpreter crash, to that step
     alone (its siblings in flight are not at fault)."""
 
-    __slots__ = ("_body", "_handle")
+    __slots__ = ("_body", "_handle", "_api")
 
     def __init__(self, body: Awaitable[Any], handle: int) -> None:
         self._body = body
         self._handle = handle
+        self._api = api()
 
     def __await__(self) -> Generator[Any, Any, Any]:
         it = self._body.__await__()
         value: Any = None
         error: BaseException | None = None
+        running_step = self._api.running_step
         while True:
-            durable.running_step(self._handle)
+            running_step(self._handle)
             try:
                 yielded = it.send(value) if error is None else it.throw(error)
             except StopIteration as done:
                 return done.value
             finally:
-                durable.running_step(None)
+                running_step(None)
             try:
                 value, error = (yield yielded), None
             except BaseException as e:

@@ -121,6 +121,10 @@ pub struct ExecOptions {
     /// CPU time of one step attempt's body, in ms (waiting is not CPU).
     #[arg(long, default_value_t = defaults::STEP_CPU_MS)]
     pub step_cpu_ms: u64,
+    /// `shared`: run in a shared component instance, as
+    /// `isolation = "shared"` in weft.toml does (Python).
+    #[arg(long, value_enum, default_value = "instance")]
+    pub isolation: crate::durable::policy::Isolation,
 }
 
 impl ExecOptions {
@@ -142,6 +146,7 @@ impl ExecOptions {
                 Some(self.cpu_ms),
                 Some(self.step_cpu_ms),
             ),
+            isolation: self.isolation,
         })
     }
 }
@@ -158,6 +163,7 @@ impl Default for ExecOptions {
             max_steps: defaults::MAX_STEPS,
             cpu_ms: defaults::BODY_CPU_MS,
             step_cpu_ms: defaults::STEP_CPU_MS,
+            isolation: Default::default(),
         }
     }
 }

@@ -110,7 +110,16 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
         let digest = super::open::store_and_load(&rt, &path, &bytes, "Deployed")
             .await
             .with_context(|| format!("deploying workflow `{name}`"))?;
-        rt.set_policy(name, w.policy(name)?);
+        let policy = w.policy(name)?;
+        if policy.isolation == crate::durable::policy::Isolation::Shared
+            && !rt.components.load(&digest)?.can_share()
+        {
+            anyhow::bail!(
+                "workflow `{name}`: isolation = \"shared\" needs a component that exports `run-shared` (a Python workflow built by this weft's `weft build`); {} does not",
+                path.display()
+            );
+        }
+        rt.set_policy(name, policy);
         workflows.push((name.clone(), digest, w.concurrency));
     }
     // Versions no instance uses and no workflow deploys are deleted.

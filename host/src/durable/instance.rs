@@ -133,6 +133,8 @@ pub struct State {
     /// The step whose attempt passed its CPU limit: the trap that follows
     /// fails that attempt alone.
     pub cpu_exceeded: Option<u64>,
+    /// CPU time the guest spent in this run after it was stopped.
+    pub stopped_cpu: Duration,
 }
 
 impl State {
@@ -159,6 +161,7 @@ impl State {
             current: None,
             marks_steps: false,
             cpu_exceeded: None,
+            stopped_cpu: Duration::ZERO,
         }
     }
 }
@@ -188,6 +191,8 @@ pub struct Instance {
     pub progress: Option<mpsc::UnboundedSender<Progress>>,
     /// The run permits of a server's instance, given back while it waits.
     pub admission: Option<Arc<dyn super::RunPermits>>,
+    /// Stops the run without its store (a run in a shared instance).
+    pub stop: super::stop::Stop,
 }
 
 /// What an [`Instance`] is made of.
@@ -246,6 +251,7 @@ impl Instance {
             changed: Notify::new(),
             events,
             progress,
+            stop: Default::default(),
         })
     }
 

@@ -34,7 +34,9 @@ mod instance;
 mod limits;
 mod output;
 pub mod policy;
+pub mod shared;
 mod steps;
+pub mod stop;
 mod sync;
 mod waits;
 mod wasi;
@@ -70,9 +72,15 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// The instance this store runs.
+    /// The instance this store runs; in a shared store, a placeholder
+    /// (see [`HostState::shared`]).
     pub fn instance(&self) -> &Arc<Instance> {
         &self.durable.inst
+    }
+
+    /// The run the guest runs code of now ([`shared::CurrentRun`]).
+    pub fn current(&self) -> Option<Arc<Instance>> {
+        self.durable.current.get()
     }
 }
 
@@ -82,23 +90,43 @@ impl HostState {
     /// With `live_monotonic`, the monotonic clock is not journaled: the
     /// guest's runtime reads it for its own timers only.
     pub fn new(inst: Arc<Instance>, seed: u64, live_monotonic: bool) -> HostState {
+        let current = shared::CurrentRun::of(inst.clone());
+        Self::with_current(inst, current, seed, live_monotonic)
+    }
+
+    /// Builds the data of a store whose runs share its instance
+    /// (`isolation = "shared"`): WASI reads and output are those of the run
+    /// the guest says it runs. `placeholder` gives the store its policy
+    /// and answers `durable` calls, which a shared guest must not make
+    /// (it replays nothing and writes nothing).
+    pub fn shared(placeholder: Arc<Instance>, seed: u64) -> HostState {
+        let current = Arc::new(shared::CurrentRun::default());
+        Self::with_current(placeholder, current, seed, false)
+    }
+
+    fn with_current(
+        inst: Arc<Instance>,
+        current: Arc<shared::CurrentRun>,
+        seed: u64,
+        live_monotonic: bool,
+    ) -> HostState {
         let mut b = WasiCtx::builder();
         let memory_hit = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let budget = output::Budget::new();
         b.stdout(GuestOutput {
-            inst: inst.clone(),
+            current: current.clone(),
             budget: budget.clone(),
         })
         .stderr(GuestOutput {
-            inst: inst.clone(),
+            current: current.clone(),
             budget,
         })
-        .wall_clock(JournaledClock(inst.clone()));
+        .wall_clock(JournaledClock(current.clone()));
         if !live_monotonic {
-            b.monotonic_clock(JournaledMonotonic(inst.clone()));
+            b.monotonic_clock(JournaledMonotonic(current.clone()));
         }
-        b.secure_random(InstanceRandom(inst.clone()))
-            .insecure_random(InstanceRandom(inst.clone()))
+        b.secure_random(InstanceRandom(current.clone()))
+            .insecure_random(InstanceRandom(current.clone()))
             .insecure_random_seed(seed as u128 | ((seed as u128) << 64));
         HostState {
             wasi: b.build(),
@@ -114,6 +142,8 @@ impl HostState {
                 configs: Vec::new(),
                 memory_hit,
                 ops: sync::Ops::default(),
+                runs: Default::default(),
+                current,
             },
         }
     }
@@ -147,6 +177,10 @@ pub struct DurableCtx {
     memory_hit: Arc<std::sync::atomic::AtomicBool>,
     /// Operations of `durable-sync` in flight.
     ops: sync::Ops,
+    /// The runs of a shared store, by `run` resource.
+    runs: shared::Runs,
+    /// The run the guest runs code of now.
+    current: Arc<shared::CurrentRun>,
 }
 
 impl Drop for DurableCtx {
@@ -182,6 +216,7 @@ impl HasData for Durable {
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     durable::add_to_linker::<HostState, Durable>(linker, |s| &mut s.durable)?;
     sync::add_to_linker(linker)?;
+    shared::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::Instance;
+use super::shared::CurrentRun;
 
 /// Bytes an instance may write at once.
 pub const BURST: f64 = (1 << 20) as f64;
@@ -51,7 +52,9 @@ impl Budget {
 
 /// The guest's stdout or stderr.
 pub(super) struct GuestOutput {
-    pub inst: Arc<Instance>,
+    /// Whose output it is: the instance's, or in a shared store the run
+    /// the guest runs now.
+    pub current: Arc<CurrentRun>,
     pub budget: Arc<Mutex<Budget>>,
 }
 
@@ -64,7 +67,7 @@ impl wasmtime_wasi::cli::IsTerminal for GuestOutput {
 impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(LineWriter {
-            inst: self.inst.clone(),
+            current: self.current.clone(),
             budget: self.budget.clone(),
             pending: Vec::new(),
         })
@@ -74,7 +77,7 @@ impl wasmtime_wasi::cli::StdoutStream for GuestOutput {
 /// Writes whole lines only, so guest output never splits a line of weft's
 /// own progress output on the shared stderr.
 struct LineWriter {
-    inst: Arc<Instance>,
+    current: Arc<CurrentRun>,
     budget: Arc<Mutex<Budget>>,
     pending: Vec<u8>,
 }
@@ -91,11 +94,15 @@ impl LineWriter {
             }
         };
         let chunk: Vec<u8> = self.pending.drain(..end).collect();
-        if chunk.is_empty() || self.inst.replaying() {
+        // A shared store's output while no run runs is nobody's: dropped.
+        let Some(inst) = self.current.get() else {
+            return;
+        };
+        if chunk.is_empty() || inst.replaying() {
             return;
         }
         let text = String::from_utf8_lossy(&chunk);
-        let text = self.inst.policy.redact(&text);
+        let text = inst.policy.redact(&text);
         let mut out = String::with_capacity(text.len() + 32);
         let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         for line in text.split_inclusive('\n') {
@@ -110,22 +117,22 @@ impl LineWriter {
             }
             budget.dropped += cut as u64;
             if budget.dropped > 0 {
-                out.push_str(&note(&self.inst.id, budget.dropped));
+                out.push_str(&note(&inst.id, budget.dropped));
                 budget.dropped = 0;
             }
             if crate::logs::json() {
                 tracing::info!(
                     target: "weft::guest",
-                    workflow = %self.inst.workflow,
-                    instance = %self.inst.id,
+                    workflow = %inst.workflow,
+                    instance = %inst.id,
                     "{kept}"
                 );
                 continue;
             }
-            out.push_str(&format!("[{}] {kept}\n", self.inst.id));
+            out.push_str(&format!("[{}] {kept}\n", inst.id));
         }
         drop(budget);
-        write_out(&self.inst, &out);
+        write_out(&inst, &out);
     }
 }
 
@@ -161,10 +168,12 @@ impl Drop for LineWriter {
         self.emit(true);
         let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
         // Output dropped at the end of a run is noted when the run ends.
-        if budget.dropped > 0 {
-            let text = note(&self.inst.id, budget.dropped);
+        if budget.dropped > 0
+            && let Some(inst) = self.current.get()
+        {
+            let text = note(&inst.id, budget.dropped);
             budget.dropped = 0;
-            write_out(&self.inst, &text);
+            write_out(&inst, &text);
         }
     }
 }

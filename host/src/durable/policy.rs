@@ -57,6 +57,19 @@ impl Default for Limits {
     }
 }
 
+/// Whether instances of a workflow get a component instance each
+/// (`instance`, the default) or run as tasks of a few shared ones
+/// (`shared`: module-level state is shared between runs, the memory
+/// limit is per shared instance, and a trap takes down every run in it,
+/// which are replayed elsewhere; only the run that caused it is charged).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    Instance,
+    Shared,
+}
+
 /// The policy of a workflow.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -65,6 +78,7 @@ pub struct Policy {
     /// Secret and config values, by name.
     pub secrets: BTreeMap<String, String>,
     pub limits: Limits,
+    pub isolation: Isolation,
 }
 
 /// Secrets shorter than this are not redacted (too likely to match

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Instance;
+use super::shared::CurrentRun;
 use crate::journal::Nondet;
 
 fn wall_nanos() -> u64 {
@@ -14,14 +14,17 @@ fn wall_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) struct JournaledClock(pub(super) Arc<Instance>);
+pub(super) struct JournaledClock(pub(super) Arc<CurrentRun>);
 
 impl wasmtime_wasi::HostWallClock for JournaledClock {
     fn resolution(&self) -> Duration {
         Duration::from_nanos(1)
     }
     fn now(&self) -> Duration {
-        match self.0.nondet(
+        let Some(inst) = self.0.get() else {
+            return Duration::from_nanos(wall_nanos());
+        };
+        match inst.nondet(
             |v| matches!(v, Nondet::WallClock { .. }),
             || Nondet::WallClock {
                 nanos: wall_nanos(),
@@ -35,14 +38,17 @@ impl wasmtime_wasi::HostWallClock for JournaledClock {
 
 /// Monotonic time as nanoseconds since the Unix epoch, so that it keeps
 /// increasing across host restarts and replays.
-pub(super) struct JournaledMonotonic(pub(super) Arc<Instance>);
+pub(super) struct JournaledMonotonic(pub(super) Arc<CurrentRun>);
 
 impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonic {
     fn resolution(&self) -> u64 {
         1
     }
     fn now(&self) -> u64 {
-        match self.0.nondet(
+        let Some(inst) = self.0.get() else {
+            return wall_nanos();
+        };
+        match inst.nondet(
             |v| matches!(v, Nondet::MonotonicClock { .. }),
             || Nondet::MonotonicClock {
                 nanos: wall_nanos(),
@@ -59,11 +65,14 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonic {
 /// instance record), so a replay that makes the same reads sees the same
 /// bytes without a journal entry per read (Python reads thousands of bytes
 /// at start-up). Inside step bodies it is live.
-pub(super) struct InstanceRandom(pub(super) Arc<Instance>);
+pub(super) struct InstanceRandom(pub(super) Arc<CurrentRun>);
 
 impl InstanceRandom {
     fn fill(&mut self, buf: &mut [u8]) {
-        let mut st = self.0.lock();
+        let Some(inst) = self.0.get() else {
+            return rand::fill(buf);
+        };
+        let mut st = inst.lock();
         if st.running.is_empty() {
             rand::Rng::fill_bytes(&mut st.rng, buf);
         } else {

@@ -8,10 +8,11 @@ use anyhow::{Result, bail};
 use tokio::sync::{mpsc, watch};
 
 use super::lifecycle::Settled;
+use super::shared::SharedEnd;
 use super::store::workflow_event;
 use super::watchdog::watchdog;
 use super::{Admission, Runtime, Wake, parse_payload};
-use crate::durable::policy::Policy;
+use crate::durable::policy::{Isolation, Policy};
 use crate::durable::{
     Charged, Control, Instance, InstanceOptions, Progress, RunningStep, next_retry_ms,
 };
@@ -90,16 +91,30 @@ impl Runtime {
             dry_run: false,
         });
         let _live = self.journal.live();
-        let _resident = self.components.resident();
-        let mut store = self.new_store(&component, &inst, rec.seed);
         let event = workflow_event(rec);
-        let run = component.run(&mut store, event);
-        let ended = tokio::select! {
-            r = run => Ok(r),
-            i = watchdog(&inst, control, self.evict_after) => Err(i),
-        };
-        let memory_hit = store.data().limiter.was_hit();
-        drop(store);
+        let (ended, memory_hit) =
+            if inst.policy.isolation == Isolation::Shared && component.can_share() {
+                match self.run_in_shared(&component, &inst, event, control).await {
+                    Some(ended) => ended,
+                    // Its shared instance went down for another run's fault:
+                    // replayed elsewhere, charged nothing.
+                    None => {
+                        inst.span.record("outcome", "displaced");
+                        return Ok(Settled::Retry);
+                    }
+                }
+            } else {
+                let _resident = self.components.resident();
+                let mut store = self.new_store(&component, &inst, rec.seed);
+                let run = component.run(&mut store, event);
+                let ended = tokio::select! {
+                    r = run => Ok(r),
+                    i = watchdog(&inst, control, self.evict_after) => Err(i),
+                };
+                let memory_hit = store.data().limiter.was_hit();
+                drop(store);
+                (ended, memory_hit)
+            };
         let settled = self.settle(&inst, ended, memory_hit, &progress).await;
         let outcome = match &settled {
             Ok(Settled::Final(rec)) => rec.status.as_str(),
@@ -110,6 +125,54 @@ impl Runtime {
         };
         inst.span.record("outcome", outcome);
         settled
+    }
+
+    /// Runs `inst` in a shared instance ([`super::shared`]) under the
+    /// watchdog. Returns how it ended and whether it hit the memory limit,
+    /// once none of its calls is in flight any more; `None` when its
+    /// instance went down for another run's fault.
+    async fn run_in_shared(
+        &self,
+        component: &Arc<crate::engine::LoadedComponent>,
+        inst: &Arc<Instance>,
+        event: crate::bindings::types::WorkflowEvent,
+        control: &Arc<Control>,
+    ) -> Option<(RunResult, bool)> {
+        let done = self.run_shared(component, inst, event);
+        // A call failed (non-determinism, a pause, the journal): the run is
+        // stopped, and the reason is in the instance's state, which
+        // settling reads first. (The guest also stops its run when it
+        // drops it, just before it returns.)
+        let failed = async {
+            inst.stop.stopped().await;
+            let failed = {
+                let st = inst.lock();
+                st.fatal.is_some() || st.host_error.is_some() || st.paused || st.fenced
+            };
+            if !failed {
+                std::future::pending::<()>().await;
+            }
+        };
+        let ended = tokio::select! {
+            r = done => Ok(r.ok()),
+            i = watchdog(inst, control, self.evict_after) => Err(i),
+            _ = failed => Ok(Some(SharedEnd::Returned(Err(
+                crate::bindings::types::ErrorInfo {
+                    name: "RunStopped".into(),
+                    message: "the run was stopped".into(),
+                },
+            )))),
+        };
+        inst.stop.stop();
+        inst.stop.drained().await;
+        match ended {
+            Err(interrupt) => Some((Err(interrupt), false)),
+            Ok(Some(SharedEnd::Returned(out))) => Some((Ok(Ok(out)), false)),
+            Ok(Some(SharedEnd::Down {
+                culprit: Some((trap, memory_hit)),
+            })) => Some((Ok(Err(trap)), memory_hit)),
+            Ok(Some(SharedEnd::Down { culprit: None })) | Ok(None) => None,
+        }
     }
 
     /// Journals what one run came to: the final state, failed attempts of

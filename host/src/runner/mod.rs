@@ -20,6 +20,7 @@ mod attempt;
 mod evicted;
 mod input;
 mod lifecycle;
+mod shared;
 mod store;
 mod upgrade;
 mod watchdog;
@@ -48,6 +49,8 @@ pub struct Runtime {
     /// An instance whose every pending call waits longer than this is
     /// evicted and replayed when it wakes.
     pub evict_after: Duration,
+    /// Instances that runs of `isolation = "shared"` workflows share.
+    shared: shared::Pools,
 }
 
 impl Runtime {
@@ -112,6 +115,7 @@ impl Runtime {
             policies: Mutex::new(HashMap::new()),
             default_policy: Mutex::new(Arc::new(Policy::default())),
             evict_after,
+            shared: Default::default(),
         }))
     }
 

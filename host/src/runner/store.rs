@@ -23,14 +23,37 @@ impl Runtime {
         seed: u64,
     ) -> Store<HostState> {
         let state = HostState::new(inst.clone(), seed, component.live_monotonic());
+        self.store_for(component, state)
+    }
+
+    /// A store with `state`, limited and charged as [`Runtime::new_store`]
+    /// says; in a shared store, CPU time is the run's the guest runs.
+    pub(super) fn store_for(
+        &self,
+        component: &LoadedComponent,
+        state: HostState,
+    ) -> Store<HostState> {
         let mut store = Store::new(component.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
-            let inst = ctx.data().instance().clone();
+            let Some(inst) = ctx.data().current() else {
+                return Ok(UpdateDeadline::Yield(1));
+            };
             let limits = &inst.policy.limits;
             let mut st = inst.lock();
             let spent = st.cpu.tick();
+            // A stopped run (in a shared store) that keeps running instead
+            // of unwinding: only dropping the store stops it.
+            if inst.stop.is_stopped() {
+                st.stopped_cpu += spent;
+                if st.stopped_cpu > STOPPED_CPU {
+                    return Err(wasmtime::format_err!(
+                        "a stopped run kept running for {} ms of CPU",
+                        st.stopped_cpu.as_millis()
+                    ));
+                }
+            }
             match st.charged() {
                 Charged::Step(h) => {
                     let step = st.running.get_mut(&h).expect("charged() saw it running");
@@ -62,6 +85,9 @@ impl Runtime {
         store
     }
 }
+
+/// CPU time a stopped run may spend unwinding.
+const STOPPED_CPU: Duration = Duration::from_millis(200);
 
 /// The `run` argument of an instance.
 pub(super) fn workflow_event(rec: &InstanceRecord) -> WorkflowEvent {
