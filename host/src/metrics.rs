@@ -39,10 +39,13 @@ pub struct Metrics {
     pub replays: Family<Workflow, Counter>,
     pub replay_duration: Histogram,
     pub evictions: Family<Workflow, Counter>,
+    pub displaced: Family<Workflow, Counter>,
     pub queue_depth: Gauge,
     pub slots_in_use: Gauge,
     pub in_memory: Gauge,
     pub memory: Gauge,
+    pub shared_instances: Gauge,
+    pub shared_runs: Gauge,
 }
 
 fn step_histogram() -> Histogram {
@@ -67,10 +70,13 @@ impl Metrics {
             // 100 µs to ~1.6 min.
             replay_duration: Histogram::new(exponential_buckets(0.000_1, 2.0, 20)),
             evictions: Family::default(),
+            displaced: Family::default(),
             queue_depth: Gauge::default(),
             slots_in_use: Gauge::default(),
             in_memory: Gauge::default(),
             memory: Gauge::default(),
+            shared_instances: Gauge::default(),
+            shared_runs: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -124,6 +130,11 @@ impl Metrics {
             m.evictions.clone(),
         );
         r.register(
+            "weft_runs_displaced",
+            "Runs replayed elsewhere because another run took down their shared instance",
+            m.displaced.clone(),
+        );
+        r.register(
             "weft_queue_depth",
             "Instances waiting for a free slot to run",
             m.queue_depth.clone(),
@@ -137,6 +148,16 @@ impl Metrics {
             "weft_instances_in_memory",
             "Instances held in memory (the engine's instance slots in use)",
             m.in_memory.clone(),
+        );
+        r.register(
+            "weft_shared_instances",
+            "Component instances that runs of `isolation = \"shared\"` workflows share",
+            m.shared_instances.clone(),
+        );
+        r.register(
+            "weft_shared_runs",
+            "Runs held in shared component instances",
+            m.shared_runs.clone(),
         );
         r.register(
             "process_resident_memory_bytes",

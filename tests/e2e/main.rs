@@ -20,5 +20,6 @@ mod python;
 mod sandbox;
 mod semantics;
 mod server;
+mod shared;
 mod ui;
 mod wasi_http;

@@ -9,7 +9,7 @@ use crate::common::*;
 use crate::server::rust_only;
 
 /// `/metrics` as text: (status, body).
-fn scrape(s: &Server, token: Option<&str>) -> (u16, String) {
+pub(crate) fn scrape(s: &Server, token: Option<&str>) -> (u16, String) {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -24,7 +24,7 @@ fn scrape(s: &Server, token: Option<&str>) -> (u16, String) {
 }
 
 /// The value of the sample named `name` (with its labels), if any.
-fn sample(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -491,11 +491,13 @@ fn the_sdk_and_examples_type_check_with_mypy_strict() {
 #[test]
 fn the_python_sdk_ships_the_same_wit_as_the_host() {
     let root = repo_root();
-    assert_eq!(
-        std::fs::read_to_string(root.join("wit/workflow.wit")).unwrap(),
-        std::fs::read_to_string(root.join("guest-sdk-python/src/weft/wit/workflow.wit")).unwrap(),
-        "copy wit/workflow.wit to guest-sdk-python/src/weft/wit/"
-    );
+    for file in ["workflow.wit", "workflow-shared.wit"] {
+        assert_eq!(
+            std::fs::read_to_string(root.join("wit").join(file)).unwrap(),
+            std::fs::read_to_string(root.join("guest-sdk-python/src/weft/wit").join(file)).unwrap(),
+            "copy wit/{file} to guest-sdk-python/src/weft/wit/"
+        );
+    }
 }
 
 #[test]

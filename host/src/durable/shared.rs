@@ -48,7 +48,7 @@ impl CurrentRun {
 #[derive(Default)]
 pub(super) struct Runs {
     next: u32,
-    live: std::collections::HashMap<u32, Arc<Instance>>,
+    live: std::collections::HashMap<u32, (Arc<Instance>, crate::metrics::Held)>,
 }
 
 /// Adds `weft:workflow/shared` to a linker.
@@ -65,13 +65,9 @@ impl HostState {
         while runs.live.contains_key(&runs.next) {
             runs.next = runs.next.wrapping_add(1);
         }
-        runs.live.insert(runs.next, inst);
+        let held = crate::metrics::Held::new(&crate::metrics::get().shared_runs);
+        runs.live.insert(runs.next, (inst, held));
         Resource::new_own(runs.next)
-    }
-
-    /// The runs whose resources the guest still holds.
-    pub fn live_runs(&self) -> Vec<Arc<Instance>> {
-        self.durable.runs.live.values().cloned().collect()
     }
 }
 
@@ -125,7 +121,7 @@ impl DurableCtx {
         self.runs
             .live
             .get(&run.rep())
-            .cloned()
+            .map(|(i, _)| i.clone())
             .ok_or_else(|| wasmtime::format_err!("unknown run resource {}", run.rep()))
     }
 
@@ -233,7 +229,7 @@ impl shared::HostRun for DurableCtx {
     }
 
     fn drop(&mut self, run: Resource<SharedRun>) -> Result<()> {
-        if let Some(inst) = self.runs.live.remove(&run.rep()) {
+        if let Some((inst, _)) = self.runs.live.remove(&run.rep()) {
             tracing::debug!(instance = %inst.id, "the guest dropped its run");
             // Whatever of it is still in flight returns at once.
             inst.stop.stop();

@@ -37,6 +37,15 @@ pub(super) enum Interrupt {
 type RunResult =
     Result<wasmtime::Result<Result<String, crate::bindings::types::ErrorInfo>>, Interrupt>;
 
+/// Stops a shared run when dropped.
+struct StopOnDrop<'a>(&'a Instance);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.stop();
+    }
+}
+
 impl Runtime {
     /// Runs the guest of `rec` once and settles the outcome.
     pub(super) async fn run_once(
@@ -99,6 +108,8 @@ impl Runtime {
                     // Its shared instance went down for another run's fault:
                     // replayed elsewhere, charged nothing.
                     None => {
+                        let m = crate::metrics::get();
+                        m.workflow(&m.displaced, &inst.workflow);
                         inst.span.record("outcome", "displaced");
                         return Ok(Settled::Retry);
                     }
@@ -138,6 +149,10 @@ impl Runtime {
         event: crate::bindings::types::WorkflowEvent,
         control: &Arc<Control>,
     ) -> Option<(RunResult, bool)> {
+        // Also when this future is dropped (the scheduler aborts the
+        // instance's task to delete, upgrade or shut it down): the run
+        // must not go on in the shared instance.
+        let _stop = StopOnDrop(inst);
         let done = self.run_shared(component, inst, event);
         // A call failed (non-determinism, a pause, the journal): the run is
         // stopped, and the reason is in the instance's state, which
@@ -165,6 +180,12 @@ impl Runtime {
         };
         inst.stop.stop();
         inst.stop.drained().await;
+        tracing::debug!(instance = %inst.id, "shared run ended: {}", match &ended {
+            Err(i) => format!("{i:?}"),
+            Ok(Some(SharedEnd::Returned(r))) => format!("returned {}", r.is_ok()),
+            Ok(Some(SharedEnd::Down { culprit })) => format!("down, culprit {}", culprit.is_some()),
+            Ok(None) => "dropped".into(),
+        });
         match ended {
             Err(interrupt) => Some((Err(interrupt), false)),
             Ok(Some(SharedEnd::Returned(out))) => Some((Ok(Ok(out)), false)),

@@ -136,6 +136,7 @@ impl Runtime {
         let _resident = self.components.resident();
         tokio::spawn(async move {
             let _resident = _resident;
+            let _counted = crate::metrics::Held::new(&crate::metrics::get().shared_instances);
             work(&mut store, &component, rx, &r).await;
             d.store(true, Ordering::Release);
         });
