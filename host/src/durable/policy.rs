@@ -139,6 +139,7 @@ mod tests {
             allow_hosts: vec!["127.0.0.1".into(), "*.example.com".into()],
             secrets: [("KEY".to_owned(), "s3cr3t-value".to_owned())].into(),
             limits: Limits::default(),
+            isolation: Isolation::Instance,
         };
         assert!(p.allows("127.0.0.1"));
         assert!(p.allows("api.example.com"));

@@ -169,7 +169,7 @@ async fn work(
                     loop {
                         tokio::select! {
                             job = rx.recv() => {
-                                let Some(job) = job else { return None };
+                                let job = job?;
                                 let run = acc.with(|mut s| s.data_mut().add_run(job.inst.clone()));
                                 let rep = run.rep();
                                 let event = job.event.clone();
