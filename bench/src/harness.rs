@@ -114,11 +114,13 @@ pub async fn setup(
     rt.components.load(&d)?;
     workflows.push(("rs".to_owned(), d, None));
     let js = JS.get().and_then(|p| p.as_deref());
-    for (name, path) in [("py", python), ("js", js)] {
+    // `pysh` is the Python guest deployed `isolation = "shared"`.
+    for (name, path) in [("py", python), ("pysh", python), ("js", js)] {
         if let Some(p) = path {
             let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
             let d = rt.store_component(&bytes).await?;
             rt.components.load(&d)?;
+            rt.set_policy(name, policy(name));
             workflows.push((name.to_owned(), d, None));
         }
     }
@@ -304,7 +306,22 @@ impl Bench {
 }
 
 /// The Python and JavaScript guests' name for a scenario.
+/// The default policy of a guest's workflow: `pysh` runs shared.
+pub fn policy(guest: &str) -> weft::durable::policy::Policy {
+    let mut p = weft::durable::policy::Policy::default();
+    if guest == "pysh" {
+        p.isolation = weft::durable::policy::Isolation::Shared;
+    }
+    p
+}
+
+/// Whether the guest is the Python one, in either isolation mode.
+pub fn is_py(guest: &str) -> bool {
+    guest == "py" || guest == "pysh"
+}
+
 pub fn scenario(guest: &str, name: &str) -> String {
+    let guest = if is_py(guest) { "py" } else { guest };
     match (guest, name) {
         ("py" | "js", "loop-names") => "loop".into(),
         ("py" | "js", "steps-then-wait") => "steps_then_wait".into(),

@@ -19,7 +19,7 @@ mod harness;
 mod hosts;
 mod ui;
 
-use harness::{physical_limits, scenario, setup};
+use harness::{is_py, physical_limits, scenario, setup};
 use report::{Report, cpu_seconds, percentile, rss_kib, status_field};
 
 async fn w1(
@@ -177,7 +177,7 @@ async fn w3(
 
 async fn w4(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Result<()> {
     let b = setup(Duration::from_secs(1), 500, python).await?;
-    let params = if guest == "py" {
+    let params = if is_py(guest) {
         json!({"scenario": "events"})
     } else {
         json!({"scenario": "event-timeout", "ms": 3_600_000})
@@ -187,7 +187,7 @@ async fn w4(guest: &str, m: usize, python: Option<&str>, r: &mut Report) -> Resu
         .await?;
     let mut sent = std::collections::HashMap::new();
     for id in &ids {
-        if guest == "py" {
+        if is_py(guest) {
             b.rt.send_event(id, "first", r#"{"by":"bench"}"#).await?;
             sent.insert(id.clone(), weft::journal::now_ms());
             b.rt.send_event(id, "second", "1").await?;
@@ -232,7 +232,7 @@ async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result
     const K: usize = 5;
     let b = setup(Duration::from_millis(200), 500, python).await?;
     // n steps and the last one: above the default limit of 10,000.
-    let mut policy = weft::durable::policy::Policy::default();
+    let mut policy = harness::policy(guest);
     policy.limits.max_steps = n + 10;
     b.rt.set_policy(guest, policy);
     let params = json!({"scenario": scenario(guest, "steps-then-wait"), "n": n});
@@ -303,7 +303,7 @@ async fn w7(
     python: Option<&str>,
     r: &mut Report,
 ) -> Result<()> {
-    let params = if guest == "py" {
+    let params = if is_py(guest) {
         json!({"scenario": "events"})
     } else {
         json!({"scenario": "event-timeout", "ms": 3_600_000})
@@ -510,6 +510,7 @@ async fn main() -> Result<()> {
     let mut guests = vec!["rs"];
     if python.is_some() {
         guests.push("py");
+        guests.push("pysh");
     }
     if js.is_some() {
         guests.push("js");

@@ -15,7 +15,7 @@ from componentize_py_types import Err
 from wit_world.imports import weft_workflow_types as types
 
 from ._shared import RunStopped, api, check, current, enter
-from ._shared import _current as _RUN_VAR
+from ._shared import _ALONE, _current as _RUN_VAR
 from ._workflow import WorkflowEntrypoint, WorkflowStep, _check_json, _info, _report
 
 
@@ -87,7 +87,7 @@ def _run_of(task: asyncio.Task[Any]) -> Any:
     get_context = getattr(task, "get_context", None)
     if get_context is None:
         return current()
-    return get_context().get(_RUN_VAR, None)
+    return get_context().get(_RUN_VAR, _ALONE)
 
 
 def find_workflow(module: Any, class_name: str | None = None) -> type[WorkflowEntrypoint]:

@@ -132,7 +132,9 @@ impl HostState {
             wasi: b.build(),
             table: ResourceTable::new(),
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            http_hooks: wasi_http::HttpHooks { inst: inst.clone() },
+            http_hooks: wasi_http::HttpHooks {
+                current: current.clone(),
+            },
             limiter: MemoryLimiter {
                 max_bytes: inst.policy.limits.memory_bytes,
                 hit: memory_hit.clone(),

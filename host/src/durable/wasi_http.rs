@@ -14,11 +14,10 @@ use http_body_util::BodyExt;
 use hyper::http;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::Instance;
-
-/// The hooks of one instance's store.
+/// The hooks of one instance's store: they apply the rules of the run
+/// that sends the request (in a shared store, the run the guest runs).
 pub struct HttpHooks {
-    pub(super) inst: Arc<Instance>,
+    pub(super) current: Arc<super::shared::CurrentRun>,
 }
 
 /// wasmtime's own behaviour, which [`HttpHooks`] sends allowed requests
@@ -43,9 +42,14 @@ impl HttpHooks {
     /// Why the request may not go out, if it may not.
     fn refusal(&self, request: &http::Request<WasiBody>) -> Option<Error> {
         let uri = request.uri();
-        if self.inst.lock().running.is_empty() {
+        let Some(inst) = self.current.get() else {
+            return Some(Error::InternalError(Some(format!(
+                "wasi:http request to {uri} outside any run"
+            ))));
+        };
+        if inst.lock().running.is_empty() {
             tracing::warn!(
-                instance = %self.inst.id,
+                instance = %inst.id,
                 "a wasi:http request to {uri} was refused: it was sent outside a step body; do I/O inside a step so that its result is journaled"
             );
             return Some(Error::InternalError(Some(format!(
@@ -53,9 +57,9 @@ impl HttpHooks {
             ))));
         }
         let host = uri.host().unwrap_or_default();
-        if !self.inst.policy.allows(host) {
+        if !inst.policy.allows(host) {
             tracing::warn!(
-                instance = %self.inst.id,
+                instance = %inst.id,
                 "a wasi:http request to {uri} was refused: host `{host}` is not on the workflow's allow-list"
             );
             return Some(Error::HttpRequestDenied);
