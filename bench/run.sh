@@ -16,7 +16,9 @@ args=("$@")
 if command -v componentize-py >/dev/null && python3 -c "import importlib.util as u; exit(u.find_spec('weft') is None)"; then
     mkdir -p target/bench
     target/release/weft build tests/guests-py/scenarios.py -o target/bench/scenarios-py.wasm
-    args+=(--python target/bench/scenarios-py.wasm)
+    # The same workflow for the shared mode (`pysh`).
+    target/release/weft build tests/guests-py/scenarios.py --isolation shared -o target/bench/scenarios-py-shared.wasm
+    args+=(--python target/bench/scenarios-py.wasm --python-shared target/bench/scenarios-py-shared.wasm)
 else
     echo "componentize-py or the weft Python SDK is missing: Python workloads skipped" >&2
 fi

@@ -91,6 +91,10 @@ fn store() -> Option<&'static str> {
 /// `py` when given.
 pub static JS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// The Python guest built `--isolation shared` (`--python-shared PATH`),
+/// deployed as `pysh` with `isolation = "shared"`.
+pub static PYTHON_SHARED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
 pub async fn setup(
     evict_after: Duration,
     max_running: usize,
@@ -114,8 +118,8 @@ pub async fn setup(
     rt.components.load(&d)?;
     workflows.push(("rs".to_owned(), d, None));
     let js = JS.get().and_then(|p| p.as_deref());
-    // `pysh` is the Python guest deployed `isolation = "shared"`.
-    for (name, path) in [("py", python), ("pysh", python), ("js", js)] {
+    let shared = PYTHON_SHARED.get().and_then(|p| p.as_deref());
+    for (name, path) in [("py", python), ("pysh", shared), ("js", js)] {
         if let Some(p) = path {
             let bytes = std::fs::read(p).with_context(|| format!("reading {p}"))?;
             let d = rt.store_component(&bytes).await?;

@@ -3,8 +3,9 @@
 //! prints one JSON object per figure, then a markdown table.
 //!
 //! Run with `bash bench/run.sh` (release build). `--quick` runs smaller
-//! sizes; `--python PATH` and `--js PATH` add the Python and JavaScript
-//! guests (built by run.sh).
+//! sizes; `--python PATH`, `--python-shared PATH` and `--js PATH` add the
+//! Python guest in both isolation modes and the JavaScript guest (built by
+//! run.sh).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -471,6 +472,16 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     harness::JS.set(js.clone()).expect("set once");
+    // `--python-shared PATH`: the Python guest built `--isolation shared`,
+    // deployed as `pysh` with `isolation = "shared"`.
+    let python_shared = args
+        .iter()
+        .position(|a| a == "--python-shared")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    harness::PYTHON_SHARED
+        .set(python_shared.clone())
+        .expect("set once");
     let weft = args
         .iter()
         .position(|a| a == "--weft")
@@ -510,6 +521,8 @@ async fn main() -> Result<()> {
     let mut guests = vec!["rs"];
     if python.is_some() {
         guests.push("py");
+    }
+    if python_shared.is_some() {
         guests.push("pysh");
     }
     if js.is_some() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::js::counter;
-use crate::common::python::py_component;
+use crate::common::python::{py_component, py_shared_component};
 use crate::common::server::Server;
 use crate::common::*;
 use crate::observe::{sample, scrape};
@@ -20,7 +20,7 @@ fn toml(component: &str) -> String {
 }
 
 fn shared() -> String {
-    py_component("shared", Some("Shared"))
+    py_shared_component("shared", Some("Shared"))
 }
 
 fn create(s: &Server, id: &str, params: Value) {
@@ -220,7 +220,7 @@ fn kill_9_of_a_server_with_shared_runs_loses_nothing() {
 #[test]
 fn shared_runs_upgrade_one_by_one() {
     let (url, _counts) = counter();
-    let (v1, v2) = (shared(), py_component("shared", Some("SharedV2")));
+    let (v1, v2) = (shared(), py_shared_component("shared", Some("SharedV2")));
     let w = Weft::new();
     let s = w.serve("serve-1", &toml(&v1), &["--evict-after", "100h"]);
     for i in 0..10 {
@@ -264,19 +264,26 @@ fn shared_runs_upgrade_one_by_one() {
     }
 }
 
-/// A component that cannot run shared is refused at deploy, with the reason.
+/// A component that cannot run shared (Rust, or Python built for the
+/// default mode only) is refused at deploy, with the reason.
 #[test]
-fn a_rust_component_cannot_be_deployed_shared() {
+fn a_component_built_for_one_instance_cannot_be_deployed_shared() {
     let w = Weft::new();
     let config = w.dir.path().join("weft.toml");
-    std::fs::write(&config, toml(SCENARIOS)).unwrap();
-    let d = w.exec(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--addr",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(d.code, Some(1), "{}", d.stderr);
-    assert!(d.stderr.contains("run-shared"), "{}", d.stderr);
+    for component in [SCENARIOS.to_owned(), py_component("shared", Some("Shared"))] {
+        std::fs::write(&config, toml(&component)).unwrap();
+        let d = w.exec(&[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(d.code, Some(1), "{}", d.stderr);
+        assert!(
+            d.stderr.contains("weft build --isolation shared"),
+            "{}",
+            d.stderr
+        );
+    }
 }

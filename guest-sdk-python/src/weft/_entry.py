@@ -12,7 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from componentize_py_types import Err
+from wit_world.imports import durable
 from wit_world.imports import weft_workflow_types as types
+
+from . import _shared as _sh
 
 from ._shared import RunStopped, api, check, current, enter
 from ._shared import _ALONE, _current as _RUN_VAR
@@ -63,13 +66,21 @@ def _drain_other_tasks() -> None:
     none of its calls is in flight."""
     import componentize_py_async_support
 
-    run = current()
     me = asyncio.current_task()
+    if not _sh.SHARED:
+        others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if others:
+
+            async def drain_all() -> None:
+                await asyncio.gather(*others, return_exceptions=True)
+
+            componentize_py_async_support.spawn(drain_all())
+        return
+    run = current()
     others = [t for t in asyncio.all_tasks() if t is not me and not t.done() and _run_of(t) is run]
 
     def release() -> None:
-        if run.shared:
-            run.api.__exit__(None, None, None)
+        run.api.__exit__(None, None, None)
 
     if not others:
         release()
@@ -125,14 +136,16 @@ def _install_timers() -> None:
         when = time.monotonic() + max(delay, 0.0)
         handle = asyncio.TimerHandle(when, callback, args, loop, context)
 
-        run = api()
+        shared = _sh.SHARED
+        run = api() if shared else durable
 
         async def fire() -> None:
             await run.delay(max(int(delay * 1000), 0))
-            try:
-                check()
-            except RunStopped:
-                return
+            if shared:
+                try:
+                    check()
+                except RunStopped:
+                    return
             if not handle.cancelled():
                 handle._run()
 

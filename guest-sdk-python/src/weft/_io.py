@@ -11,6 +11,9 @@ from wit_world.imports import weft_workflow_types as types
 
 from ._duration import Duration, to_ms
 from ._errors import NonRetryableError
+from wit_world.imports import durable
+
+from . import _shared as _sh
 from ._shared import api as _api, check as _check, stopped_filler as _stopped_filler
 
 
@@ -81,9 +84,10 @@ async def fetch(
         None if timeout is None else to_ms(timeout, number_unit_ms=1000, what="fetch timeout"),
     )
     try:
-        resp = await _api().fetch(req)
+        resp = await (_api() if _sh.SHARED else durable).fetch(req)
     except Err as e:
-        _check()
+        if _sh.SHARED:
+            _check()
         err = e.value
         cls: type[FetchError] = {
             "FetchError_NotInStep": FetchNotInStep,
@@ -98,10 +102,11 @@ async def fetch(
 def secret(name: str) -> str:
     """Reads a secret or config value of the workflow; only in step bodies."""
     try:
-        return str(_api().secret(name))
+        return str((_api() if _sh.SHARED else durable).secret(name))
     except Err as e:
         info: types.ErrorInfo = e.value
-        _stopped_filler(info.name)
+        if _sh.SHARED:
+            _stopped_filler(info.name)
         if info.name == "NotInStep":
             raise RuntimeError(info.message) from None
         raise KeyError(info.message) from None

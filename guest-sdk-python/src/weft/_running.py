@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Generator
 from typing import Any
 
+from wit_world.imports import durable
+
+from . import _shared as _sh
 from ._shared import api
 
 
@@ -20,7 +23,7 @@ class InStep:
     def __init__(self, body: Awaitable[Any], handle: int) -> None:
         self._body = body
         self._handle = handle
-        self._api = api()
+        self._api = api() if _sh.SHARED else durable
 
     def __await__(self) -> Generator[Any, Any, Any]:
         it = self._body.__await__()

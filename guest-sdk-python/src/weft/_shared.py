@@ -79,7 +79,16 @@ def stopped_filler(name: str) -> bool:
 
 
 def enter(run: Any) -> RunState:
-    """Makes `run` the current run of this `run-shared` task."""
+    """Makes `run` the current run of this `run-shared` task. The first
+    time, installs what the shared mode needs (a default-mode instance
+    never touches it: every object it touches costs it a copy-on-write
+    page fault)."""
+    global _installed, SHARED
+    if not _installed:
+        _install_poll_hook()
+        _route_random()
+        _installed = True
+        SHARED = True
     st = RunState(run, True)
     _current.set(st)
     # The event loop resumes this task's code only in polls of its own
@@ -144,5 +153,7 @@ def _route_random() -> None:
             setattr(random, name, getattr(inst, name))
 
 
-_install_poll_hook()
-_route_random()
+_installed = False
+# Whether this interpreter runs shared runs. Until it does, the SDK calls
+# `durable` as it always did, touching nothing of this module's.
+SHARED = False

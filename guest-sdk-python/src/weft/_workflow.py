@@ -19,6 +19,9 @@ from ._duration import Duration, to_ms
 from ._errors import NonRetryableError, StepError, WaitTimeoutError
 from ._io import Env
 from ._running import InStep as _InStep
+from wit_world.imports import durable
+
+from . import _shared as _sh
 from ._shared import api as _api, check as _check, current as _current_run, stopped_filler as _stopped_filler
 
 T = TypeVar("T")
@@ -126,7 +129,7 @@ def _traceback(e: BaseException) -> str:
 def _report(e: BaseException) -> None:
     """Tells the host where the error the workflow ends with came from."""
     try:
-        _api().error_detail(_traceback(e))
+        (_api() if _sh.SHARED else durable).error_detail(_traceback(e))
     except Exception:
         pass  # a host without `error-detail` still gets the error itself
 
@@ -149,23 +152,35 @@ def _loads(text: str) -> Any:
 
 _UNSET: Any = object()
 
+_default_config: tuple[int, dict[str, Any]] | None = None
+
 
 def _begin(name: str, config: Mapping[str, Any] | None) -> tuple[types.StepStart, dict[str, Any]]:
     """Calls `step-begin` for a step; returns its answer and the step's
     effective config. A step with the default config passes the config's id
     instead of the config: componentize-py spends ~2 µs lowering the
     record on every call."""
-    run = _current_run()
+    global _default_config
+    shared = _sh.SHARED
+    api = _api() if shared else durable
     if config:
         wit, effective = _parse_step_config(name, config)
-        return run.api.step_begin(name, wit), effective
-    # The default step config, worked out once per run (most steps take
-    # it), and its id from `register-step-config`.
-    if run.config is None:
-        wit, effective = _parse_step_config(name, {})
-        run.config = (run.api.register_step_config(wit), effective)
-    config_id, effective = run.config
-    return run.api.step_begin_with(name, config_id), effective
+        return api.step_begin(name, wit), effective
+    # The default step config, worked out once per instance (per run when
+    # runs share the interpreter; most steps take it), and its id from
+    # `register-step-config`.
+    if shared:
+        run = _current_run()
+        if run.config is None:
+            wit, effective = _parse_step_config(name, {})
+            run.config = (api.register_step_config(wit), effective)
+        config_id, effective = run.config
+    else:
+        if _default_config is None:
+            wit, effective = _parse_step_config(name, {})
+            _default_config = (durable.register_step_config(wit), effective)
+        config_id, effective = _default_config
+    return api.step_begin_with(name, config_id), effective
 
 
 def _parse_step_config(name: str, config: Mapping[str, Any]) -> tuple[types.StepConfig, dict[str, Any]]:
@@ -216,14 +231,17 @@ async def _run_step(
     if isinstance(start, types.StepStart_Cached):
         if isinstance(start.value, Ok):
             return _loads(start.value.value)
-        _stopped_filler(start.value.value.name)
+        if _sh.SHARED:
+            _stopped_filler(start.value.value.name)
         raise _rebuild(start.value.value, module_globals)
     handle = start.value.handle
     attempt = start.value.attempt
-    api = _api()
+    shared = _sh.SHARED
+    api = _api() if shared else durable
     if not start.value.started:
         await api.step_ready(handle)
-        _check()
+        if shared:
+            _check()
     while True:
         outcome: types.StepOutcome
         try:
@@ -238,7 +256,8 @@ async def _run_step(
         except Exception as e:
             outcome = types.StepOutcome_Err(_info(e))
         verdict = await api.step_end(handle, outcome)
-        _check()
+        if shared:
+            _check()
         if isinstance(verdict, types.StepVerdict_Retry):
             attempt = verdict.value
             continue
@@ -542,8 +561,9 @@ class WorkflowStep:
     async def sleep(self, name: str, duration: Duration) -> None:
         """Sleeps durably: `duration` in seconds, a string such as
         "10 seconds" or "2 hours", or a timedelta."""
-        await _api().sleep(name, to_ms(duration, number_unit_ms=1000, what=f"sleep {name!r}"))
-        _check()
+        await (_api() if _sh.SHARED else durable).sleep(name, to_ms(duration, number_unit_ms=1000, what=f"sleep {name!r}"))
+        if _sh.SHARED:
+            _check()
 
     async def sleep_until(self, name: str, timestamp: datetime.datetime | int | float) -> None:
         """Sleeps durably until a datetime or a Unix time in seconds."""
@@ -555,17 +575,19 @@ class WorkflowStep:
             unix_ms = int(timestamp * 1000)
         else:
             raise TypeError(f"sleep_until {name!r}: expected a datetime or epoch seconds")
-        await _api().sleep_until(name, max(unix_ms, 0))
-        _check()
+        await (_api() if _sh.SHARED else durable).sleep_until(name, max(unix_ms, 0))
+        if _sh.SHARED:
+            _check()
 
     async def wait_for_event(self, name: str, event_type: str, timeout: Duration = DEFAULT_EVENT_TIMEOUT) -> dict[str, Any]:
         """Waits for an event sent to this instance; returns
         `{"type", "payload", "timestamp"}`. Raises `WaitTimeoutError`."""
         timeout_ms = to_ms(timeout, number_unit_ms=1000, what=f"wait_for_event {name!r} timeout")
         try:
-            e = await _api().wait_for_event(name, event_type, timeout_ms)
+            e = await (_api() if _sh.SHARED else durable).wait_for_event(name, event_type, timeout_ms)
         except Err:
-            _check()
+            if _sh.SHARED:
+                _check()
             raise WaitTimeoutError(
                 f"no event of type {event_type!r} arrived for {name!r} within its timeout"
             ) from None
@@ -579,9 +601,10 @@ class WorkflowStep:
 async def _run_child(workflow: str, params: Any, name: str | None, module_globals: Mapping[str, Any]) -> Any:
     _check_json(params, f"the params of workflow {workflow!r}")
     try:
-        out = await _api().run_workflow(name or workflow, workflow, json.dumps(params))
+        out = await (_api() if _sh.SHARED else durable).run_workflow(name or workflow, workflow, json.dumps(params))
     except Err as e:
-        _check()
+        if _sh.SHARED:
+            _check()
         raise _rebuild(e.value, module_globals) from None
     return json.loads(out)
 

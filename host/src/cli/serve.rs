@@ -115,7 +115,7 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
             && !rt.components.load(&digest)?.can_share()
         {
             anyhow::bail!(
-                "workflow `{name}`: isolation = \"shared\" needs a component that exports `run-shared` (a Python workflow built by this weft's `weft build`); {} does not",
+                "workflow `{name}`: isolation = \"shared\" needs a component that exports `run-shared`: a Python workflow built with `weft build --isolation shared`; {} is not one",
                 path.display()
             );
         }

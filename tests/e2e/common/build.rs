@@ -32,12 +32,14 @@ pub fn files_under(dir: &Path, skip: &[&str], out: &mut Vec<PathBuf>) {
 pub fn build_guest(
     source: &Path,
     class: Option<&str>,
+    args: &[&str],
     inputs: &[PathBuf],
     dir: &str,
     key: &str,
 ) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     class.hash(&mut h);
+    args.hash(&mut h);
     for f in inputs {
         std::fs::read(f).unwrap().hash(&mut h);
     }
@@ -52,6 +54,7 @@ pub fn build_guest(
         if let Some(c) = class {
             cmd.args(["--class", c]);
         }
+        cmd.args(args);
         let o = cmd.output().unwrap();
         assert!(
             o.status.success(),

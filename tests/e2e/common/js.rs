@@ -50,7 +50,7 @@ pub fn js_component_at(source: &Path, class: Option<&str>) -> String {
     files_under(&sdk.join("wit"), &[], &mut inputs);
     // The build pre-initializes the engine with weft's own Wizer.
     inputs.push(root.join("host/src/cli/wizer.rs"));
-    let path = build_guest(source, class, &inputs, "js-guests", &key);
+    let path = build_guest(source, class, &[], &inputs, "js-guests", &key);
     built.insert(key, path.clone());
     path
 }

@@ -50,8 +50,21 @@ pub fn py_component(module: &str, class: Option<&str>) -> String {
     py_component_at(&source, class)
 }
 
+/// Like [`py_component`], built with `--isolation shared`: a component
+/// that can also run in a shared interpreter.
+pub fn py_shared_component(module: &str, class: Option<&str>) -> String {
+    let source = repo_root()
+        .join("tests/guests-py")
+        .join(format!("{module}.py"));
+    build_py(&source, class, &["--isolation", "shared"])
+}
+
 /// Like [`py_component`] for any Python module (e.g. an example).
 pub fn py_component_at(source: &Path, class: Option<&str>) -> String {
+    build_py(source, class, &[])
+}
+
+fn build_py(source: &Path, class: Option<&str>, args: &[&str]) -> String {
     let module = source.file_stem().unwrap().to_string_lossy();
     let parent = source
         .parent()
@@ -59,7 +72,11 @@ pub fn py_component_at(source: &Path, class: Option<&str>) -> String {
         .file_name()
         .unwrap()
         .to_string_lossy();
-    let key = format!("{parent}-{module}-{}", class.unwrap_or("default"));
+    let key = format!(
+        "{parent}-{module}-{}{}",
+        class.unwrap_or("default"),
+        args.concat()
+    );
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(p) = built.get(&key) {
         return p.clone();
@@ -73,7 +90,7 @@ pub fn py_component_at(source: &Path, class: Option<&str>) -> String {
         &["__pycache__"],
         &mut inputs,
     );
-    let path = build_guest(&source, class, &inputs, "py-guests", &key);
+    let path = build_guest(&source, class, args, &inputs, "py-guests", &key);
     built.insert(key, path.clone());
     path
 }
