@@ -172,6 +172,60 @@ fn a_trap_in_one_shared_run_is_charged_to_it_alone() {
     );
 }
 
+/// A trap storm (a step that crashes the interpreter in each of its 31
+/// attempts, with no delay between them) among 120 healthy runs: after its
+/// first trap the culprit runs alone, so the healthy runs are taken down
+/// at most once each, and every one of them finishes with no completed
+/// step run twice.
+#[test]
+fn a_trap_storm_in_one_run_spares_the_others() {
+    let (url, counts) = counter();
+    let w = Weft::new();
+    let s = w.serve("serve", &toml(&shared()), &["--evict-after", "100h"]);
+    const N: usize = 120;
+    for i in 0..N {
+        create(
+            &s,
+            &format!("ok{i}"),
+            json!({"scenario": "counted", "n": 3, "url": url}),
+        );
+    }
+    wait_hits(&counts, 3 * N);
+    for i in 0..N {
+        s.wait_instance("py", &format!("ok{i}"), "waiting for go", |_| {
+            w.history(&format!("ok{i}"))
+                .iter()
+                .any(|e| e["name"] == "go")
+        });
+    }
+    create(&s, "storm", json!({"scenario": "storm", "retries": 30}));
+    let storm = s.wait_status("py", "storm", "complete");
+    assert_eq!(storm["output"]["crash"], "WorkflowTrap", "{storm}");
+    let history = w.history("storm");
+    assert_eq!(
+        steps_named(&history, "crash").len(),
+        31,
+        "every attempt charged to it"
+    );
+    let displaced = metric(&s, "weft_runs_displaced_total{workflow=\"py\"}");
+    assert!(
+        (1.0..=N as f64).contains(&displaced),
+        "each healthy run went down at most once: {displaced}"
+    );
+    for i in 0..N {
+        s.post(&format!("/v1/workflows/py/instances/ok{i}/events/go"), "1");
+    }
+    for i in 0..N {
+        let done = s.wait_status("py", &format!("ok{i}"), "complete");
+        assert_eq!(done["output"]["total"], 4, "{done}");
+    }
+    let counts = counts.lock().unwrap();
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a completed step ran again: {counts:?}"
+    );
+}
+
 /// `kill -9` of a server whose runs share interpreters loses nothing: each
 /// instance completes after the restart, and only steps in flight at the
 /// kill ran twice.

@@ -78,6 +78,21 @@ class Scenarios:
         return {"crash": None}
 
 
+    async def s_storm(self, event, step, p):
+        """Traps the interpreter in every attempt of a step with many
+        retries and no delay: a trap storm."""
+
+        @step.do("crash", config={"retries": {"limit": p["retries"], "delay": 0}})
+        async def crash():
+            os.abort()
+
+        try:
+            await crash()
+        except Exception as e:
+            return {"crash": type(e).__name__}
+        return {"crash": None}
+
+
 class Shared(Scenarios, WorkflowEntrypoint):
     VERSION = 1
 

@@ -101,31 +101,34 @@ impl Runtime {
         });
         let _live = self.journal.live();
         let event = workflow_event(rec);
-        let (ended, memory_hit) =
-            if inst.policy.isolation == Isolation::Shared && component.can_share() {
-                match self.run_in_shared(&component, &inst, event, control).await {
-                    Some(ended) => ended,
-                    // Its shared instance went down for another run's fault:
-                    // replayed elsewhere, charged nothing.
-                    None => {
-                        let m = crate::metrics::get();
-                        m.workflow(&m.displaced, &inst.workflow);
-                        inst.span.record("outcome", "displaced");
-                        return Ok(Settled::Retry);
-                    }
+        let (ended, memory_hit) = if inst.policy.isolation == Isolation::Shared
+            && component.can_share()
+            && !self.shared.isolated(&inst.id)
+        {
+            match self.run_in_shared(&component, &inst, event, control).await {
+                Some(ended) => ended,
+                // Its shared instance went down for another run's fault:
+                // replayed elsewhere, charged nothing.
+                None => {
+                    self.shared.displaced(&inst.id);
+                    let m = crate::metrics::get();
+                    m.workflow(&m.displaced, &inst.workflow);
+                    inst.span.record("outcome", "displaced");
+                    return Ok(Settled::Retry);
                 }
-            } else {
-                let _resident = self.components.resident();
-                let mut store = self.new_store(&component, &inst, rec.seed);
-                let run = component.run(&mut store, event);
-                let ended = tokio::select! {
-                    r = run => Ok(r),
-                    i = watchdog(&inst, control, self.evict_after) => Err(i),
-                };
-                let memory_hit = store.data().limiter.was_hit();
-                drop(store);
-                (ended, memory_hit)
+            }
+        } else {
+            let _resident = self.components.resident();
+            let mut store = self.new_store(&component, &inst, rec.seed);
+            let run = component.run(&mut store, event);
+            let ended = tokio::select! {
+                r = run => Ok(r),
+                i = watchdog(&inst, control, self.evict_after) => Err(i),
             };
+            let memory_hit = store.data().limiter.was_hit();
+            drop(store);
+            (ended, memory_hit)
+        };
         let settled = self.settle(&inst, ended, memory_hit, &progress).await;
         let outcome = match &settled {
             Ok(Settled::Final(rec)) => rec.status.as_str(),
@@ -191,7 +194,12 @@ impl Runtime {
             Ok(Some(SharedEnd::Returned(out))) => Some((Ok(Ok(out)), false)),
             Ok(Some(SharedEnd::Down {
                 culprit: Some((trap, memory_hit)),
-            })) => Some((Ok(Err(trap)), memory_hit)),
+            })) => {
+                // Its next attempts run alone: a trap storm of its retries
+                // takes no other run down.
+                self.shared.culprit(&inst.id);
+                Some((Ok(Err(trap)), memory_hit))
+            }
             Ok(Some(SharedEnd::Down { culprit: None })) | Ok(None) => None,
         }
     }

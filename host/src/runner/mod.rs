@@ -285,6 +285,7 @@ impl Runtime {
         // every instance a server ever ran.
         self.events.lock().unwrap().remove(&rec.id);
         self.controls.lock().unwrap().remove(&rec.id);
+        self.shared.forget(&rec.id);
         self.finished
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rec

@@ -56,6 +56,47 @@ struct Worker {
 #[derive(Default)]
 pub(super) struct Pools {
     pools: Mutex<HashMap<(String, String), Vec<Worker>>>,
+    /// Instances that took a shared instance down (`None`), or were taken
+    /// down with one (how many times), until they end.
+    trouble: Mutex<HashMap<String, Option<u32>>>,
+}
+
+/// Runs displaced this many times in a row run alone from then on: a trap
+/// no run was charged for must not take the others down for ever.
+const MAX_DISPLACED: u32 = 3;
+
+impl Pools {
+    /// Whether `id` must run in an instance of its own: it caused a trap of
+    /// a shared instance (so a trap storm of its retries harms no other
+    /// run), or was displaced too often.
+    pub(super) fn isolated(&self, id: &str) -> bool {
+        match self.trouble.lock().unwrap().get(id) {
+            Some(None) => true,
+            Some(Some(n)) => *n >= MAX_DISPLACED,
+            None => false,
+        }
+    }
+
+    /// `id` took its shared instance down.
+    pub(super) fn culprit(&self, id: &str) {
+        self.trouble.lock().unwrap().insert(id.to_owned(), None);
+    }
+
+    /// `id` went down with its shared instance.
+    pub(super) fn displaced(&self, id: &str) {
+        let mut t = self.trouble.lock().unwrap();
+        if let Some(n) = t.entry(id.to_owned()).or_insert(Some(0)) {
+            *n += 1;
+        }
+    }
+
+    /// `id` ended.
+    pub(super) fn forget(&self, id: &str) {
+        let mut t = self.trouble.lock().unwrap();
+        if !t.is_empty() {
+            t.remove(id);
+        }
+    }
 }
 
 /// Workers (instances) per workflow version: one per core, at most 4.
