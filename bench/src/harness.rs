@@ -125,6 +125,8 @@ pub async fn setup(
             let d = rt.store_component(&bytes).await?;
             rt.components.load(&d)?;
             rt.set_policy(name, policy(name));
+            // As `weft serve` does at deploy.
+            rt.warm_shared(name, &d)?;
             workflows.push((name.to_owned(), d, None));
         }
     }

@@ -37,7 +37,7 @@ class RunStopped(BaseException):
 class RunState:
     """One run as the SDK sees it."""
 
-    __slots__ = ("api", "shared", "config", "random")
+    __slots__ = ("api", "shared", "config", "random", "stopped", "fresh")
 
     def __init__(self, api: Any, shared: bool) -> None:
         # `durable` (the module) in the default mode, the run's `run`
@@ -47,6 +47,10 @@ class RunState:
         # The default step config's id and effective config, once registered.
         self.config: tuple[int, dict[str, Any]] | None = None
         self.random: random.Random | None = None
+        # What `resume` said when the event loop last resumed the run, and
+        # whether no `check` has used it yet.
+        self.stopped = False
+        self.fresh = False
 
 
 _ALONE = RunState(durable, False)
@@ -66,7 +70,17 @@ def check() -> None:
     """After a durable call returns: raises `RunStopped` if the host stopped
     the run meanwhile (what the call returned then means nothing)."""
     st = _current.get()
-    if st.shared and st.api.resume():
+    if not st.shared:
+        return
+    # Right after the event loop resumed the run (the call waited), what
+    # `resume` said then holds for what the call returned; a call that
+    # returned at once asks.
+    if st.fresh:
+        st.fresh = False
+        stopped = st.stopped
+    else:
+        stopped = st.api.resume()
+    if stopped:
         raise RunStopped()
 
 
@@ -109,7 +123,8 @@ def _install_poll_hook() -> None:
     def poll_run(future_state: Any) -> None:
         st = getattr(future_state, "_weft_run", None)
         if st is not None:
-            st.api.resume()
+            st.stopped = st.api.resume()
+            st.fresh = True
         poll(future_state)
 
     loop.poll = poll_run

@@ -119,7 +119,11 @@ pub async fn serve(data_dir: &Path, a: ServeArgs) -> Result<i32> {
                 path.display()
             );
         }
+        let shared = policy.isolation == crate::durable::policy::Isolation::Shared;
         rt.set_policy(name, policy);
+        if shared {
+            rt.warm_shared(name, &digest)?;
+        }
         workflows.push((name.clone(), digest, w.concurrency));
     }
     // Versions no instance uses and no workflow deploys are deleted.

@@ -92,10 +92,12 @@ async fn call<T>(
         return Ok(filler());
     }
     let _call = inst.stop.call();
+    // The work first: the stop's future is only made and polled while the
+    // work waits.
     let r = tokio::select! {
         biased;
-        _ = inst.stop.stopped() => return Ok(filler()),
         r = work => r,
+        _ = inst.stop.stopped() => return Ok(filler()),
     };
     r.or_else(|e| {
         stop_for(&inst, e);

@@ -130,7 +130,8 @@ impl Runtime {
             let worker = match least {
                 Some(w) if workers.len() >= pool_size() || w.runs.load(Ordering::Relaxed) == 0 => w,
                 _ => {
-                    workers.push(self.start_worker(component.clone(), inst));
+                    let policy = inst.policy.clone();
+                    workers.push(self.start_worker(component.clone(), &inst.workflow, policy));
                     workers.last().unwrap()
                 }
             };
@@ -148,15 +149,39 @@ impl Runtime {
         }
     }
 
-    fn start_worker(&self, component: Arc<LoadedComponent>, like: &Instance) -> Worker {
+    /// Starts a shared instance of `digest` for `workflow` unless one runs:
+    /// a server does at deploy, so that the first run does not wait for
+    /// an interpreter to start.
+    pub fn warm_shared(&self, workflow: &str, digest: &str) -> anyhow::Result<()> {
+        let component = self.components.load(digest)?;
+        if !component.can_share() {
+            return Ok(());
+        }
+        let policy = self.policy(workflow);
+        let key = (workflow.to_owned(), digest.to_owned());
+        let mut pools = self.shared.pools.lock().unwrap();
+        let workers = pools.entry(key).or_default();
+        workers.retain(|w| !w.dead.load(Ordering::Acquire));
+        if workers.is_empty() {
+            workers.push(self.start_worker(component, workflow, policy));
+        }
+        Ok(())
+    }
+
+    fn start_worker(
+        &self,
+        component: Arc<LoadedComponent>,
+        workflow: &str,
+        policy: Arc<crate::durable::policy::Policy>,
+    ) -> Worker {
         let (tx, rx) = mpsc::unbounded_channel();
         let runs = Arc::new(AtomicUsize::new(0));
         let dead = Arc::new(AtomicBool::new(false));
         // Answers `durable` calls (which a shared guest does not make) and
         // gives the store its policy.
         let placeholder = Instance::new(InstanceOptions {
-            id: format!("shared-{}", like.workflow),
-            workflow: like.workflow.clone(),
+            id: format!("shared-{workflow}"),
+            workflow: workflow.to_owned(),
             span: tracing::Span::none(),
             journal: self.journal.clone(),
             replay: Replay::new(Vec::new()),
@@ -164,7 +189,7 @@ impl Runtime {
             events: watch::channel(0).1,
             control: Arc::new(Control::default()),
             children: None,
-            policy: like.policy.clone(),
+            policy,
             progress: None,
             admission: None,
             dry_run: true,
