@@ -47,6 +47,25 @@ fn wait_metric(s: &Server, name: &str, what: &str, pred: impl Fn(f64) -> bool) {
     }
 }
 
+/// Creates `n` instances `{prefix}{i}` of the scenario `counted` with
+/// `steps` steps reporting to `url`.
+fn create_counted(s: &Server, prefix: &str, n: usize, steps: usize, url: &str) {
+    for i in 0..n {
+        let params = json!({"scenario": "counted", "n": steps, "url": url});
+        create(s, &format!("{prefix}{i}"), params);
+    }
+}
+
+/// Waits until `{prefix}0..n` all wait for their `go` event.
+fn wait_for_go(s: &Server, w: &Weft, prefix: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{prefix}{i}");
+        s.wait_instance("py", &id, "waiting for go", |_| {
+            w.history(&id).iter().any(|e| e["name"] == "go")
+        });
+    }
+}
+
 fn wait_hits(counts: &std::sync::Mutex<BTreeMap<String, u32>>, n: usize) {
     let start = Instant::now();
     while counts.lock().unwrap().len() < n {
@@ -113,24 +132,12 @@ fn a_trap_in_one_shared_run_is_charged_to_it_alone() {
     let w = Weft::new();
     let s = w.serve("serve", &toml(&shared()), &["--evict-after", "100h"]);
     const N: usize = 40;
-    for i in 0..N {
-        create(
-            &s,
-            &format!("ok{i}"),
-            json!({"scenario": "counted", "n": 3, "url": url}),
-        );
-    }
+    create_counted(&s, "ok", N, 3, &url);
     create(&s, "bad", json!({"scenario": "crash_on_event"}));
     // Every healthy run has done its 3 steps and waits in memory.
     wait_hits(&counts, 3 * N);
-    for i in 0..N {
-        s.wait_instance("py", &format!("ok{i}"), "waiting for go", |_| {
-            w.history(&format!("ok{i}"))
-                .iter()
-                .any(|e| e["name"] == "go")
-        });
-    }
-    assert_eq!(metric(&s, "weft_shared_runs"), (N + 1) as f64);
+    wait_for_go(&s, &w, "ok", N);
+    wait_metric(&s, "weft_shared_runs", "all runs", |v| v == (N + 1) as f64);
     s.post("/v1/workflows/py/instances/bad/events/crash", "{}");
     let bad = s.wait_status("py", "bad", "complete");
     assert_eq!(bad["output"]["crash"], "WorkflowTrap", "{bad}");
@@ -183,21 +190,9 @@ fn a_trap_storm_in_one_run_spares_the_others() {
     let w = Weft::new();
     let s = w.serve("serve", &toml(&shared()), &["--evict-after", "100h"]);
     const N: usize = 120;
-    for i in 0..N {
-        create(
-            &s,
-            &format!("ok{i}"),
-            json!({"scenario": "counted", "n": 3, "url": url}),
-        );
-    }
+    create_counted(&s, "ok", N, 3, &url);
     wait_hits(&counts, 3 * N);
-    for i in 0..N {
-        s.wait_instance("py", &format!("ok{i}"), "waiting for go", |_| {
-            w.history(&format!("ok{i}"))
-                .iter()
-                .any(|e| e["name"] == "go")
-        });
-    }
+    wait_for_go(&s, &w, "ok", N);
     create(&s, "storm", json!({"scenario": "storm", "retries": 30}));
     let storm = s.wait_status("py", "storm", "complete");
     assert_eq!(storm["output"]["crash"], "WorkflowTrap", "{storm}");
@@ -236,23 +231,14 @@ fn kill_9_of_a_server_with_shared_runs_loses_nothing() {
     let c = shared();
     let s = w.serve("serve-1", &toml(&c), &[]);
     const N: usize = 30;
-    for i in 0..N {
-        create(
-            &s,
-            &format!("k{i}"),
-            json!({"scenario": "counted", "n": 6, "url": url}),
-        );
-    }
+    create_counted(&s, "k", N, 6, &url);
     wait_hits(&counts, N * 2);
     s.run.kill9();
     let s = w.serve("serve-2", &toml(&c), &[]);
     wait_hits(&counts, N * 6);
+    wait_for_go(&s, &w, "k", N);
     for i in 0..N {
-        let id = format!("k{i}");
-        s.wait_instance("py", &id, "waiting for go", |_| {
-            w.history(&id).iter().any(|e| e["name"] == "go")
-        });
-        s.post(&format!("/v1/workflows/py/instances/{id}/events/go"), "1");
+        s.post(&format!("/v1/workflows/py/instances/k{i}/events/go"), "1");
     }
     for i in 0..N {
         let id = format!("k{i}");
@@ -260,7 +246,9 @@ fn kill_9_of_a_server_with_shared_runs_loses_nothing() {
         assert_eq!(done["output"]["event"], 1, "{done}");
         assert_eq!(entries(&w.history(&id), "step").len(), 7);
     }
-    let counts = counts.lock().unwrap();
+    let mut counts = counts.lock().unwrap().clone();
+    // A connection the kill cut before its request line was whole.
+    counts.remove("?");
     assert_eq!(counts.len(), 7 * N, "{counts:?}");
     assert!(counts.values().all(|c| (1..=2).contains(c)), "{counts:?}");
     // A run has at most one step in flight at a time.
@@ -277,19 +265,8 @@ fn shared_runs_upgrade_one_by_one() {
     let (v1, v2) = (shared(), py_shared_component("shared", Some("SharedV2")));
     let w = Weft::new();
     let s = w.serve("serve-1", &toml(&v1), &["--evict-after", "100h"]);
-    for i in 0..10 {
-        create(
-            &s,
-            &format!("u{i}"),
-            json!({"scenario": "counted", "n": 1, "url": url}),
-        );
-    }
-    for i in 0..10 {
-        let id = format!("u{i}");
-        s.wait_instance("py", &id, "waiting for go", |_| {
-            w.history(&id).iter().any(|e| e["name"] == "go")
-        });
-    }
+    create_counted(&s, "u", 10, 1, &url);
+    wait_for_go(&s, &w, "u", 10);
     s.run.kill9();
     // Restarted with v2 deployed: the instances resume on v1, in memory.
     let s = w.serve("serve-2", &toml(&v2), &["--evict-after", "100h"]);
