@@ -317,4 +317,25 @@ fn a_component_built_for_one_instance_cannot_be_deployed_shared() {
             d.stderr
         );
     }
+    // `weft run` says so too, and leaves no instance behind.
+    let py = py_component("shared", Some("Shared"));
+    let input = r#"{"scenario":"mix","n":1,"seed":0,"nap":0}"#;
+    let d = w.exec(&["run", &py, "--isolation", "shared", "--input", input]);
+    assert_eq!(d.code, Some(1), "{}", d.stderr);
+    assert!(
+        d.stderr.contains("weft build --isolation shared"),
+        "{}",
+        d.stderr
+    );
+    assert!(
+        w.exec(&["list"]).stdout.trim().lines().count() <= 1,
+        "an instance was left"
+    );
+    // Built for both, it runs shared.
+    let d = w.exec(&["run", &shared(), "--isolation", "shared", "--input", input]);
+    assert!(d.ok(), "{}", d.stderr);
+    assert_eq!(
+        d.json()["acc"],
+        json!([format!("{}:0:0", d.json()["me"].as_str().unwrap())])
+    );
 }

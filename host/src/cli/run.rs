@@ -100,7 +100,10 @@ pub async fn run(data_dir: &Path, args: RunArgs) -> Result<i32> {
             &format!("instance {} of workflow {}", rec.id, rec.workflow),
         );
     }
-    if let Err(e) = store_and_load(&rt, &args.component, &bytes, "Loaded").await {
+    let loaded = store_and_load(&rt, &args.component, &bytes, "Loaded")
+        .await
+        .and_then(|digest| check_shareable(&rt, &digest, &args.component));
+    if let Err(e) = loaded {
         socket.abort();
         let _ = std::fs::remove_file(control::socket_path(data_dir));
         if new {
@@ -388,4 +391,17 @@ async fn print_progress(mut rx: mpsc::UnboundedReceiver<Progress>, id: String, d
             ),
         }
     }
+}
+
+/// With `--isolation shared`, the component must be able to run shared.
+fn check_shareable(rt: &Runtime, digest: &str, path: &Path) -> Result<()> {
+    let shared =
+        rt.default_policy.lock().unwrap().isolation == crate::durable::policy::Isolation::Shared;
+    if shared && !rt.components.load(digest)?.can_share() {
+        bail!(
+            "--isolation shared needs a component that exports `run-shared`: a Python workflow built with `weft build --isolation shared`; {} is not one",
+            path.display()
+        );
+    }
+    Ok(())
 }
