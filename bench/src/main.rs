@@ -291,6 +291,13 @@ async fn w6(guest: &str, n: u64, python: Option<&str>, r: &mut Report) -> Result
     Ok(())
 }
 
+/// The value given after `name` on the command line.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+}
+
 fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -461,49 +468,27 @@ fn w5(weft: &Path, r: &mut Report) -> Result<()> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let python = args
-        .iter()
-        .position(|a| a == "--python")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let js = args
-        .iter()
-        .position(|a| a == "--js")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let python = flag(&args, "--python").cloned();
+    let js = flag(&args, "--js").cloned();
     harness::JS.set(js.clone()).expect("set once");
     // `--python-shared PATH`: the Python guest built `--isolation shared`,
     // deployed as `pysh` with `isolation = "shared"`.
-    let python_shared = args
-        .iter()
-        .position(|a| a == "--python-shared")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let python_shared = flag(&args, "--python-shared").cloned();
     harness::PYTHON_SHARED
         .set(python_shared.clone())
         .expect("set once");
-    let weft = args
-        .iter()
-        .position(|a| a == "--weft")
-        .and_then(|i| args.get(i + 1))
+    let weft = flag(&args, "--weft")
         .cloned()
         .unwrap_or_else(|| "target/release/weft".into());
     let mut r = Report::new(true);
     // `--repeat N`: W1-W4 run N times; each figure is the median.
-    let repeat: usize = args
-        .iter()
-        .position(|a| a == "--repeat")
-        .and_then(|i| args.get(i + 1))
+    let repeat: usize = flag(&args, "--repeat")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .max(1);
     // `--store postgres://…`: the journal in PostgreSQL, a fresh database
     // per workload on that server; the limit is then one PostgreSQL commit.
-    let store = args
-        .iter()
-        .position(|a| a == "--store")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let store = flag(&args, "--store").cloned();
     harness::STORE.set(store.clone()).expect("set once");
     let tmp = tempfile::tempdir()?;
     let mut commit_ms = physical_limits(tmp.path(), &mut r)?;
@@ -584,10 +569,7 @@ async fn main() -> Result<()> {
     }
     // `--hosts N` with `--store`: the workloads on N `weft serve` processes
     // sharing the store, and failover after `kill -9` of one.
-    let hosts: usize = args
-        .iter()
-        .position(|a| a == "--hosts")
-        .and_then(|i| args.get(i + 1))
+    let hosts: usize = flag(&args, "--hosts")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if let (Some(server), true) = (&store, hosts > 0) {
